@@ -1,0 +1,3 @@
+from dpedkit.cli import main
+
+main()

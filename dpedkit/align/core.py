@@ -1,0 +1,215 @@
+"""Align one DSLR photo to one phone photo (pure function on arrays, no file I/O).
+
+1. SIFT on reduced copies → RootSIFT matches → MAGSAC homography (coarse, DSLR→phone).
+2. Downscale the DSLR with area averaging to about the phone's scale (no aliasing), warp
+   it into the phone frame, and measure residual shifts on a grid of windows by
+   normalised cross-correlation at full phone resolution (sub-pixel peaks); refit the
+   homography on those correspondences. This makes the accuracy a matter of full-resolution
+   pixels, not of the reduced copies'.
+3. Crop both to the largest axis-aligned rectangle covered by both and warp the DSLR there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from dpedkit.align.features import match_descriptors, sift_features, to_gray
+from dpedkit.align.geometry import (Plausibility, apply_h, corners, implausibility,
+                                    largest_rectangle, local_scale, scale_matrix, translation)
+
+
+class AlignError(ValueError):
+    """The pair cannot be aligned; the message is the reason shown to the user."""
+
+    def __init__(self, reason: str, **stats):
+        super().__init__(reason)
+        self.stats = stats
+
+
+@dataclass(frozen=True)
+class AlignOptions:
+    feature_side: int = 1200       # longer side of the reduced copies SIFT runs on (px)
+    n_features: int = 4000         # SIFT keypoints kept per image
+    ratio: float = 0.8             # Lowe's ratio test
+    mutual: bool = True            # keep only mutual nearest neighbours
+    ransac_px: float = 2.0         # MAGSAC threshold, in reduced-copy pixels
+    min_inliers: int = 25
+    refine_iters: int = 2          # grid-correlation refinement passes (0 = off)
+    refine_grid: int = 16          # windows along the longer side
+    refine_min_ncc: float = 0.6    # a window's correlation peak must reach this
+    refine_px: float = 1.0         # outlier threshold of the refit (phone px)
+    min_overlap: float = 0.2       # crop area / phone area
+    plausibility: Plausibility = field(default_factory=Plausibility)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AlignResult:
+    homography: np.ndarray         # DSLR source px → phone source px
+    crop: tuple[int, int, int, int]  # x, y, w, h in phone source px
+    phone: np.ndarray              # aligned phone image (crop)
+    dslr: np.ndarray               # DSLR warped onto the crop
+    matches: int
+    inliers: int
+    reprojection_rmse: float       # phone px, over the correspondences of the final fit
+    refine_points: int
+
+
+def _coarse_homography(pg: np.ndarray, dg: np.ndarray, o: AlignOptions) -> tuple[np.ndarray, int, int, float]:
+    pp, pd = sift_features(pg, o.feature_side, o.n_features)
+    dp, dd = sift_features(dg, o.feature_side, o.n_features)
+    if min(len(pp), len(dp)) < o.min_inliers:
+        raise AlignError(f"too few SIFT keypoints (phone {len(pp)}, DSLR {len(dp)}): blank, "
+                         "blurred or textureless photo?", matches=0, inliers=0)
+    m = match_descriptors(pd, dd, o.ratio, o.mutual)
+    if len(m) < o.min_inliers:
+        raise AlignError(f"too few keypoint matches ({len(m)}): the photos may show different scenes",
+                         matches=len(m), inliers=0)
+    src, dst = dp[m[:, 1]], pp[m[:, 0]]
+    # MAGSAC runs in the phone's reduced-copy scale so its threshold means the same for any resolution.
+    s = min(1.0, o.feature_side / max(pg.shape))
+    H, mask = cv2.findHomography(src * s, dst * s, cv2.USAC_MAGSAC, o.ransac_px, maxIters=10000, confidence=0.9999)
+    if H is None:
+        raise AlignError("no homography fits the keypoint matches", matches=len(m), inliers=0)
+    inl = mask.ravel().astype(bool)
+    H = np.diag([1 / s, 1 / s, 1]) @ H @ np.diag([s, s, 1])
+    if inl.sum() < o.min_inliers:
+        raise AlignError(f"too few inliers ({int(inl.sum())} of {len(m)} matches): the photos may show "
+                         "different scenes, or too little of one scene", matches=len(m), inliers=int(inl.sum()))
+    err = np.linalg.norm(apply_h(H, src[inl]) - dst[inl], axis=1)
+    return H, len(m), int(inl.sum()), float(np.sqrt(np.mean(err ** 2)))
+
+
+def _subpixel_peak(c: np.ndarray, x: int, y: int) -> tuple[float, float]:
+    def vertex(a, b, d):
+        den = a - 2 * b + d
+        return 0.5 * (a - d) / den if den < 0 else 0.0
+    return x + vertex(c[y, x - 1], c[y, x], c[y, x + 1]), y + vertex(c[y - 1, x], c[y, x], c[y + 1, x])
+
+
+def grid_shifts(phone_gray: np.ndarray, warped_gray: np.ndarray, rect: tuple[int, int, int, int],
+                n_long: int, radius: int, min_ncc: float) -> tuple[np.ndarray, np.ndarray]:
+    """Residual shifts between two roughly aligned images on a grid of windows.
+
+    For each window centred at ``q`` (inside ``rect``), finds ``t`` with
+    ``phone(q) ≈ warped(q + t)`` by zero-mean normalised cross-correlation over
+    ``|t| ≤ radius`` and a parabolic sub-pixel peak. Windows without texture or without a
+    clear peak are dropped. Returns ``(q, t)`` as ``(N, 2)`` arrays in pixels.
+    """
+    x0, y0, w, h = rect
+    step = max(w, h) / n_long
+    half = int(max(8, min(48, step * 0.45)))
+    qs, ts = [], []
+    for cy in np.arange(y0 + step / 2, y0 + h, step).astype(int):
+        for cx in np.arange(x0 + step / 2, x0 + w, step).astype(int):
+            ty, tx = cy - half, cx - half
+            sy, sx = ty - radius, tx - radius
+            if sy < y0 or sx < x0 or ty + 2 * half + radius > y0 + h or tx + 2 * half + radius > x0 + w:
+                continue
+            tmpl = phone_gray[ty:ty + 2 * half, tx:tx + 2 * half]
+            if tmpl.std() < 3.0:
+                continue
+            region = warped_gray[sy:sy + 2 * half + 2 * radius, sx:sx + 2 * half + 2 * radius]
+            c = cv2.matchTemplate(region, tmpl, cv2.TM_CCOEFF_NORMED)
+            _, peak, _, (px, py) = cv2.minMaxLoc(c)
+            if peak < min_ncc or not (0 < px < c.shape[1] - 1 and 0 < py < c.shape[0] - 1):
+                continue
+            fx, fy = _subpixel_peak(c, px, py)
+            qs.append((cx - 0.5, cy - 0.5))  # centre of an even-sized window
+            ts.append((fx - radius, fy - radius))
+    return np.array(qs, float).reshape(-1, 2), np.array(ts, float).reshape(-1, 2)
+
+
+def downscale_for_warp(dslr: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Area-average the DSLR image to about the phone's scale, so the warp that follows
+    samples without aliasing. Returns the copy and ``M`` (full DSLR px → copy px)."""
+    h, w = dslr.shape[:2]
+    s = local_scale(H, (w, h))
+    if s >= 0.95:
+        return dslr, np.eye(3)
+    s = min(1.0, s * 1.05)  # a little above the phone's scale: the warp then only shrinks slightly
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(dslr, size, interpolation=cv2.INTER_AREA), scale_matrix(size[0] / w, size[1] / h)
+
+
+def common_crop(H_small: np.ndarray, small_size: tuple[int, int], phone_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """Largest rectangle of phone pixels whose warped-DSLR value interpolates only real
+    pixels (``H_small`` maps the downscaled DSLR copy to the phone)."""
+    w, h = small_size
+    inset = corners(w, h) + np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * 1.0
+    return largest_rectangle(apply_h(H_small, inset), *phone_size)
+
+
+def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = AlignOptions()) -> AlignResult:
+    """Align an RGB DSLR photo to an RGB phone photo; raises :class:`AlignError`.
+
+    The returned homography maps DSLR source pixels to phone source pixels (DESIGN.md §2).
+    """
+    pg, dg = to_gray(phone), to_gray(dslr)
+    ph, pw = pg.shape
+    H, n_matches, n_inliers, rmse = _coarse_homography(pg, dg, opts)
+    stats = dict(matches=n_matches, inliers=n_inliers)
+    reason = implausibility(H, (dg.shape[1], dg.shape[0]), opts.plausibility)
+    if reason:
+        raise AlignError(reason, **stats)
+
+    small, M = downscale_for_warp(dslr, H)
+    small_gray = to_gray(small)
+    n_refine = 0
+    coarse_scale = max(1.0, max(pg.shape) / opts.feature_side)
+    radius = int(np.ceil(4 * coarse_scale + 2))
+    for it in range(opts.refine_iters):
+        Hs = H @ np.linalg.inv(M)
+        rect = common_crop(Hs, small.shape[1::-1], (pw, ph))
+        if rect is None:
+            break
+        warped = cv2.warpPerspective(small_gray, Hs, (pw, ph), flags=cv2.INTER_LINEAR)
+        q, t = grid_shifts(pg, warped, rect, opts.refine_grid, radius, opts.refine_min_ncc)
+        if len(q) < 12:
+            break
+        src = apply_h(np.linalg.inv(H), q + t)  # DSLR full-res points that match phone points q
+        H1, mask = cv2.findHomography(src, q, cv2.RANSAC, opts.refine_px, maxIters=5000, confidence=0.9999)
+        if H1 is None or mask.sum() < 12:
+            break
+        inl = mask.ravel().astype(bool)
+        H1, _ = cv2.findHomography(src[inl], q[inl], 0)  # least squares on the inliers
+        if H1 is None:
+            break
+        H = H1 / H1[2, 2]
+        err = np.linalg.norm(apply_h(H, src[inl]) - q[inl], axis=1)
+        rmse, n_refine = float(np.sqrt(np.mean(err ** 2))), int(inl.sum())
+        radius = 3  # later passes start from a sub-pixel estimate
+
+    reason = implausibility(H, (dg.shape[1], dg.shape[0]), opts.plausibility)
+    if reason:
+        raise AlignError(reason, **stats)
+    Hs = H @ np.linalg.inv(M)
+    rect = common_crop(Hs, small.shape[1::-1], (pw, ph))
+    overlap = 0.0 if rect is None else rect[2] * rect[3] / (pw * ph)
+    if rect is None or overlap < opts.min_overlap:
+        raise AlignError(f"too little overlap: the common part is {overlap:.0%} of the phone photo "
+                         f"(minimum {opts.min_overlap:.0%})", **stats)
+    x, y, w, h = rect
+    dslr_crop = cv2.warpPerspective(small, translation(-x, -y) @ Hs, (w, h), flags=cv2.INTER_CUBIC)
+    return AlignResult(homography=H / H[2, 2], crop=rect, phone=phone[y:y + h, x:x + w].copy(), dslr=dslr_crop,
+                       matches=n_matches, inliers=n_inliers, reprojection_rmse=rmse, refine_points=n_refine)
+
+
+def checkerboard(a: np.ndarray, b: np.ndarray, cells: int = 8, max_side: int = 1024) -> np.ndarray:
+    """A preview that alternates squares of two aligned images: seams show misalignment."""
+    h, w = a.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+    b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
+    cell = max(size) // cells or 1
+    yy, xx = np.mgrid[:size[1], :size[0]]
+    mask = ((yy // cell + xx // cell) % 2).astype(bool)
+    out = a.copy()
+    out[mask] = b[mask]
+    return out

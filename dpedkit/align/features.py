@@ -1,0 +1,58 @@
+"""SIFT keypoints on a reduced copy and RootSIFT matching with a ratio and mutual check."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dpedkit.align.geometry import apply_h, scale_matrix
+
+
+def to_gray(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+
+
+def reduce(gray: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize (area averaging) so the longer side is at most ``max_side``.
+
+    Returns the copy and the 3×3 matrix mapping full-image to copy coordinates.
+    """
+    h, w = gray.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return gray, np.eye(3)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return small, scale_matrix(size[0] / w, size[1] / h)
+
+
+def sift_features(gray: np.ndarray, max_side: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """SIFT keypoints of a reduced copy of ``gray``, as full-resolution ``(N, 2)`` points,
+    and their RootSIFT descriptors ``(N, 128)`` float32 (L1-normalised, square-rooted:
+    Hellinger distance under L2, which matches more reliably than raw SIFT)."""
+    small, S = reduce(gray, max_side)
+    sift = cv2.SIFT_create(nfeatures=n_features)
+    kps, desc = sift.detectAndCompute(small, None)
+    if desc is None or len(kps) == 0:
+        return np.zeros((0, 2)), np.zeros((0, 128), np.float32)
+    pts = np.array([k.pt for k in kps], dtype=np.float64)
+    desc = desc / (desc.sum(axis=1, keepdims=True) + 1e-7)
+    return apply_h(np.linalg.inv(S), pts), np.sqrt(desc).astype(np.float32)
+
+
+def match_descriptors(d1: np.ndarray, d2: np.ndarray, ratio: float = 0.8, mutual: bool = True) -> np.ndarray:
+    """Indices ``(K, 2)`` of matches ``d1[i] ↔ d2[j]`` that pass Lowe's ratio test and,
+    with ``mutual``, are each other's nearest neighbour."""
+    if len(d1) < 2 or len(d2) < 2:
+        return np.zeros((0, 2), int)
+    bf = cv2.BFMatcher(cv2.NORM_L2)
+    knn = bf.knnMatch(d1, d2, k=2)
+    pairs = np.array([(m[0].queryIdx, m[0].trainIdx) for m in knn
+                      if len(m) == 2 and m[0].distance < ratio * m[1].distance], dtype=int).reshape(-1, 2)
+    if mutual and len(pairs):
+        back = bf.match(d2, d1)
+        nearest = np.full(len(d2), -1)
+        for m in back:
+            nearest[m.queryIdx] = m.trainIdx
+        pairs = pairs[nearest[pairs[:, 1]] == pairs[:, 0]]
+    return pairs

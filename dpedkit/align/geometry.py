@@ -1,0 +1,153 @@
+"""Homography geometry: conventions, plausibility checks, errors and the common crop.
+
+Coordinates are ``(x, y)`` in pixels with pixel centres at integer positions (OpenCV's
+convention). A homography ``H`` (3×3) maps a source point ``(x, y, 1)`` to ``H @ (x, y, 1)``
+followed by division by the third component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def scale_matrix(sx: float, sy: float) -> np.ndarray:
+    """Map full-image coordinates to those of a copy resized by ``(sx, sy)``.
+
+    With centres at integers, resizing maps ``x`` to ``(x + 0.5)·sx − 0.5`` (what
+    ``cv2.resize`` does), not ``x·sx``.
+    """
+    return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+
+def translation(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1.0, 0, tx], [0, 1.0, ty], [0, 0, 1.0]])
+
+
+def apply_h(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply ``H`` to an ``(N, 2)`` array of points."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    q = np.c_[pts, np.ones(len(pts))] @ np.asarray(H, dtype=np.float64).T
+    return q[:, :2] / q[:, 2:3]
+
+
+def corners(width: int, height: int) -> np.ndarray:
+    """The four extreme pixel centres of an image, clockwise from the top-left."""
+    return np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], float)
+
+
+def jacobian_det(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """det of the local Jacobian of ``H`` at each point: the local area scale factor."""
+    H = np.asarray(H, dtype=np.float64)
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    w = pts @ H[2, :2] + H[2, 2]
+    # For a homography, det J(x) = det(H) / w(x)^3.
+    return np.linalg.det(H) / w ** 3
+
+
+def jacobian(H: np.ndarray, x: float, y: float) -> np.ndarray:
+    H = np.asarray(H, dtype=np.float64)
+    u, v, w = H @ np.array([x, y, 1.0])
+    return (H[:2, :2] * w - np.outer([u, v], H[2, :2])) / w ** 2
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Limits for a DSLR→phone homography of a tripod shot."""
+
+    min_scale: float = 0.05        # phone px per DSLR px (linear), at the DSLR centre
+    max_scale: float = 4.0
+    max_anisotropy: float = 1.5    # ratio of the Jacobian's singular values at the centre
+    max_area_ratio: float = 3.0    # largest / smallest local area scale over the DSLR frame
+
+
+def implausibility(H: np.ndarray, dslr_size: tuple[int, int], limits: Plausibility = Plausibility()) -> str | None:
+    """Why ``H`` (DSLR→phone) cannot be the alignment of a tripod pair, or ``None``.
+
+    ``dslr_size`` is ``(width, height)`` of the DSLR image in the coordinates ``H`` takes.
+    """
+    H = np.asarray(H, dtype=np.float64)
+    if not np.all(np.isfinite(H)) or abs(np.linalg.det(H)) < 1e-12:
+        return "degenerate homography (singular or not finite)"
+    w, h = dslr_size
+    pts = np.vstack([corners(w, h), [[(w - 1) / 2, (h - 1) / 2]]])
+    third = pts @ H[2, :2] + H[2, 2]
+    if not (np.all(third > 0) or np.all(third < 0)):
+        return "degenerate homography: the DSLR frame would be folded through infinity"
+    dets = jacobian_det(H, pts)
+    if np.any(dets <= 0):
+        return "implausible homography: it mirrors the image (flipped)"
+    sv = np.linalg.svd(jacobian(H, *pts[-1]), compute_uv=False)
+    scale = float(np.sqrt(sv[0] * sv[1]))
+    if not limits.min_scale <= scale <= limits.max_scale:
+        return f"implausible homography: scale {scale:.3g} phone px per DSLR px is outside [{limits.min_scale}, {limits.max_scale}]"
+    if dets.max() / dets.min() > limits.max_area_ratio:
+        return f"implausible homography: extreme perspective (local scale varies {dets.max() / dets.min():.1f}× across the frame)"
+    if sv[0] / sv[1] > limits.max_anisotropy:
+        return f"implausible homography: stretches one direction {sv[0] / sv[1]:.2f}× more than the other"
+    return None
+
+
+def local_scale(H: np.ndarray, dslr_size: tuple[int, int]) -> float:
+    """Linear scale of ``H`` (phone px per DSLR px) at the DSLR image centre."""
+    w, h = dslr_size
+    return float(np.sqrt(abs(jacobian_det(H, [[(w - 1) / 2, (h - 1) / 2]])[0])))
+
+
+def corner_error(H_est: np.ndarray, H_true: np.ndarray, phone_size: tuple[int, int]) -> float:
+    """Mean distance in phone pixels between where the two homographies put the points
+    that ``H_true`` maps to the phone frame's corners."""
+    c = corners(*phone_size)
+    src = apply_h(np.linalg.inv(H_true), c)
+    return float(np.linalg.norm(apply_h(H_est, src) - c, axis=1).mean())
+
+
+def row_extents(quad: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each pixel row ``y = 0..height-1``, the x-interval inside a convex polygon.
+
+    Returns ``(left, right)`` float arrays; rows the polygon misses get ``left > right``.
+    """
+    ys = np.arange(height, dtype=np.float64)
+    left = np.full(height, np.inf)
+    right = np.full(height, -np.inf)
+    n = len(quad)
+    for i in range(n):
+        (x0, y0), (x1, y1) = quad[i], quad[(i + 1) % n]
+        if y0 == y1:
+            inside = ys == y0
+            left[inside] = np.minimum(left[inside], min(x0, x1))
+            right[inside] = np.maximum(right[inside], max(x0, x1))
+            continue
+        lo, hi = min(y0, y1), max(y0, y1)
+        inside = (ys >= lo) & (ys <= hi)
+        xs = x0 + (ys[inside] - y0) * (x1 - x0) / (y1 - y0)
+        left[inside] = np.minimum(left[inside], xs)
+        right[inside] = np.maximum(right[inside], xs)
+    return left, right
+
+
+def largest_rectangle(quad: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The largest axis-aligned rectangle ``(x, y, w, h)`` of whole pixels that lies inside
+    the convex polygon ``quad`` and the image ``width × height``; ``None`` if empty.
+
+    Exact for convex regions: each row's valid pixels form one interval, so a rectangle
+    over rows ``t..b`` spans ``[max left, min right]`` of those rows.
+    """
+    left, right = row_extents(np.asarray(quad, float), height)
+    lo = np.maximum(np.ceil(left - 1e-9), 0)
+    hi = np.minimum(np.floor(right + 1e-9), width - 1)
+    valid = np.flatnonzero(hi >= lo)
+    if valid.size == 0:
+        return None
+    t0, b0 = valid[0], valid[-1]
+    lo, hi = lo[t0:b0 + 1], hi[t0:b0 + 1]
+    best = (0, None)
+    for t in range(len(lo)):
+        widths = np.minimum.accumulate(hi[t:]) - np.maximum.accumulate(lo[t:]) + 1
+        areas = widths * np.arange(1, len(widths) + 1)
+        k = int(np.argmax(areas))
+        if areas[k] > best[0]:
+            x = int(np.maximum.accumulate(lo[t:])[k])
+            best = (areas[k], (x, int(t0 + t), int(widths[k]), k + 1))
+    return best[1]

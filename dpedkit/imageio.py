@@ -1,0 +1,145 @@
+"""Image and file I/O at the edges of the pipeline.
+
+Images are NumPy arrays of shape (H, W, 3), dtype uint8, **RGB** channel order, with the
+EXIF orientation already applied. Every writer is atomic: it writes a temporary file in the
+destination folder and renames it into place, so a killed run never leaves a half-written
+output under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm"}
+TMP_PREFIX = ".dpedkit-tmp-"
+
+
+class ImageReadError(ValueError):
+    """An input file is not a readable image; the message says why, in plain words."""
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder`` (by suffix, case-insensitive), sorted by name."""
+    return sorted(
+        p for p in Path(folder).iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _jpeg_truncated(buf: np.ndarray) -> bool:
+    # libjpeg decodes a truncated file into a grey-padded image with only a warning on
+    # stderr. A complete JPEG has its end-of-image marker after the last start-of-scan;
+    # an embedded EXIF thumbnail has its own markers, but both come before the main scan.
+    data = buf.tobytes()
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Convert a decoded OpenCV image (BGR/gray/BGRA, 8/16-bit or float) to 8-bit RGB."""
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    if img.dtype == np.uint16:
+        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = np.clip(np.nan_to_num(img) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"unsupported pixel type {img.dtype}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as 8-bit RGB with its EXIF orientation applied.
+
+    16-bit, grayscale and alpha inputs are converted (alpha is dropped). Raises
+    :class:`ImageReadError` for a missing, empty, truncated or non-image file.
+    """
+    path = Path(path)
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(f"cannot read file: {e.strerror or e}") from None
+    if buf.size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+    # IMREAD_COLOR applies the EXIF orientation; ANYDEPTH keeps 16-bit data for a proper
+    # conversion instead of OpenCV's truncating one.
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as e:
+        raise ImageReadError(f"cannot decode image: {str(e).strip().splitlines()[-1]}") from None
+    if img is None:
+        raise ImageReadError("not an image OpenCV can decode (corrupt or unsupported format)")
+    if buf[:2].tobytes() == b"\xff\xd8" and _jpeg_truncated(buf):
+        raise ImageReadError("truncated JPEG (no end-of-image marker after the image data)")
+    return to_rgb8(img)
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def encode_image(img: np.ndarray, suffix: str, quality: int = 95, png_level: int = 1) -> bytes:
+    """Encode an RGB uint8 image to PNG or JPEG bytes (``suffix`` like ``.png``)."""
+    suffix = suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif suffix == ".png":
+        params = [cv2.IMWRITE_PNG_COMPRESSION, int(png_level)]
+    else:
+        params = []
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    ok, enc = cv2.imencode(suffix, bgr, params)
+    if not ok:
+        raise OSError(f"OpenCV could not encode a {suffix} image")
+    return enc.tobytes()
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, quality: int = 95) -> None:
+    """Write an RGB uint8 image atomically; the format follows the suffix."""
+    path = Path(path)
+    write_bytes_atomic(path, encode_image(img, path.suffix, quality))
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete temporary files a killed run left below ``folder``; returns how many."""
+    n = 0
+    if Path(folder).is_dir():
+        for p in Path(folder).rglob(TMP_PREFIX + "*"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap identity of a file's content: size, mtime and a hash of its first 64 KiB."""
+    st = os.stat(path)
+    with open(path, "rb") as f:
+        head = hashlib.sha1(f.read(65536)).hexdigest()[:16]
+    return f"{st.st_size}:{st.st_mtime_ns}:{head}"

@@ -1,0 +1,31 @@
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from dpedkit.imageio import write_image
+from dpedkit.synth import sample_images, synthetic_pair
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def samples():
+    return sample_images()
+
+
+def upscaled(img, f=1.6):
+    return cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture
+def make_pair_files(samples):
+    """Write raw/phone/<name>.jpg and raw/dslr/<name>.jpg from a sample; returns H."""
+    def make(raw, name, sample="coffee", seed=0, stem=None):
+        dslr = upscaled(samples[sample])
+        phone, H = synthetic_pair(dslr, 0.6, np.random.default_rng(seed))
+        write_image(raw / "phone" / f"{stem or name}.jpg", phone)
+        write_image(raw / "dslr" / f"{name}.jpg", dslr)
+        return H
+    return make

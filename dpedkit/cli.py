@@ -89,6 +89,49 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
 
 
 @main.command()
+@click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--phone", help="Phone folder in ALIGNED_DIR (guessed as for align).")
+@click.option("--dslr", help="DSLR folder in ALIGNED_DIR.")
+@click.option("--size", type=int, default=100, show_default=True, help="Patch side (px).")
+@click.option("--threshold", type=float, default=0.9, show_default=True,
+              help="Keep a patch pair when its normalised cross-correlation is at least this.")
+@click.option("--max-shift", type=int, default=5, show_default=True, help="Largest phone-window shift searched (px).")
+@click.option("--max-angle", type=float, default=1.0, show_default=True, help="Largest rotation searched (degrees).")
+@click.option("--angle-step", type=float, default=0.5, show_default=True, help="Rotation step (degrees).")
+@click.option("--test-fraction", type=float, default=0.1, show_default=True,
+              help="Share of photos in the test split (stable: adding photos moves none).")
+@click.option("--test-photos", type=int, default=None, help="Exactly N test photos instead of a fraction.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split hash.")
+@click.option("--quality", type=int, default=95, show_default=True, help="JPEG quality of the patches.")
+@jobs_option
+@allow_failures_option
+def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_angle, angle_step, test_fraction,
+            test_photos, seed, quality, jobs, allow_failures):
+    """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
+
+    \b
+    OUT_DIR/<phone>/training_data/{<phone>,<dslr>}/<i>.jpg
+    OUT_DIR/<phone>/test_data/patches/{<phone>,<dslr>}/<i>.jpg
+    OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
+    OUT_DIR/<phone>/patches.csv, patches_report.json
+    """
+    from dpedkit.align.pairing import PairingError
+    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.patches.search import SearchOptions
+
+    opts = PatchOptions(search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
+                                             angle_step=angle_step),
+                        threshold=threshold, test_fraction=test_fraction, test_photos=test_photos, seed=seed,
+                        quality=quality, jobs=jobs, phone=phone, dslr=dslr)
+    try:
+        summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
+    except (PairingError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    _finish(summary.lines(), summary.problems, allow_failures)
+
+
+@main.command()
 @click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
 @jobs_option
 def demo(demo_dir, jobs):

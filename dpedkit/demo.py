@@ -62,4 +62,11 @@ def run_demo(root: str | Path, jobs: int | None = None, log=print) -> int:
     for name, err in sorted(errors.items()):
         log(f"  {name:<22} {err:.3f}")
     log(f"aligned pairs and checkerboard previews: {aligned}")
-    return summary.problems
+    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.patches.search import SearchOptions
+    # small photos: a smaller search keeps enough windows; two of six photos go to test
+    popts = PatchOptions(search=SearchOptions(size=100, max_shift=4), test_photos=2, jobs=jobs)
+    psum = cut_patches(aligned, root / "dataset", popts, log=log)
+    for line in psum.lines():
+        log(line)
+    return summary.problems + psum.problems

@@ -28,8 +28,9 @@ class Pair:
     reason: str | None = None  # why it is not a usable pair (unpaired or ambiguous)
 
 
-def resolve_cameras(raw: Path, phone: str | None, dslr: str | None) -> tuple[str, str]:
-    """The two camera folder names, from the options or guessed as DESIGN.md §1 says."""
+def resolve_cameras(raw: Path, phone: str | None, dslr: str | None, ignore: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The two camera folder names, from the options or guessed as DESIGN.md §1 says
+    (folders named in ``ignore`` are not cameras)."""
     raw = Path(raw)
     if not raw.is_dir():
         raise PairingError(f"{raw} is not a folder")
@@ -38,7 +39,7 @@ def resolve_cameras(raw: Path, phone: str | None, dslr: str | None) -> tuple[str
             if not (raw / n).is_dir():
                 raise PairingError(f"camera folder {raw / n} does not exist")
         return phone, dslr
-    dirs = sorted(p.name for p in raw.iterdir() if p.is_dir() and not p.name.startswith("."))
+    dirs = sorted(p.name for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in ignore)
     if len(dirs) == 2:
         d = [n for n in dirs if n.lower() in DSLR_NAMES and n != phone]
         if dslr in dirs or len(d) == 1:

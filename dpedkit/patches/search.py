@@ -31,6 +31,7 @@ class SearchOptions:
     max_angle: float = 1.0      # degrees, each direction
     angle_step: float = 0.5     # degrees
     min_std: float = MIN_STD
+    subpixel: bool = True       # parabolic peak refinement of the shift (and of the score used to pick the angle)
 
     def angles(self) -> np.ndarray:
         if self.max_angle <= 0 or self.angle_step <= 0:
@@ -69,6 +70,27 @@ def ncc(a: np.ndarray, b: np.ndarray, min_std: float = MIN_STD) -> float:
     return float((a * b).mean() / (sa * sb))
 
 
+def _parabola(a: float, b: float, c: float) -> tuple[float, float]:
+    """Vertex offset in (-0.5, 0.5) and height gain of the parabola through (-1,a), (0,b), (1,c)."""
+    den = a - 2 * b + c
+    if den >= 0:
+        return 0.0, 0.0
+    off = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
+    return off, float(-0.125 * (a - c) ** 2 / den)
+
+
+def refine_peak(scores: np.ndarray, px: int, py: int) -> tuple[float, float, float]:
+    """Sub-pixel ``(x, y)`` of a correlation peak and its interpolated height gain; at the
+    border of the score map the integer peak is kept."""
+    h, w = scores.shape
+    fx = gx = fy = gy = 0.0
+    if 0 < px < w - 1:
+        fx, gx = _parabola(scores[py, px - 1], scores[py, px], scores[py, px + 1])
+    if 0 < py < h - 1:
+        fy, gy = _parabola(scores[py - 1, px], scores[py, px], scores[py + 1, px])
+    return px + fx, py + fy, gx + gy
+
+
 def _rotation(angle: float) -> np.ndarray:
     t = np.deg2rad(angle)
     return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
@@ -104,7 +126,8 @@ def grid_positions(width: int, height: int, o: SearchOptions) -> list[tuple[int,
 
 def match_windows(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions = SearchOptions()) -> list[WindowMatch]:
     """Exhaustive search over integer shifts ``|dx|, |dy| ≤ max_shift`` and the angle grid for
-    every window of :func:`grid_positions`; one :class:`WindowMatch` per window.
+    every window of :func:`grid_positions` (then, with ``subpixel``, a parabolic refinement of
+    each angle's peak, whose refined height picks the angle); one :class:`WindowMatch` per window.
 
     For each angle the phone luminance is rotated once about the image centre; a window of
     that rotated image is the phone patch rotated about its own centre, with a sub-pixel
@@ -142,6 +165,9 @@ def match_windows(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions = Search
             region = Pa[b0 - m:b0 + S + m, a0 - m:a0 + S + m]
             scores = cv2.matchTemplate(region, D[w.y:w.y + S, w.x:w.x + S], cv2.TM_CCOEFF_NORMED)
             _, peak, _, (px, py) = cv2.minMaxLoc(scores)
+            if o.subpixel:
+                px, py, gain = refine_peak(scores, px, py)
+                peak += gain
             if peak > best[k]:
                 best[k] = peak
                 wc = np.array([a0 - m + px + half, b0 - m + py + half])

@@ -29,20 +29,13 @@ DSLR = (5472, 3648)       # ~20 MP
 
 def make_pairs(workdir: Path, n: int) -> None:
     from dpedkit.imageio import write_image
-    from dpedkit.synth import random_homography, render_phone, sample_images
+    from dpedkit.synth import collage, random_homography, render_phone
 
-    imgs = list(sample_images().values())
     rng = np.random.default_rng(0)
     for i in range(n):
         if (workdir / f"{i}.json").exists():
             continue
-        # a collage of real photos at DSLR size, with fine grain so full resolution has detail
-        tiles = [cv2.resize(imgs[(i + k) % len(imgs)], (DSLR[0] // 3, DSLR[1] // 2), interpolation=cv2.INTER_CUBIC)
-                 for k in range(6)]
-        dslr = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
-        dslr = cv2.resize(dslr, DSLR, interpolation=cv2.INTER_CUBIC)
-        grain = cv2.GaussianBlur(rng.normal(0, 12, dslr.shape[:2]).astype(np.float32), (0, 0), 1.2)
-        dslr = np.clip(dslr + grain[..., None], 0, 255).astype(np.uint8)
+        dslr = collage(DSLR, rng, offset=i)
         H = random_homography(DSLR, PHONE, rng, coverage=0.8)
         phone = render_phone(dslr, H, PHONE, rng, jpeg_quality=None)
         write_image(workdir / f"{i}_dslr.jpg", dslr, quality=95)

@@ -69,6 +69,18 @@ def sample_images() -> dict[str, np.ndarray]:
             "immunohistochemistry": data.immunohistochemistry()}
 
 
+def collage(size: tuple[int, int], rng: np.random.Generator, offset: int = 0, grain: float = 12.0) -> np.ndarray:
+    """A ``size`` ``(w, h)`` RGB image tiled from the sample photos (3×2), enlarged, with fine
+    grain so that full resolution has detail: a stand-in for a DSLR-size photo."""
+    imgs = list(sample_images().values())
+    w, h = size
+    tiles = [cv2.resize(imgs[(offset + k) % len(imgs)], (w // 3, h // 2), interpolation=cv2.INTER_CUBIC)
+             for k in range(6)]
+    img = cv2.resize(np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])]), size, interpolation=cv2.INTER_CUBIC)
+    noise = cv2.GaussianBlur(rng.normal(0, grain, (h, w)).astype(np.float32), (0, 0), 1.2)
+    return np.clip(img + noise[..., None], 0, 255).astype(np.uint8)
+
+
 def synthetic_pair(dslr: np.ndarray, phone_scale: float, rng: np.random.Generator, **kw) -> tuple[np.ndarray, np.ndarray]:
     """A simulated phone photo of ``dslr`` with ``phone_scale`` of its width in pixels and
     the same aspect ratio; returns ``(phone, H)`` with ``H`` DSLR px → phone px."""

@@ -110,7 +110,12 @@ def extract_phone_patch(phone: np.ndarray, x: int, y: int, dx: float, dy: float,
         x0, y0 = x + int(dx), y + int(dy)
         return phone[y0:y0 + size, x0:x0 + size].copy()
     A = patch_affine(x, y, dx, dy, angle, size)
-    return cv2.warpAffine(phone, A, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    # warp from a small region around the samples: OpenCV's cost grows with the source size
+    pts = A @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1], [1, 1, 1, 1]])
+    x0, y0 = (max(0, int(np.floor(v)) - 2) for v in pts.min(axis=1))
+    x1, y1 = (int(np.ceil(v)) + 3 for v in pts.max(axis=1))
+    A[:, 2] -= (x0, y0)
+    return cv2.warpAffine(phone[y0:y1, x0:x1], A, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
 
 
 def grid_positions(width: int, height: int, o: SearchOptions) -> list[tuple[int, int]]:

@@ -132,6 +132,55 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
 
 
 @main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--phone", required=True, help="Phone folder name in the DPED layout (e.g. iphone).")
+@click.option("--dslr", default="canon", show_default=True, help="DSLR folder name.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder (default: runs/<phone>).")
+@click.option("--vgg", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="VGG-19 weights: torchvision .pth or MatConvNet .mat (else $DPEDKIT_VGG, else torch hub's cache).")
+@click.option("--content-loss", type=click.Choice(["vgg", "none"]), default="vgg", show_default=True)
+@click.option("--iters", type=int, default=20000, show_default=True)
+@click.option("--batch-size", type=int, default=50, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--w-content", type=float, default=10.0, show_default=True)
+@click.option("--w-color", type=float, default=0.5, show_default=True)
+@click.option("--w-texture", type=float, default=1.0, show_default=True)
+@click.option("--w-tv", type=float, default=2000.0, show_default=True)
+@click.option("--eval-every", type=int, default=1000, show_default=True)
+@click.option("--eval-patches", type=int, default=500, show_default=True, help="Test patches per evaluation.")
+@click.option("--train-size", type=int, default=None, help="Use at most this many training patches.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-amp", is_flag=True, help="Train in fp32 on CUDA too.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, w_content, w_color, w_texture, w_tv,
+          eval_every, eval_patches, train_size, device, no_amp, compile_, seed, resume):
+    """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
+
+    Writes config.json, metrics.csv (losses, test PSNR/SSIM), samples/<iter>.png and
+    checkpoints/last.pt (+ iter_<n>.pt) to the run folder every --eval-every iterations.
+    """
+    from dpedkit.train.checkpoint import CheckpointError
+    from dpedkit.train.data import DatasetError
+    from dpedkit.train.loop import TrainConfig, TrainError, train as run_training
+    from dpedkit.train.vgg import VGGWeightsError
+
+    cfg = TrainConfig(data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out or Path("runs") / phone),
+                      vgg=str(vgg) if vgg else None, content_loss=content_loss, iters=iters, batch_size=batch_size,
+                      lr=lr, w_content=w_content, w_color=w_color, w_texture=w_texture, w_tv=w_tv,
+                      eval_every=eval_every, eval_patches=eval_patches, train_size=train_size, device=device,
+                      amp=not no_amp, compile=compile_, seed=seed, resume=resume)
+    try:
+        rows = run_training(cfg, log=_echo)
+    except (TrainError, DatasetError, VGGWeightsError, CheckpointError) as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
+               f"run folder {cfg.out}")
+
+
+@main.command()
 @click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
 @jobs_option
 def demo(demo_dir, jobs):

@@ -1,0 +1,30 @@
+"""Reading dpedkit checkpoints safely (``weights_only=True``: plain tensors and types only)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint dict; a clear :class:`CheckpointError` for anything else."""
+    path = Path(path)
+    if path.is_dir():  # a run folder
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable dpedkit checkpoint (truncated or foreign?): "
+                              f"{str(e).splitlines()[0]}") from None
+    if not isinstance(ck, dict) or "generator" not in ck:
+        raise CheckpointError(f"{path} is not a dpedkit checkpoint (no generator weights)")
+    return ck

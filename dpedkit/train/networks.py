@@ -1,0 +1,89 @@
+"""The DPED generator and discriminator, as the original TensorFlow code builds them.
+
+Tensors are NCHW, RGB in [0, 1]. Padding follows TensorFlow's 'SAME' (asymmetric for even
+totals: the extra pixel goes after), instance normalisation uses biased moments over H, W,
+eps 1e-3, and a learnable per-channel scale (init 1) and shift (init 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRAY = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) along one axis."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvSame(nn.Conv2d):
+    """A convolution with TensorFlow 'SAME' padding for any input size and stride."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        top, bottom = same_padding(x.shape[-2], k, s)
+        left, right = same_padding(x.shape[-1], k, s)
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+def instance_norm(channels: int) -> nn.InstanceNorm2d:
+    return nn.InstanceNorm2d(channels, eps=1e-3, affine=True)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, ch: int = 64):
+        super().__init__()
+        self.conv1, self.norm1 = nn.Conv2d(ch, ch, 3, padding=1), instance_norm(ch)
+        self.conv2, self.norm2 = nn.Conv2d(ch, ch, 3, padding=1), instance_norm(ch)
+
+    def forward(self, x):
+        y = F.relu(self.norm1(self.conv1(x)))
+        return x + F.relu(self.norm2(self.conv2(y)))  # the skip is added after the second ReLU
+
+
+class Generator(nn.Module):
+    """9×9 conv + ReLU; 4 residual blocks; two 3×3 conv + ReLU; 9×9 conv; tanh·0.58 + 0.5."""
+
+    def __init__(self, ch: int = 64, blocks: int = 4):
+        super().__init__()
+        self.head = nn.Conv2d(3, ch, 9, padding=4)
+        self.blocks = nn.Sequential(*[ResidualBlock(ch) for _ in range(blocks)])
+        self.conv10 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv11 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.tail = nn.Conv2d(ch, 3, 9, padding=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.head(x))
+        x = self.blocks(x)
+        x = F.relu(self.conv11(F.relu(self.conv10(x))))
+        return torch.tanh(self.tail(x)) * 0.58 + 0.5
+
+
+class Discriminator(nn.Module):
+    """Grayscale 100×100 → 2-class softmax (class 0 = DSLR); each conv is followed by
+    LeakyReLU(0.2) and then instance normalisation (not after the first)."""
+
+    SPEC = ((48, 11, 4, False), (128, 5, 2, True), (192, 3, 1, True), (192, 3, 1, True), (128, 3, 2, True))
+
+    def __init__(self, patch: int = 100):
+        super().__init__()
+        layers, ch, size = [], 1, patch
+        for out, k, s, norm in self.SPEC:
+            layers += [ConvSame(ch, out, k, s), nn.LeakyReLU(0.2)] + ([instance_norm(out)] if norm else [])
+            ch, size = out, -(-size // s)
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(ch * size * size, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 2))
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, 2)`` for grayscale input ``(B, 1, H, W)``."""
+        return torch.softmax(self.fc(self.features(gray)).float(), dim=1)
+
+
+def to_gray(rgb: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(GRAY, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return (rgb * w).sum(dim=1, keepdim=True)

@@ -206,4 +206,8 @@ def test_rerun_resumes_and_bad_files_fail_cleanly(tmp_path, samples):
     assert third.counts["train"] + third.counts.get("test", 0) < first.counts["train"] + first.counts.get("test", 0)
     r = CliRunner().invoke(main, ["patches", str(aligned), str(out), "-j", "1", "--test-photos", "1"])
     assert r.exit_code == 1 and "failed c" in r.output
+    row = next(line.split() for line in r.output.splitlines() if line.strip().startswith("a "))
+    rep = {p["name"]: p for p in json.loads((out / "phone" / "patches_report.json").read_text())["photos"]}
+    assert [int(row[2]), int(row[3])] == [rep["a"]["windows"], rep["a"]["accepted"]]
+    assert float(row[4]) == pytest.approx(rep["a"]["median_ncc"], abs=5e-4)
     assert not list(out.rglob(".dpedkit-tmp-*"))

@@ -206,6 +206,7 @@ class PatchSummary:
     empty: list = field(default_factory=list)       # photos with zero accepted patches
     counts: dict = field(default_factory=dict)       # patches per split
     photos_per_split: Counter = field(default_factory=Counter)
+    per_photo: list = field(default_factory=list)    # (name, split, windows, accepted, median ncc)
     report: Path | None = None
 
     @property
@@ -216,6 +217,10 @@ class PatchSummary:
         out = [f"{self.photos} photos ({self.skipped} already done): {self.photos_per_split['train']} train, "
                f"{self.photos_per_split['test']} test, {len(self.failed)} failed, {len(self.empty)} with no patch",
                f"patches: {self.counts.get('train', 0)} train, {self.counts.get('test', 0)} test"]
+        if self.per_photo:
+            out.append(f"  {'photo':<24} {'split':<5} {'windows':>7} {'accepted':>8} {'median NCC':>10}")
+            out += [f"  {n:<24} {sp:<5} {w:>7} {a:>8} {'-' if m is None else f'{m:.3f}':>10}"
+                    for n, sp, w, a, m in self.per_photo]
         out += [f"  failed {n}: {r}" for n, r in self.failed]
         out += [f"  no patch from {n}: {r}" for n, r in self.empty]
         if self.report:
@@ -257,6 +262,7 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
             summary.failed.append((r["name"], r["reason"]))
         else:
             summary.photos_per_split[splits[r["name"]]] += 1
+            summary.per_photo.append((r["name"], splits[r["name"]], r["windows"], r["accepted"], r["median_ncc"]))
             if r["accepted"] == 0:
                 summary.empty.append((r["name"], r["reason"]))
     report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "seed": opts.seed,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dpedkit.align.geometry import apply_h, corners
+from dpedkit.align.geometry import apply_h
 
 
 def random_homography(dslr_size: tuple[int, int], phone_size: tuple[int, int], rng: np.random.Generator,
@@ -41,7 +41,6 @@ def render_phone(dslr: np.ndarray, H: np.ndarray, phone_size: tuple[int, int], r
     """Re-image ``dslr`` (RGB uint8) through ``H`` into a phone frame of ``phone_size``
     ``(w, h)``: anti-aliased warp, colour gains, a tone curve, vignetting, noise, JPEG."""
     pw, ph = phone_size
-    dw, dh = dslr.shape[1], dslr.shape[0]
     scale = np.sqrt(abs(np.linalg.det(H[:2, :2])))
     img = dslr
     if scale < 1:  # band-limit before sampling, as an optical low-pass and the sensor would
@@ -89,5 +88,3 @@ def synthetic_pair(dslr: np.ndarray, phone_scale: float, rng: np.random.Generato
     H = random_homography((dw, dh), phone_size, rng)
     return render_phone(dslr, H, phone_size, rng, **kw), H
 
-
-__all__ = ["random_homography", "render_phone", "sample_images", "synthetic_pair", "corners"]

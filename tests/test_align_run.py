@@ -1,6 +1,5 @@
 """dpedkit align over a folder: every item gets a status, nothing is lost, re-runs resume."""
 import csv
-import json
 import os
 
 import cv2

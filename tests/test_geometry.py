@@ -51,7 +51,6 @@ def test_largest_rectangle_is_exact_on_convex_quads(seed):
     quad = c + np.c_[r * np.cos(angs), r * np.sin(angs)]
     x, y, w, h = largest_rectangle(quad, W, Hh)
     ys, xs = np.mgrid[:Hh, :W]
-    inside = cv2.pointPolygonTest  # noqa: F841  (reference: half-plane test below)
     mask = np.ones((Hh, W), bool)
     for i in range(4):
         (x0, y0), (x1, y1) = quad[i], quad[(i + 1) % 4]

@@ -53,9 +53,9 @@ def _rel(camera: str, p: Path) -> str:
     return f"{camera}/{p.name}"
 
 
-def _unpaired(camera_photos: dict[str, str], used: set[str], other: str) -> list[Pair]:
+def _unpaired(camera_photos: dict[str, str], used: set[str], why: str) -> list[Pair]:
     return [Pair(name=Path(rel).stem, phone=rel if cam == "phone" else None, dslr=rel if cam == "dslr" else None,
-                 reason=f"no {other_of(cam)} photo to pair with ({other})")
+                 reason=f"no {other_of(cam)} photo to pair with ({why})")
             for rel, cam in camera_photos.items() if rel not in used]
 
 

@@ -172,7 +172,7 @@ def assemble(root: Path, phone: str, dslr: str, results: list[dict], splits: dic
     """Number and link staged patches into the DPED layout; write patches.csv."""
     dirs = {"train": root / "training_data", "test": root / "test_data" / "patches"}
     full = root / "test_data" / "full_size_test_images"
-    for d in (*dirs.values(), ):
+    for d in dirs.values():
         for cam in (phone, dslr):
             _clear_numbered(d / cam)
             (d / cam).mkdir(parents=True, exist_ok=True)

@@ -180,3 +180,23 @@ def test_checkpoints_load_safely_and_fail_clearly(tmp_path, samples):
     with pytest.raises(CheckpointError, match="no generator"):
         load_checkpoint(tmp_path / "other.pt")
     assert (tmp_path / "r" / "samples" / "1.png").is_file() and (tmp_path / "r" / "config.json").is_file()
+
+
+def test_progress_line_shows_rate_and_current_losses(tmp_path, samples, monkeypatch):
+    import io
+    import re
+    import sys
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    data = make_dataset(tmp_path / "ds", samples, n_train=16, n_test=8)
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    rows = train(tiny_config(data, tmp_path / "r", iters=20, eval_every=20), log=lambda *_: None)
+    line = err.getvalue().split("\r")[-1]
+    m = re.search(r"20/20 ([\d.]+) it/s loss G (\S+) D (\S+) D acc ([\d.]+)", line)
+    assert m, line
+    # the line shows the running means since the last evaluation, which the metrics row also holds
+    assert float(m.group(2)) == pytest.approx(rows[-1]["loss_generator"], rel=1e-3)
+    assert float(m.group(4)) == pytest.approx(rows[-1]["disc_accuracy"], abs=0.01)

@@ -205,6 +205,40 @@ class Trainer:
         torch.set_rng_state(ck["torch_rng"])
 
 
+class LossReadout:
+    """Current losses for the progress line without stalling the GPU.
+
+    On CUDA the running means are copied to pinned host memory without blocking, and shown
+    once the copy's event has completed (a few iterations late); on the CPU they are read
+    directly.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros(7, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.shown: list[float] | None = None
+        self.pending = False
+
+    def push(self, mean: torch.Tensor) -> None:
+        if self.event is None:
+            self.shown = mean.tolist()
+            return
+        if self.pending:
+            if not self.event.query():
+                return  # the previous copy is still in flight: keep showing the older values
+            self.shown = self.host.tolist()
+        self.host.copy_(mean, non_blocking=True)
+        self.event.record()
+        self.pending = True
+
+    def text(self) -> str:
+        if self.shown is None:
+            return ""
+        g, _, _, _, _, d, acc = self.shown
+        return f" loss G {g:.4g} D {d:.3g} D acc {acc:.2f}"
+
+
 def _losses_dict(v: torch.Tensor) -> dict:
     keys = ["loss_generator", "loss_content", "loss_color", "loss_texture", "loss_tv", "loss_discriminator",
             "disc_accuracy"]
@@ -251,12 +285,15 @@ def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
     if t.iteration == 0:
         record(None)
     show = progress and sys.stderr.isatty()
+    readout = LossReadout(t.device)
+    first, t_first = t.iteration, time.perf_counter()
     while t.iteration < cfg.iters:
         acc += t.step()
         n_acc += 1
-        if show and t.iteration % 50 == 0:
-            rate = t.iteration / max(time.perf_counter() - start, 1e-9)
-            sys.stderr.write(f"\r{t.iteration}/{cfg.iters} {rate:.1f} it/s")
+        if show and t.iteration % 10 == 0:
+            readout.push(acc / n_acc)
+            rate = (t.iteration - first) / max(time.perf_counter() - t_first, 1e-9)
+            sys.stderr.write(f"\r{t.iteration}/{cfg.iters} {rate:.2f} it/s{readout.text()}\033[K")
         if t.iteration % cfg.eval_every == 0 or t.iteration == cfg.iters:
             record(acc / n_acc)
             acc.zero_()

@@ -31,6 +31,8 @@ jobs_option = click.option("--jobs", "-j", type=int, default=None,
                            help="Parallel workers (default: all cores; 1 runs in this process).")
 allow_failures_option = click.option("--allow-failures", is_flag=True,
                                      help="Exit 0 even when some items failed.")
+model_argument = click.argument("model", type=click.Path(path_type=Path))
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -150,7 +152,7 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
 @click.option("--eval-every", type=int, default=1000, show_default=True)
 @click.option("--eval-patches", type=int, default=500, show_default=True, help="Test patches per evaluation.")
 @click.option("--train-size", type=int, default=None, help="Use at most this many training patches.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option
 @click.option("--no-amp", is_flag=True, help="Train in fp32 on CUDA too.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -178,6 +180,76 @@ def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, 
         raise click.UsageError(str(e)) from None
     click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
                f"run folder {cfg.out}")
+
+
+@main.command()
+@model_argument
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder (names kept; folders keep their sub-paths).")
+@device_option
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+              help="auto: fp16 on CUDA (within 1/255 of fp32), fp32 on CPU.")
+@click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True)
+@click.option("--quality", type=int, default=95, show_default=True, help="JPEG quality.")
+@click.option("--side-by-side", is_flag=True, help="Also write <name>_before_after.<format>.")
+@click.option("--tile", type=int, default=None,
+              help="Approximate mode for photos too big for memory: tiles of this side (px), cross-faded.")
+@click.option("--overlap", type=int, default=64, show_default=True, help="Tile overlap (px), with --tile.")
+@click.option("--force", is_flag=True, help="Redo photos whose output already exists.")
+@allow_failures_option
+def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_side, tile, overlap, force,
+            allow_failures):
+    """Enhance photos (files or folders) of any size with MODEL.
+
+    MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
+    checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
+    Each photo is enhanced whole (exact: the generator normalises over the whole image).
+    """
+    from dpedkit.enhance.run import EnhanceOptions, enhance_paths
+    from dpedkit.train.checkpoint import CheckpointError
+    from dpedkit.train.loop import TrainError
+
+    opts = EnhanceOptions(device=device, precision=precision, format=fmt, quality=quality,
+                          side_by_side=side_by_side, tile=tile, overlap=overlap, force=force)
+    try:
+        summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
+    except (CheckpointError, TrainError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    _finish(summary.lines(), summary.problems, allow_failures)
+
+
+@main.command()
+@model_argument
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--phone", required=True, help="Phone folder name in the DPED layout (e.g. iphone).")
+@click.option("--dslr", default="canon", show_default=True, help="DSLR folder name.")
+@click.option("--limit", type=int, default=None, help="Use at most this many test patches.")
+@click.option("-o", "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the scores as JSON here (default: evaluate_<phone>.json).")
+@device_option
+def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
+    """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
+
+    Conventions: RGB in [0, 1], data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5),
+    MS-SSIM with the DPED code's 5 scales and weights; each per batch of 50 patches, averaged.
+    """
+    import json
+
+    from dpedkit.evaluate import evaluate_model, table
+    from dpedkit.imageio import write_text_atomic
+    from dpedkit.train.checkpoint import CheckpointError
+    from dpedkit.train.data import DatasetError
+    from dpedkit.train.loop import TrainError
+
+    try:
+        result = evaluate_model(model, data_dir, phone, dslr, device, limit, log=_echo)
+    except (CheckpointError, DatasetError, TrainError) as e:
+        raise click.UsageError(str(e)) from None
+    json_path = json_path or Path(f"evaluate_{phone}.json")
+    write_text_atomic(json_path, json.dumps(result, indent=1))
+    for line in table(result) + [f"scores: {json_path}"]:
+        click.echo(line)
 
 
 @main.command()

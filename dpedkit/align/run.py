@@ -16,6 +16,7 @@ from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_cs
 from dpedkit.imageio import ImageReadError, file_fingerprint, read_image, remove_stale_temps, write_image
 from dpedkit.manifest import Journal
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs
+from dpedkit.summary import RunSummary
 
 MANIFEST = "manifest.jsonl"
 
@@ -33,36 +34,6 @@ class AlignRunOptions:
     force: bool = False                # redo pairs that are already done
     progress: bool = True
     align: AlignOptions = field(default_factory=AlignOptions)
-
-
-@dataclass
-class RunSummary:
-    """Counts by status and reasons, and whether the run should exit non-zero."""
-    total: int = 0
-    counts: Counter = field(default_factory=Counter)
-    skipped: int = 0                   # done in an earlier run, not redone
-    reasons: Counter = field(default_factory=Counter)
-
-    def add(self, rec: dict) -> None:
-        self.total += 1
-        self.counts[rec["status"]] += 1
-        if rec["status"] != "ok":
-            self.reasons[_reason_kind(rec.get("reason") or "")] += 1
-
-    @property
-    def problems(self) -> int:
-        return sum(n for s, n in self.counts.items() if s != "ok")
-
-    def lines(self) -> list[str]:
-        out = [f"{self.total} pairs: " + ", ".join(f"{self.counts[s]} {s}" for s in ("ok", "failed", "unpaired"))
-               + f" ({self.skipped} already done, skipped)"]
-        out += [f"  {n} × {r}" for r, n in self.reasons.most_common()]
-        return out
-
-
-def _reason_kind(reason: str) -> str:
-    # group reasons that differ only in their numbers
-    return reason.split(" (")[0].split(":")[0] if reason else "unknown"
 
 
 def params_key(opts: AlignRunOptions) -> str:

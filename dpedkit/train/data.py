@@ -22,6 +22,12 @@ def _read(path: Path, size: int | None) -> np.ndarray:
     return img
 
 
+def dataset_root(data_dir: str | Path, phone: str) -> Path:
+    """The folder holding ``training_data/`` and ``test_data/``: DATA_DIR/<phone> or DATA_DIR itself."""
+    root = Path(data_dir)
+    return root / phone if (root / phone / "test_data").is_dir() or (root / phone / "training_data").is_dir() else root
+
+
 def split_dir(root: Path, split: str) -> Path:
     return Path(root) / ("training_data" if split == "train" else "test_data/patches")
 

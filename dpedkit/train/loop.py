@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from dpedkit.imageio import write_bytes_atomic, write_image, write_text_atomic
-from dpedkit.metrics import psnr, ssim
-from dpedkit.train.data import load_split
+from dpedkit.metrics import score_patches
+from dpedkit.train.data import dataset_root, load_split
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_accuracy, discriminator_loss,
                                   dped_blur_kernel, tv_loss)
 from dpedkit.train.networks import Discriminator, Generator, to_gray
 
 METRIC_FIELDS = ["iteration", "loss_generator", "loss_content", "loss_color", "loss_texture", "loss_tv",
-                 "loss_discriminator", "disc_accuracy", "test_psnr", "test_ssim", "seconds"]
+                 "loss_discriminator", "disc_accuracy", "test_psnr", "test_ssim", "test_ms_ssim", "seconds"]
 
 
 @dataclass
@@ -76,9 +76,7 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         self.out = Path(cfg.out)
         torch.manual_seed(cfg.seed)
-        root = Path(cfg.data_dir)
-        if (root / cfg.phone / "training_data").is_dir():
-            root = root / cfg.phone
+        root = dataset_root(cfg.data_dir, cfg.phone)
         self.train_phone, self.train_dslr = load_split(root, cfg.phone, cfg.dslr, "train", cfg.train_size, size=None)
         self.test_phone, self.test_dslr = load_split(root, cfg.phone, cfg.dslr, "test", cfg.eval_patches, size=None)
         if self.cuda:  # the whole set on the GPU: sampling a batch is an index, no host copy
@@ -158,19 +156,15 @@ class Trainer:
         return torch.cat([g, d])
 
     # -- evaluation, checkpoints ----------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self) -> dict:
         self.G.eval()
-        ps, ss = [], []
-        for i in range(0, self.test_phone.shape[0], 50):
-            phone = self.test_phone[i:i + 50].to(self.device).float() / 255
-            dslr = self.test_dslr[i:i + 50].to(self.device).float() / 255
+
+        def enhance(phone):
             with self._autocast():
-                enh = self.G(phone).float().clamp(0, 1)
-            ps.append(psnr(enh, dslr))
-            ss.append(ssim(enh, dslr))
+                return self.G(phone)
+        scores = score_patches(enhance, self.test_phone, self.test_dslr, self.device)
         self.G.train()
-        return {"test_psnr": float(torch.stack(ps).mean()), "test_ssim": float(torch.stack(ss).mean())}
+        return {f"test_{k}": v for k, v in scores.items()}
 
     @torch.no_grad()
     def sample_image(self, n: int = 4) -> np.ndarray:

@@ -78,3 +78,15 @@ def test_atomic_write_leaves_no_temp_and_cleanup_removes_stale(tmp_path, rgb):
     (tmp_path / "sub" / ".dpedkit-tmp-abc.png").write_bytes(b"partial")
     assert remove_stale_temps(tmp_path) == 1
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.jpg"]
+
+
+def test_outputs_get_the_usual_permissions(tmp_path, rgb):
+    import os
+    mask = os.umask(0o022)
+    try:
+        from dpedkit import imageio
+        write_image(tmp_path / "p.png", rgb)
+        assert (tmp_path / "p.png").stat().st_mode & 0o777 == imageio.FILE_MODE   # not mkstemp's 0600
+        assert imageio.FILE_MODE & 0o044                                          # readable by others
+    finally:
+        os.umask(mask)

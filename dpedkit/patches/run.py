@@ -29,10 +29,14 @@ from dpedkit.imageio import (ImageReadError, file_fingerprint, read_image, remov
                              write_text_atomic)
 from dpedkit.manifest import read_records
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs
-from dpedkit.patches.search import SearchOptions, extract_phone_patch, match_windows, ncc
+from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
 
 STAGING = ".dpedkit"
 CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
+
+
+# one character per grid window in row-major order, in patches_report.json
+WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o"}   # and "l": correlation below the threshold
 
 
 @dataclass
@@ -101,9 +105,15 @@ def cut_photo(job: _Job) -> dict:
         o = job.opts
         S = o.search.size
         shutil.rmtree(job.stage, ignore_errors=True)
-        scores, patches = [], []
+        scores, patches, codes, window_ncc = [], [], [], []
+        positions = grid_positions(phone.shape[1], phone.shape[0], o.search)
+        if positions:
+            xs, ys = sorted({x for x, _ in positions}), sorted({y for _, y in positions})
+            res["grid"] = {"x": xs[0], "y": ys[0], "cols": len(xs), "rows": len(ys), "size": S}
         for w in match_windows(dslr, phone, o.search):
             res["windows"] += 1
+            codes.append(WINDOW_CODES.get(w.status, "?"))
+            window_ncc.append(None)
             if w.status != "ok":
                 res[w.status] += 1
                 continue
@@ -112,10 +122,13 @@ def cut_photo(job: _Job) -> dict:
             w.ncc = ncc(d, p, o.search.min_std)  # scored on the exact pixels that are written
             if np.isnan(w.ncc):
                 res["flat"] += 1
+                codes[-1] = "f"
                 continue
             scores.append(w.ncc)
+            window_ncc[-1] = round(float(w.ncc), 4)
             if w.ncc < o.threshold:
                 res["low_ncc"] += 1
+                codes[-1] = "l"
                 continue
             k = len(patches)
             write_image(job.stage / "phone" / f"{k}.jpg", p, o.quality)
@@ -124,7 +137,8 @@ def cut_photo(job: _Job) -> dict:
                             "angle": round(w.angle, 4), "ncc": round(w.ncc, 6)})
         write_image(job.stage / "full.jpg", phone, o.quality)
         acc = [q["ncc"] for q in patches]
-        res.update(status="ok", accepted=len(patches), patches=patches,
+        res.update(status="ok", accepted=len(patches), patches=patches, window_map="".join(codes),
+                   window_ncc=window_ncc,
                    median_ncc=round(float(np.median(scores)), 4) if scores else None,
                    median_accepted_ncc=round(float(np.median(acc)), 4) if acc else None)
         if not patches:

@@ -182,3 +182,16 @@ def test_cli_exit_codes_and_summary(messy_raw, tmp_path):
     for cmd in (["--help"], ["align", "--help"], ["--version"]):
         r = runner.invoke(main, cmd)
         assert r.exit_code == 0 and r.output.strip()
+
+
+def test_relative_paths_survive_a_change_of_directory(tmp_path, make_pair_files, monkeypatch):
+    """Pooled workers outlive a call and keep their working directory: paths must not depend on it."""
+    for d in ("a", "b"):
+        make_pair_files(tmp_path / d / "raw", "p1", seed=1)
+        make_pair_files(tmp_path / d / "raw", "p2", sample="rocket", seed=2)
+    opts = AlignRunOptions(jobs=2, progress=False)
+    monkeypatch.chdir(tmp_path / "a")
+    assert align_folder("raw", "out", opts, log=lambda *_: None).problems == 0
+    monkeypatch.chdir(tmp_path / "b")
+    assert align_folder("raw", "out", opts, log=lambda *_: None).problems == 0
+    assert (tmp_path / "b" / "out" / "phone" / "p2.png").is_file()

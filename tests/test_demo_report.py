@@ -4,7 +4,6 @@ import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -149,7 +149,8 @@ def is_done(rec: dict | None, job: _Job) -> bool:
 def align_folder(raw: str | Path, out: str | Path, opts: AlignRunOptions = AlignRunOptions(),
                  log=print) -> RunSummary:
     """Align all pairs of ``raw`` into ``out``; resumes an interrupted run in ``out``."""
-    raw, out = Path(raw), Path(out)
+    # absolute: pooled worker processes keep the working directory they started in
+    raw, out = Path(raw).absolute(), Path(out).absolute()
     if out.resolve().is_relative_to(raw.resolve()):
         raise ValueError(f"the output folder {out} must not lie inside the input folder {raw}")
     phone_dir, dslr_dir, pairs = make_pairs(raw, opts)

@@ -235,6 +235,9 @@ class PatchSummary:
             out.append(f"  {'photo':<24} {'split':<5} {'windows':>7} {'accepted':>8} {'median NCC':>10}")
             out += [f"  {n:<24} {sp:<5} {w:>7} {a:>8} {'-' if m is None else f'{m:.3f}':>10}"
                     for n, sp, w, a, m in self.per_photo]
+        if self.photos and not self.photos_per_split["test"]:
+            out.append("warning: no photo fell in the test split; training needs test patches: "
+                       "pass --test-photos N or a larger --test-fraction")
         out += [f"  failed {n}: {r}" for n, r in self.failed]
         out += [f"  no patch from {n}: {r}" for n, r in self.empty]
         if self.report:
@@ -244,7 +247,8 @@ class PatchSummary:
 
 def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = PatchOptions(), log=print) -> PatchSummary:
     """Cut the DPED dataset of all ``ok`` pairs of ``aligned`` into ``out/<phone>/``."""
-    aligned, out = Path(aligned), Path(out)
+    # absolute: pooled worker processes keep the working directory they started in
+    aligned, out = Path(aligned).absolute(), Path(out).absolute()
     phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=("previews",))
     records = read_records(aligned / MANIFEST)
     if not records:

@@ -36,7 +36,7 @@ def load_split(root: str | Path, phone: str, dslr: str, split: str, limit: int |
                size: int | None = 100, jobs: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """``(phone, dslr)`` uint8 tensors ``(N, 3, H, W)`` of ``<i>.jpg`` for i = 0..N-1, N counted
     as the original loader counts (files in the phone folder), capped at ``limit``."""
-    base = split_dir(Path(root), split)
+    base = split_dir(Path(root).absolute(), split)   # pooled workers keep their own working directory
     pdir, ddir = base / phone, base / dslr
     if not pdir.is_dir() or not ddir.is_dir():
         raise DatasetError(f"{base} needs the folders {phone}/ and {dslr}/ (the DPED layout)")

@@ -1,7 +1,10 @@
 """The ``dpedkit`` command line: parses options and calls the library.
 
 Exit codes: 0 everything succeeded; 1 some items failed (see the summary and the
-manifest), unless ``--allow-failures``; 2 the run could not start (bad options or folders).
+manifest), unless ``--allow-failures``; 2 the run could not start (bad options or folders);
+3 the run stopped because its outputs cannot be written (disk full, no permission) or
+another run holds the output folder; 130 interrupted. Finished work is kept in every case:
+re-run the same command to resume.
 """
 
 from __future__ import annotations
@@ -14,6 +17,24 @@ import click
 from dpedkit import __version__
 
 EXIT_ITEMS_FAILED = 1
+EXIT_STOPPED = 3
+
+
+class _Group(click.Group):
+    """Turns the errors that stop a whole run into a message and an exit code, not a traceback."""
+
+    def invoke(self, ctx):
+        from dpedkit.imageio import OutputWriteError
+        from dpedkit.lock import LockError
+        try:
+            return super().invoke(ctx)
+        except (OutputWriteError, LockError) as e:
+            click.echo(f"error: {e}", err=True)
+            click.echo("stopped; finished work is kept: re-run the same command to resume", err=True)
+            sys.exit(EXIT_STOPPED)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted; finished work is kept: re-run the same command to resume", err=True)
+            sys.exit(130)
 
 
 def _echo(msg: str) -> None:
@@ -35,7 +56,7 @@ model_argument = click.argument("model", type=click.Path(path_type=Path))
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dpedkit")
 def main() -> None:
     """Build paired phone→DSLR photo datasets (DPED) and train the DPED enhancer.

@@ -24,6 +24,21 @@ class ImageReadError(ValueError):
     """An input file is not a readable image; the message says why, in plain words."""
 
 
+class OutputWriteError(RuntimeError):
+    """An output could not be written (disk full, no permission, a file where a folder
+    should be): the run must stop, since every later output would fail the same way."""
+
+
+def make_output_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` (and its parents), or raise :class:`OutputWriteError` saying why not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputWriteError(f"cannot create the {what} {folder}: {e.strerror or e}") from None
+    return folder
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder`` (by suffix, case-insensitive), sorted by name."""
     return sorted(
@@ -101,14 +116,19 @@ def _atomic_target(path: Path) -> tuple[int, str]:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
-    fd, tmp = _atomic_target(path)
+    try:
+        fd, tmp = _atomic_target(path)
+    except OSError as e:
+        raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             os.fchmod(f.fileno(), FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 

@@ -29,3 +29,17 @@ def make_pair_files(samples):
         write_image(raw / "dslr" / f"{name}.jpg", dslr)
         return H
     return make
+
+
+# what the reliability tests did, printed at the end of the run (tests/test_reliability.py)
+LEDGER = {"faults injected": 0, "bad inputs tried": 0, "fuzz cases": 0, "items checked": 0, "items lost": 0}
+
+
+@pytest.fixture(scope="session")
+def ledger():
+    return LEDGER
+
+
+def pytest_terminal_summary(terminalreporter):
+    if any(LEDGER.values()):
+        terminalreporter.write_sep("-", "reliability: " + ", ".join(f"{v} {k}" for k, v in LEDGER.items()))

@@ -155,14 +155,19 @@ def test_resume_continues_exactly(tmp_path, samples):
     full = train(tiny_config(data, tmp_path / "a"), log=lambda *_: None, progress=False)
     train(tiny_config(data, tmp_path / "b", iters=3), log=lambda *_: None, progress=False)
     resumed = train(tiny_config(data, tmp_path / "b", resume=True), log=lambda *_: None, progress=False)
+    train(tiny_config(data, tmp_path / "c", iters=0), log=lambda *_: None, progress=False)  # only the first checkpoint
+    from_zero = train(tiny_config(data, tmp_path / "c", resume=True), log=lambda *_: None, progress=False)
     assert [r["iteration"] for r in full] == [0, 3, 6]
-    for a, b in zip(full, resumed):
-        for k in ("loss_generator", "loss_discriminator", "test_psnr"):
-            if k in a:
-                assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-6, abs=1e-9), k
+    for run in (resumed, from_zero):
+        assert [int(r["iteration"]) for r in run] == [0, 3, 6]
+        for a, b in zip(full, run):
+            for k in ("loss_generator", "loss_discriminator", "test_psnr"):
+                if k in a:
+                    assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-6, abs=1e-9), k
     ga = load_checkpoint(tmp_path / "a")["generator"]
-    gb = load_checkpoint(tmp_path / "b")["generator"]
-    assert all(torch.equal(ga[k], gb[k]) for k in ga)
+    for other in ("b", "c"):
+        gb = load_checkpoint(tmp_path / other)["generator"]
+        assert all(torch.equal(ga[k], gb[k]) for k in ga)
     with pytest.raises(TrainError, match="--resume"):
         train(tiny_config(data, tmp_path / "a"), log=lambda *_: None, progress=False)
 

@@ -98,11 +98,14 @@ def pair_from_csv(raw: Path, phone: str, dslr: str, csv_path: Path) -> list[Pair
     """Pairs listed in a CSV with columns ``phone,dslr`` (paths relative to the camera
     folders); photos the CSV does not mention are reported unpaired."""
     raw = Path(raw)
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"phone", "dslr"} <= set(reader.fieldnames):
-            raise PairingError(f"{csv_path} needs a header with the columns 'phone' and 'dslr'")
-        rows = list(reader)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"phone", "dslr"} <= set(reader.fieldnames):
+                raise PairingError(f"{csv_path} needs a header with the columns 'phone' and 'dslr'")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise PairingError(f"{csv_path} is not a readable UTF-8 CSV file: {e}") from None
     pairs, used, names = [], set(), set()
     for i, row in enumerate(rows, start=2):
         try:

@@ -13,7 +13,9 @@ import cv2
 
 from dpedkit.align.core import AlignError, AlignOptions, align_images, checkerboard
 from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv, resolve_cameras
-from dpedkit.imageio import ImageReadError, file_fingerprint, read_image, remove_stale_temps, write_image
+from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, make_output_dir, read_image,
+                             remove_stale_temps, write_image)
+from dpedkit.lock import exclusive
 from dpedkit.manifest import Journal
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs
 from dpedkit.summary import RunSummary
@@ -126,6 +128,8 @@ def align_one(job: _Job) -> dict:
             rec.update(reason=str(e), **e.stats)
         except MemoryError:
             rec.update(reason="out of memory while aligning this pair (try fewer --jobs)")
+        except OutputWriteError:
+            raise  # disk full or no permission: stop the run, every later pair would fail too
         except Exception as e:  # a bug or an OpenCV failure: keep going, say what happened
             rec.update(reason=f"unexpected error: {type(e).__name__}: {e}")
     rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
@@ -154,7 +158,13 @@ def align_folder(raw: str | Path, out: str | Path, opts: AlignRunOptions = Align
     if out.resolve().is_relative_to(raw.resolve()):
         raise ValueError(f"the output folder {out} must not lie inside the input folder {raw}")
     phone_dir, dslr_dir, pairs = make_pairs(raw, opts)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
+    with exclusive(out, "dpedkit align"):
+        return _align_pairs(raw, out, phone_dir, dslr_dir, pairs, opts, log)
+
+
+def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: list[Pair], opts: AlignRunOptions,
+                 log) -> RunSummary:
     remove_stale_temps(out)
     journal = Journal(out / MANIFEST)
     jobs = resolve_jobs(opts.jobs)

@@ -11,7 +11,8 @@ import torch
 
 from dpedkit.enhance.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
 from dpedkit.enhance.model import load_generator
-from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image, write_bytes_atomic
+from dpedkit.imageio import (ImageReadError, encode_image, list_images, make_output_dir, read_image,
+                             write_bytes_atomic)
 from dpedkit.summary import RunSummary
 from dpedkit.train.loop import resolve_device
 
@@ -71,8 +72,11 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     g = prepare(g, device, dtype)
     log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
         + (f", tiles of {opts.tile} px (approximate)" if opts.tile else ", whole photos"))
-    summary = RunSummary(noun="photos", statuses=("ok", "failed"))
+    make_output_dir(out_dir)
+    # no lock: every output is a pure function of its input, written atomically, so two runs
+    # on one folder cannot corrupt it, and a photo folder stays free of our hidden files
     items = collect_inputs(inputs)
+    summary = RunSummary(noun="photos", statuses=("ok", "failed"))
     seen: dict[Path, Path] = {}
     megapixels, busy = 0.0, 0.0
     for src, rel in items:

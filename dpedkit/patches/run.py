@@ -25,8 +25,9 @@ import numpy as np
 
 from dpedkit.align.pairing import resolve_cameras
 from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import (ImageReadError, file_fingerprint, read_image, remove_stale_temps, write_image,
-                             write_text_atomic)
+from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, make_output_dir, read_image,
+                             remove_stale_temps, write_image, write_text_atomic)
+from dpedkit.lock import exclusive
 from dpedkit.manifest import read_records
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
@@ -51,6 +52,11 @@ class PatchOptions:
     progress: bool = True
     phone: str | None = None
     dslr: str | None = None
+
+
+def is_plain_name(name: str) -> bool:
+    """A pair name usable as a file name inside one folder: no separators, no '..'."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\x00")
 
 
 def split_hash(name: str, seed: int) -> float:
@@ -145,6 +151,8 @@ def cut_photo(job: _Job) -> dict:
             res["reason"] = "no window reached the correlation threshold" if scores else "no textured window"
     except ImageReadError as e:
         res["reason"] = f"unreadable aligned image: {e}"
+    except OutputWriteError:
+        raise  # disk full or no permission: stop the run
     except Exception as e:
         res["reason"] = f"unexpected error: {type(e).__name__}: {e}"
     res["elapsed_s"] = round(time.perf_counter() - t0, 3)
@@ -253,7 +261,16 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
     records = read_records(aligned / MANIFEST)
     if not records:
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
+    if out.resolve().is_relative_to(aligned.resolve()):
+        raise ValueError(f"the output folder {out} must not lie inside the input folder {aligned}")
     root = out / phone
+    make_output_dir(root)
+    with exclusive(root, "dpedkit patches"):
+        return _cut_all(aligned, root, phone, dslr, records, opts, log)
+
+
+def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, opts: PatchOptions,
+             log) -> PatchSummary:
     remove_stale_temps(root)
     params = _params_key(opts)
     jobs = resolve_jobs(opts.jobs)
@@ -261,6 +278,9 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
     names = sorted(n for n, r in records.items() if r.get("status") == "ok")
     results, todo = [], []
     for n in names:
+        if not is_plain_name(n):  # a hand-edited manifest must not lead reads or writes out of their folders
+            results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
+            continue
         pp, dp = output_paths(aligned, phone, dslr, n)
         job = _Job(n, pp, dp, root / STAGING / n, params, opts, cv_threads_per_job(jobs))
         done = _staged(job)

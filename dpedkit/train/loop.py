@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.imageio import write_bytes_atomic, write_image, write_text_atomic
+from dpedkit.imageio import make_output_dir, remove_stale_temps, write_bytes_atomic, write_image, write_text_atomic
+from dpedkit.lock import exclusive
 from dpedkit.metrics import score_patches
 from dpedkit.train.data import dataset_root, load_split
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_accuracy, discriminator_loss,
@@ -241,10 +242,17 @@ def _losses_dict(v: torch.Tensor) -> dict:
 
 def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
     """Train (or resume) a run in ``cfg.out``; returns the metric rows written."""
+    make_output_dir(cfg.out, "run folder")
+    with exclusive(cfg.out, "dpedkit train"):
+        return _train(cfg, log, progress)
+
+
+def _train(cfg: TrainConfig, log, progress: bool) -> list[dict]:
     out = Path(cfg.out)
     last = out / "checkpoints" / "last.pt"
     if last.exists() and not cfg.resume:
         raise TrainError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    remove_stale_temps(out)  # a killed run's half-written checkpoint; the lock says no one else writes here
     t = Trainer(cfg, log)
     rows: list[dict] = []
     if cfg.resume and last.exists():
@@ -253,6 +261,8 @@ def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
             rows = [dict(r) for r in csv.DictReader(open(out / "metrics.csv"))]
             rows = [r for r in rows if int(r["iteration"]) <= t.iteration]
         log(f"resumed at iteration {t.iteration}")
+    elif cfg.resume:
+        log(f"nothing to resume in {out} (no checkpoint yet): starting from iteration 0")
     write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1))
     log(f"training on {t.device}: {t.train_phone.shape[0]} training and {t.test_phone.shape[0]} test patches, "
         f"{cfg.iters} iterations of batch {cfg.batch_size}")
@@ -276,7 +286,7 @@ def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
         log(f"iter {t.iteration}: test PSNR {row['test_psnr']:.2f} dB, SSIM {row['test_ssim']:.4f}"
             + (f", loss G {row['loss_generator']:.4g}, D accuracy {row['disc_accuracy']:.2f}" if losses is not None else ""))
 
-    if t.iteration == 0:
+    if t.iteration == 0 and not rows:  # a run killed just after its first checkpoint has this row
         record(None)
     show = progress and sys.stderr.isatty()
     readout = LossReadout(t.device)

@@ -2,13 +2,14 @@
 
 Exit codes: 0 everything succeeded; 1 some items failed (see the summary and the
 manifest), unless ``--allow-failures``; 2 the run could not start (bad options or folders);
-3 the run stopped because its outputs cannot be written (disk full, no permission) or
-another run holds the output folder; 130 interrupted. Finished work is kept in every case:
-re-run the same command to resume.
+3 the run stopped because its outputs cannot be written (disk full, no permission),
+another run holds the output folder, or the Dask cluster cannot be reached or failed;
+130 interrupted. Finished work is kept in every case: re-run the same command to resume.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,9 +27,10 @@ class _Group(click.Group):
     def invoke(self, ctx):
         from dpedkit.imageio import OutputWriteError
         from dpedkit.lock import LockError
+        from dpedkit.parallel import ClusterError
         try:
             return super().invoke(ctx)
-        except (OutputWriteError, LockError) as e:
+        except (OutputWriteError, LockError, ClusterError) as e:
             click.echo(f"error: {e}", err=True)
             click.echo("stopped; finished work is kept: re-run the same command to resume", err=True)
             sys.exit(EXIT_STOPPED)
@@ -50,6 +52,10 @@ def _finish(lines: list[str], problems: int, allow_failures: bool) -> None:
 
 jobs_option = click.option("--jobs", "-j", type=int, default=None,
                            help="Parallel workers (default: all cores; 1 runs in this process).")
+dask_option = click.option("--dask-scheduler", envvar="DPEDKIT_DASK_SCHEDULER", metavar="ADDRESS",
+                           help="Run the per-photo work on this Dask cluster (tcp://host:8786; also "
+                                "$DPEDKIT_DASK_SCHEDULER); its workers must see the same paths. "
+                                "Needs pip install 'dpedkit[dask]'.")
 allow_failures_option = click.option("--allow-failures", is_flag=True,
                                      help="Exit 0 even when some items failed.")
 model_argument = click.argument("model", type=click.Path(path_type=Path))
@@ -86,9 +92,10 @@ def main() -> None:
 @click.option("--previews", is_flag=True, help="Write previews/<name>.jpg: a checkerboard of the aligned pair.")
 @click.option("--force", is_flag=True, help="Redo pairs an earlier run finished.")
 @jobs_option
+@dask_option
 @allow_failures_option
 def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_offset, feature_side,
-          min_inliers, min_overlap, previews, force, jobs, allow_failures):
+          min_inliers, min_overlap, previews, force, jobs, dask_scheduler, allow_failures):
     """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
 
     \b
@@ -101,7 +108,7 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
     from dpedkit.align.run import AlignRunOptions, align_folder
 
     opts = AlignRunOptions(phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
-                           clock_offset=clock_offset, jobs=jobs, previews=previews, force=force,
+                           clock_offset=clock_offset, jobs=jobs, dask_scheduler=dask_scheduler, previews=previews, force=force,
                            align=AlignOptions(feature_side=feature_side, min_inliers=min_inliers,
                                               min_overlap=min_overlap))
     try:
@@ -128,9 +135,10 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split hash.")
 @click.option("--quality", type=int, default=95, show_default=True, help="JPEG quality of the patches.")
 @jobs_option
+@dask_option
 @allow_failures_option
 def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_angle, angle_step, test_fraction,
-            test_photos, seed, quality, jobs, allow_failures):
+            test_photos, seed, quality, jobs, dask_scheduler, allow_failures):
     """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
 
     \b
@@ -146,7 +154,7 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
     opts = PatchOptions(search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
                                              angle_step=angle_step),
                         threshold=threshold, test_fraction=test_fraction, test_photos=test_photos, seed=seed,
-                        quality=quality, jobs=jobs, phone=phone, dslr=dslr)
+                        quality=quality, jobs=jobs, dask_scheduler=dask_scheduler, phone=phone, dslr=dslr)
     try:
         summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
     except (PairingError, ValueError) as e:
@@ -178,8 +186,11 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the training steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
+                   "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
 def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, w_content, w_color, w_texture, w_tv,
-          eval_every, eval_patches, train_size, device, no_amp, compile_, seed, resume):
+          eval_every, eval_patches, train_size, device, no_amp, compile_, seed, resume, nproc_per_node):
     """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
 
     Writes config.json, metrics.csv (losses, test PSNR/SSIM), samples/<iter>.png and
@@ -196,9 +207,15 @@ def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, 
                       eval_every=eval_every, eval_patches=eval_patches, train_size=train_size, device=device,
                       amp=not no_amp, compile=compile_, seed=seed, resume=resume)
     try:
-        rows = run_training(cfg, log=_echo)
+        if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+            from dpedkit.train.distributed import train_on_processes
+            rows = train_on_processes(cfg, nproc_per_node)
+        else:
+            rows = run_training(cfg, log=_echo)
     except (TrainError, DatasetError, VGGWeightsError, CheckpointError) as e:
         raise click.UsageError(str(e)) from None
+    if not rows:  # a process of a torchrun run other than rank 0
+        return
     click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
                f"run folder {cfg.out}")
 

@@ -17,7 +17,7 @@ from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint,
                              remove_stale_temps, write_image)
 from dpedkit.lock import exclusive
 from dpedkit.manifest import Journal
-from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs
+from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
 from dpedkit.summary import RunSummary
 
 MANIFEST = "manifest.jsonl"
@@ -32,6 +32,7 @@ class AlignRunOptions:
     max_skew: float = 2.0              # seconds, for pair_by == "time"
     clock_offset: float = 0.0          # seconds added to the DSLR's clock
     jobs: int | None = None            # None: all cores
+    dask_scheduler: str | None = None  # run the pairs on this Dask cluster instead (tcp://host:8786)
     previews: bool = False
     force: bool = False                # redo pairs that are already done
     progress: bool = True
@@ -171,16 +172,16 @@ def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: lis
     params = params_key(opts)
     todo, summary = [], RunSummary()
     for pair in pairs:
-        job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads_per_job(jobs))
+        job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads_per_job(jobs, opts.dask_scheduler))
         if not opts.force and is_done(journal.records.get(pair.name), job):
             summary.add(journal.records[pair.name])
             summary.skipped += 1
         else:
             todo.append(job)
     log(f"align: {len(pairs)} pairs from {raw} ({phone_dir} → {dslr_dir}); {summary.skipped} already done, "
-        f"{len(todo)} to do on {jobs} worker(s)")
+        f"{len(todo)} to do on {workers_text(jobs, opts.dask_scheduler)}")
     try:
-        for rec in imap(align_one, todo, jobs, label="aligning", progress=opts.progress):
+        for rec in imap(align_one, todo, jobs, label="aligning", progress=opts.progress, scheduler=opts.dask_scheduler):
             journal.append(rec)
             summary.add(rec)
     finally:

@@ -29,7 +29,7 @@ from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint,
                              remove_stale_temps, write_image, write_text_atomic)
 from dpedkit.lock import exclusive
 from dpedkit.manifest import read_records
-from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs
+from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
 
 STAGING = ".dpedkit"
@@ -49,6 +49,7 @@ class PatchOptions:
     seed: int = 0
     quality: int = 95                 # JPEG quality of the patches
     jobs: int | None = None
+    dask_scheduler: str | None = None  # cut on this Dask cluster instead (tcp://host:8786)
     progress: bool = True
     phone: str | None = None
     dslr: str | None = None
@@ -282,7 +283,7 @@ def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, op
             results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
             continue
         pp, dp = output_paths(aligned, phone, dslr, n)
-        job = _Job(n, pp, dp, root / STAGING / n, params, opts, cv_threads_per_job(jobs))
+        job = _Job(n, pp, dp, root / STAGING / n, params, opts, cv_threads_per_job(jobs, opts.dask_scheduler))
         done = _staged(job)
         if done:
             results.append(done)
@@ -290,8 +291,9 @@ def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, op
         else:
             todo.append(job)
     log(f"patches: {len(names)} aligned photos in {aligned}; {summary.skipped} already done, {len(todo)} to do "
-        f"on {jobs} worker(s)")
-    results += list(imap(cut_photo, todo, jobs, label="cutting patches", progress=opts.progress))
+        f"on {workers_text(jobs, opts.dask_scheduler)}")
+    results += list(imap(cut_photo, todo, jobs, label="cutting patches", progress=opts.progress,
+                         scheduler=opts.dask_scheduler))
     splits = assign_splits(names, opts.seed, opts.test_fraction, opts.test_photos)
     summary.counts = assemble(root, phone, dslr, results, splits)
     summary.photos = len(names)

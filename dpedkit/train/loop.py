@@ -22,6 +22,7 @@ from dpedkit.imageio import make_output_dir, remove_stale_temps, write_bytes_ato
 from dpedkit.lock import exclusive
 from dpedkit.metrics import score_patches
 from dpedkit.train.data import dataset_root, load_split
+from dpedkit.train.distributed import Ranks, batch_slice, mean_over_ranks, ranks_from_env, start, stop
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_accuracy, discriminator_loss,
                                   dped_blur_kernel, tv_loss)
 from dpedkit.train.networks import Discriminator, Generator, to_gray
@@ -71,10 +72,16 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Holds the networks, optimisers, data and random streams of one run."""
 
-    def __init__(self, cfg: TrainConfig, log=print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: TrainConfig, log=print, ranks: Ranks = Ranks()):
+        self.cfg, self.log, self.ranks = cfg, log, ranks
         self.device = resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
+        if self.cuda and ranks.world > 1:
+            self.device = torch.device("cuda", ranks.local)
+        try:
+            self.part = batch_slice(cfg.batch_size, ranks)
+        except ValueError as e:
+            raise TrainError(str(e)) from None
         self.out = Path(cfg.out)
         torch.manual_seed(cfg.seed)
         root = dataset_root(cfg.data_dir, cfg.phone)
@@ -101,6 +108,13 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, **fused)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, **fused)
         self.kernel = torch.from_numpy(dped_blur_kernel()).to(self.device)
+        # what the gradient steps run through: DDP wrappers that average gradients over the
+        # processes, or the networks themselves in one process
+        self.G_step, self.D_step = self.G, self.D
+        if ranks.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.cuda else None
+            self.G_step, self.D_step = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
         self.rng = torch.Generator().manual_seed(cfg.seed)   # batches and discriminator swaps
         self.iteration = 0
         self.g_step = torch.compile(self._g_step) if cfg.compile else self._g_step
@@ -109,8 +123,9 @@ class Trainer:
     # -- one iteration ------------------------------------------------------------------
     def _batch(self):
         n = self.train_phone.shape[0]
-        idx = torch.randint(n, (self.cfg.batch_size,), generator=self.rng)
-        adv = torch.randint(0, 2, (self.cfg.batch_size, 1), generator=self.rng).float()
+        # the global batch, the same in every process; each trains on its own slice
+        idx = torch.randint(n, (self.cfg.batch_size,), generator=self.rng)[self.part]
+        adv = torch.randint(0, 2, (self.cfg.batch_size, 1), generator=self.rng).float()[self.part]
         idx, adv = idx.to(self.device, non_blocking=True), adv.to(self.device, non_blocking=True)
         fmt = torch.channels_last if self.cuda else torch.contiguous_format
         phone = (self.train_phone[idx].to(self.device, non_blocking=True).float() / 255).contiguous(memory_format=fmt)
@@ -123,10 +138,12 @@ class Trainer:
     def _g_step(self, phone, dslr, adv):
         c = self.cfg
         with self._autocast():
-            enhanced = self.G(phone)
+            enhanced = self.G_step(phone)
             mixed = to_gray(enhanced) * (1 - adv[:, :, None, None]) + to_gray(dslr) * adv[:, :, None, None]
-            prob = self.D(mixed)  # not detached: the texture loss must reach the generator
-            loss_texture = -discriminator_loss(prob, adv)
+            # not detached: the texture loss must reach the generator; the plain D, since its
+            # gradients from this step are discarded (no need to average them over processes)
+            prob = self.D(mixed)
+            loss_texture = -discriminator_loss(prob, adv) * self.ranks.world
             loss_color = color_loss(enhanced.float(), dslr, self.kernel)
             loss_tv = tv_loss(enhanced.float())
             loss_content = (content_loss(self.vgg(enhanced), self.vgg(dslr)).float() if self.vgg is not None
@@ -142,8 +159,10 @@ class Trainer:
             with torch.no_grad():
                 enhanced = self.G(phone)
             mixed = to_gray(enhanced) * (1 - adv[:, :, None, None]) + to_gray(dslr) * adv[:, :, None, None]
-            prob = self.D(mixed)
-            loss = discriminator_loss(prob, adv)
+            prob = self.D_step(mixed)
+            # a sum over the batch, as in the original: each process scales its slice's sum so that
+            # DDP's mean of the gradients is the gradient of the whole batch's sum
+            loss = discriminator_loss(prob, adv) * self.ranks.world
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -241,36 +260,53 @@ def _losses_dict(v: torch.Tensor) -> dict:
 
 
 def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
-    """Train (or resume) a run in ``cfg.out``; returns the metric rows written."""
-    make_output_dir(cfg.out, "run folder")
-    with exclusive(cfg.out, "dpedkit train"):
-        return _train(cfg, log, progress)
+    """Train (or resume) a run in ``cfg.out``; returns the metric rows written.
+
+    Under torchrun (``WORLD_SIZE`` > 1) this is one of the processes of a data-parallel run
+    (:mod:`dpedkit.train.distributed`); only rank 0 writes, logs and returns rows."""
+    ranks = ranks_from_env()
+    start(ranks, resolve_device(cfg.device).type == "cuda")
+    try:
+        if not ranks.main:
+            return _train(cfg, lambda *_: None, False, ranks)
+        make_output_dir(cfg.out, "run folder")
+        with exclusive(cfg.out, "dpedkit train"):
+            return _train(cfg, log, progress, ranks)
+    finally:
+        stop()
 
 
-def _train(cfg: TrainConfig, log, progress: bool) -> list[dict]:
+def _train(cfg: TrainConfig, log, progress: bool, ranks: Ranks) -> list[dict]:
     out = Path(cfg.out)
     last = out / "checkpoints" / "last.pt"
     if last.exists() and not cfg.resume:
         raise TrainError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    remove_stale_temps(out)  # a killed run's half-written checkpoint; the lock says no one else writes here
-    t = Trainer(cfg, log)
+    if ranks.main:
+        remove_stale_temps(out)  # a killed run's half-written checkpoint; the lock says no one else writes here
+    t = Trainer(cfg, log, ranks)
     rows: list[dict] = []
     if cfg.resume and last.exists():
         t.load(last)
-        if (out / "metrics.csv").exists():
+        if ranks.main and (out / "metrics.csv").exists():
             rows = [dict(r) for r in csv.DictReader(open(out / "metrics.csv"))]
             rows = [r for r in rows if int(r["iteration"]) <= t.iteration]
         log(f"resumed at iteration {t.iteration}")
     elif cfg.resume:
         log(f"nothing to resume in {out} (no checkpoint yet): starting from iteration 0")
-    write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1))
-    log(f"training on {t.device}: {t.train_phone.shape[0]} training and {t.test_phone.shape[0]} test patches, "
+    if ranks.main:
+        write_text_atomic(out / "config.json", json.dumps(asdict(cfg), indent=1))
+    log(f"training on {t.device}" + (f" × {ranks.world} processes" if ranks.world > 1 else "")
+        + f": {t.train_phone.shape[0]} training and {t.test_phone.shape[0]} test patches, "
         f"{cfg.iters} iterations of batch {cfg.batch_size}")
     start = time.perf_counter()
     acc = torch.zeros(7, device=t.device)
     n_acc = 0
 
     def record(losses: torch.Tensor | None):
+        if losses is not None:
+            losses = mean_over_ranks(losses, ranks)
+        if not ranks.main:
+            return
         row = {"iteration": t.iteration, **(_losses_dict(losses) if losses is not None else {}),
                **t.evaluate(), "seconds": round(time.perf_counter() - start, 2)}
         rows.append(row)

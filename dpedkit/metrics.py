@@ -18,18 +18,18 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 20 * torch.log10(1 / torch.sqrt(mse.clamp_min(1e-12)))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5, device=None) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).float()
-
-
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Mean SSIM of two image batches (see the module docstring for the conventions)."""
     a, b = a.float(), b.float()
+    lum, cs = _luminance_and_contrast_structure(a, b, _gaussian_window(11, 1.5, a), data_range)
+    return (lum * cs).mean()
+
+
+def _luminance_and_contrast_structure(a: torch.Tensor, b: torch.Tensor, window: torch.Tensor,
+                                      data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM's two factor maps under a 2-D ``window`` (valid positions, per channel)."""
     c = a.shape[1]
-    w = _gaussian_window(device=a.device).expand(c, 1, 11, 11)
+    w = window.expand(c, 1, *window.shape)
 
     def filt(x):
         return F.conv2d(x, w, groups=c)
@@ -38,14 +38,13 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     var_b = filt(b * b) - mu_b ** 2
     cov = filt(a * b) - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return s.mean()
+    return (2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1), (2 * cov + c2) / (var_a + var_b + c2)
 
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _fspecial_gauss(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
     """MATLAB's fspecial('gaussian'); even sizes are centred between pixels."""
     x = torch.arange(size, dtype=torch.float64, device=like.device) - (size - 1) / 2
     g = torch.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma ** 2))
@@ -53,19 +52,8 @@ def _fspecial_gauss(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor
 
 
 def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
-    c = a.shape[1]
     size = min(11, a.shape[-2], a.shape[-1])      # the window shrinks on small images, σ with it
-    w = _fspecial_gauss(size, size * 1.5 / 11, a).expand(c, 1, size, size)
-
-    def filt(x):
-        return F.conv2d(x, w, groups=c)
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a ** 2
-    var_b = filt(b * b) - mu_b ** 2
-    cov = filt(a * b) - mu_a * mu_b
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    cs = (2 * cov + c2) / (var_a + var_b + c2)
-    lum = (2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)
+    lum, cs = _luminance_and_contrast_structure(a, b, _gaussian_window(size, size * 1.5 / 11, a), data_range)
     return (lum * cs).mean(), cs.mean()
 
 

@@ -54,7 +54,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], jobs: int, label: str = "",
     paths the workers can reach. The progress bar goes to stderr, only on a terminal.
     """
     items = list(items)
-    if scheduler:
+    if scheduler and items:  # nothing to do: no need for the cluster to be up
         results: Iterable[R] = _on_dask(fn, items, scheduler)
     elif jobs == 1 or len(items) <= 1:
         results = map(fn, items)

@@ -29,13 +29,13 @@ class OutputWriteError(RuntimeError):
     should be): the run must stop, since every later output would fail the same way."""
 
 
-def make_output_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
+def make_output_dir(folder: str | os.PathLike) -> Path:
     """Create ``folder`` (and its parents), or raise :class:`OutputWriteError` saying why not."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputWriteError(f"cannot create the {what} {folder}: {e.strerror or e}") from None
+        raise OutputWriteError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
     return folder
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from dpedkit.cli import main
 from dpedkit.train.checkpoint import load_checkpoint
-from dpedkit.train.distributed import Ranks, batch_slice, train_on_processes
+from dpedkit.train.distributed import Ranks, batch_slice, shutdown_decoding_pool, train_on_processes
 from dpedkit.train.loop import TrainError, train
 from tests.test_train import make_dataset, tiny_config
 
@@ -77,8 +77,7 @@ def _check_ranks(rank, world, port, cfg, result):
         dist.all_gather(gathered, flat)
         same.append(all(torch.equal(gathered[0], g) for g in gathered))
     dist.destroy_process_group()
-    from joblib.externals.loky import get_reusable_executor
-    get_reusable_executor().shutdown(wait=True)     # or this child waits for idle loky workers
+    shutdown_decoding_pool()
     if rank == 0:
         torch.save(same, result)
 

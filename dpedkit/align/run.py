@@ -13,8 +13,8 @@ import cv2
 
 from dpedkit.align.core import AlignError, AlignOptions, align_images, checkerboard
 from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv, resolve_cameras
-from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, make_output_dir, read_image,
-                             remove_stale_temps, write_image)
+from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, read_image, remove_stale_temps,
+                             write_image)
 from dpedkit.lock import exclusive
 from dpedkit.manifest import Journal
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
@@ -159,7 +159,6 @@ def align_folder(raw: str | Path, out: str | Path, opts: AlignRunOptions = Align
     if out.resolve().is_relative_to(raw.resolve()):
         raise ValueError(f"the output folder {out} must not lie inside the input folder {raw}")
     phone_dir, dslr_dir, pairs = make_pairs(raw, opts)
-    make_output_dir(out)
     with exclusive(out, "dpedkit align"):
         return _align_pairs(raw, out, phone_dir, dslr_dir, pairs, opts, log)
 
@@ -170,9 +169,10 @@ def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: lis
     journal = Journal(out / MANIFEST)
     jobs = resolve_jobs(opts.jobs)
     params = params_key(opts)
+    cv_threads = cv_threads_per_job(jobs, opts.dask_scheduler)
     todo, summary = [], RunSummary()
     for pair in pairs:
-        job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads_per_job(jobs, opts.dask_scheduler))
+        job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads)
         if not opts.force and is_done(journal.records.get(pair.name), job):
             summary.add(journal.records[pair.name])
             summary.skipped += 1

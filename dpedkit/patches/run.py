@@ -25,8 +25,8 @@ import numpy as np
 
 from dpedkit.align.pairing import resolve_cameras
 from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, make_output_dir, read_image,
-                             remove_stale_temps, write_image, write_text_atomic)
+from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, read_image, remove_stale_temps,
+                             write_image, write_text_atomic)
 from dpedkit.lock import exclusive
 from dpedkit.manifest import read_records
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
@@ -37,7 +37,7 @@ CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
 
 
 # one character per grid window in row-major order, in patches_report.json
-WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o"}   # and "l": correlation below the threshold
+WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l"}   # a: accepted
 
 
 @dataclass
@@ -129,13 +129,13 @@ def cut_photo(job: _Job) -> dict:
             w.ncc = ncc(d, p, o.search.min_std)  # scored on the exact pixels that are written
             if np.isnan(w.ncc):
                 res["flat"] += 1
-                codes[-1] = "f"
+                codes[-1] = WINDOW_CODES["flat"]
                 continue
             scores.append(w.ncc)
             window_ncc[-1] = round(float(w.ncc), 4)
             if w.ncc < o.threshold:
                 res["low_ncc"] += 1
-                codes[-1] = "l"
+                codes[-1] = WINDOW_CODES["low_ncc"]
                 continue
             k = len(patches)
             write_image(job.stage / "phone" / f"{k}.jpg", p, o.quality)
@@ -265,7 +265,6 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
     if out.resolve().is_relative_to(aligned.resolve()):
         raise ValueError(f"the output folder {out} must not lie inside the input folder {aligned}")
     root = out / phone
-    make_output_dir(root)
     with exclusive(root, "dpedkit patches"):
         return _cut_all(aligned, root, phone, dslr, records, opts, log)
 
@@ -277,13 +276,14 @@ def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, op
     jobs = resolve_jobs(opts.jobs)
     summary = PatchSummary()
     names = sorted(n for n, r in records.items() if r.get("status") == "ok")
+    cv_threads = cv_threads_per_job(jobs, opts.dask_scheduler)
     results, todo = [], []
     for n in names:
         if not is_plain_name(n):  # a hand-edited manifest must not lead reads or writes out of their folders
             results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
             continue
         pp, dp = output_paths(aligned, phone, dslr, n)
-        job = _Job(n, pp, dp, root / STAGING / n, params, opts, cv_threads_per_job(jobs, opts.dask_scheduler))
+        job = _Job(n, pp, dp, root / STAGING / n, params, opts, cv_threads)
         done = _staged(job)
         if done:
             results.append(done)

@@ -80,14 +80,19 @@ def _worker(local_rank: int, world: int, port: int, cfg, quiet: bool) -> None:
     # share the cores (as torchrun does with OMP_NUM_THREADS): spinning thread pools of
     # several processes on the same cores slow every one of them down many times
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    from joblib.externals.loky import get_reusable_executor
     from dpedkit.train.loop import train
     try:
         train(cfg, log=(lambda *_: None) if quiet else print, progress=not quiet)
     finally:
-        # a multiprocessing child waits at exit for its own children: the idle loky workers
-        # that decoded the patches would keep it alive for their 300 s idle timeout
-        get_reusable_executor().shutdown(wait=True)
+        shutdown_decoding_pool()
+
+
+def shutdown_decoding_pool() -> None:
+    """Stop joblib's idle loky workers (they decoded the patches). Call it at the end of a
+    torch.multiprocessing child: such a child waits at exit for its own children, and idle
+    loky workers would keep it alive for their 300 s timeout."""
+    from joblib.externals.loky import get_reusable_executor
+    get_reusable_executor().shutdown(wait=True)
 
 
 def train_on_processes(cfg, nproc: int, quiet: bool = False) -> list[dict]:

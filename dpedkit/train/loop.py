@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.imageio import make_output_dir, remove_stale_temps, write_bytes_atomic, write_image, write_text_atomic
+from dpedkit.imageio import remove_stale_temps, write_bytes_atomic, write_image, write_text_atomic
 from dpedkit.lock import exclusive
 from dpedkit.metrics import score_patches
 from dpedkit.train.data import dataset_root, load_split
@@ -135,6 +135,11 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.cfg.amp)
 
+    def _discriminator_loss(self, prob, adv):
+        # a sum over the batch, as in the original: each process scales its slice's sum so that
+        # DDP's mean of the gradients is the gradient of the whole batch's sum
+        return discriminator_loss(prob, adv) * self.ranks.world
+
     def _g_step(self, phone, dslr, adv):
         c = self.cfg
         with self._autocast():
@@ -143,7 +148,7 @@ class Trainer:
             # not detached: the texture loss must reach the generator; the plain D, since its
             # gradients from this step are discarded (no need to average them over processes)
             prob = self.D(mixed)
-            loss_texture = -discriminator_loss(prob, adv) * self.ranks.world
+            loss_texture = -self._discriminator_loss(prob, adv)
             loss_color = color_loss(enhanced.float(), dslr, self.kernel)
             loss_tv = tv_loss(enhanced.float())
             loss_content = (content_loss(self.vgg(enhanced), self.vgg(dslr)).float() if self.vgg is not None
@@ -160,9 +165,7 @@ class Trainer:
                 enhanced = self.G(phone)
             mixed = to_gray(enhanced) * (1 - adv[:, :, None, None]) + to_gray(dslr) * adv[:, :, None, None]
             prob = self.D_step(mixed)
-            # a sum over the batch, as in the original: each process scales its slice's sum so that
-            # DDP's mean of the gradients is the gradient of the whole batch's sum
-            loss = discriminator_loss(prob, adv) * self.ranks.world
+            loss = self._discriminator_loss(prob, adv)
         self.opt_d.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_d.step()
@@ -269,7 +272,6 @@ def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
     try:
         if not ranks.main:
             return _train(cfg, lambda *_: None, False, ranks)
-        make_output_dir(cfg.out, "run folder")
         with exclusive(cfg.out, "dpedkit train"):
             return _train(cfg, log, progress, ranks)
     finally:

@@ -151,3 +151,17 @@ def largest_rectangle(quad: np.ndarray, width: int, height: int) -> tuple[int, i
             x = int(np.maximum.accumulate(lo[t:])[k])
             best = (areas[k], (x, int(t0 + t), int(widths[k]), k + 1))
     return best[1]
+
+
+def aligned_to_dslr(record: dict, xy: np.ndarray) -> np.ndarray:
+    """Map pixel coordinates of the aligned pair to DSLR source pixel coordinates.
+
+    ``record`` is an ``ok`` manifest record of ``align``; ``xy`` is ``(N, 2)`` in pixels of
+    the aligned images (x right, y down, pixel centres at integers, origin at the crop's
+    top-left). The result is where the aligned DSLR image sampled the DSLR source photo
+    (full resolution, after EXIF orientation). This is the one place that states the
+    aligner's phone→DSLR model, so scorers and later stages never re-derive it.
+    """
+    x, y = record["crop"][:2]
+    phone_xy = np.asarray(xy, float).reshape(-1, 2) + (x, y)
+    return apply_h(np.linalg.inv(np.asarray(record["homography"], float)), phone_xy)

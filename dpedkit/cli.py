@@ -163,11 +163,13 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--phone", required=True, help="Phone folder name in the DPED layout (e.g. iphone).")
+@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--phone", help="Phone folder name in the DPED layout (e.g. iphone); required unless --config.")
 @click.option("--dslr", default="canon", show_default=True, help="DSLR folder name.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder (default: runs/<phone>).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Re-run the recipe recorded in a run's config.json (options given here override it).")
 @click.option("--vgg", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="VGG-19 weights: torchvision .pth or MatConvNet .mat (else $DPEDKIT_VGG, else torch hub's cache).")
 @click.option("--content-loss", type=click.Choice(["vgg", "none"]), default="vgg", show_default=True)
@@ -182,36 +184,68 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
 @click.option("--eval-patches", type=int, default=500, show_default=True, help="Test patches per evaluation.")
 @click.option("--train-size", type=int, default=None, help="Use at most this many training patches.")
 @device_option
-@click.option("--no-amp", is_flag=True, help="Train in fp32 on CUDA too.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the training steps.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Autocast dtype (auto: bf16 on CUDA, fp32 on CPU); bf16 runs on a CPU too.")
+@click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory format (default: on CUDA).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks (inductor; CPU too).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped.")
+@click.option("--resume", is_flag=True, help="Expect a run in --out to continue (re-running the same command "
+                                             "on a run folder resumes it anyway).")
+@click.option("--override", is_flag=True, help="Resume although the recipe changed; the change is recorded in "
+                                               "config_changes.jsonl.")
+@click.option("--keep-checkpoints", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Keep the last N evaluations' full checkpoints iter_<n>.pt (0: none).")
+@click.option("--log-every", type=float, default=60.0, show_default=True,
+              help="Seconds between progress lines when stderr is not a terminal.")
+@click.option("--tensorboard", is_flag=True, help="Also log to <out>/tensorboard (pip install 'dpedkit[tensorboard]').")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
               help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
                    "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
-def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, w_content, w_color, w_texture, w_tv,
-          eval_every, eval_patches, train_size, device, no_amp, compile_, seed, resume, nproc_per_node):
+def train(data_dir, phone, dslr, out, config_path, vgg, content_loss, iters, batch_size, lr, w_content, w_color,
+          w_texture, w_tv, eval_every, eval_patches, train_size, device, precision, channels_last, compile_, seed,
+          resume, override, keep_checkpoints, log_every, tensorboard, nproc_per_node):
     """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
 
-    Writes config.json, metrics.csv (losses, test PSNR/SSIM), samples/<iter>.png and
-    checkpoints/last.pt (+ iter_<n>.pt) to the run folder every --eval-every iterations.
+    Writes config.json, metrics.csv (losses, test PSNR/SSIM/MS-SSIM), samples/<iter>.png and
+    checkpoints/ (last.pt, iter_<n>.pt, best.pt, generator.pt) to the run folder every
+    --eval-every iterations. Re-running the same command resumes; Ctrl-C or SIGTERM saves
+    last.pt after the current iteration.
     """
+    from click.core import ParameterSource
+
     from dpedkit.train.checkpoint import CheckpointError
     from dpedkit.train.data import DatasetError
-    from dpedkit.train.loop import TrainConfig, TrainError, train as run_training
+    from dpedkit.train.loop import Interrupted, TrainConfig, TrainError, config_from_json, train as run_training
     from dpedkit.train.vgg import VGGWeightsError
 
-    cfg = TrainConfig(data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out or Path("runs") / phone),
-                      vgg=str(vgg) if vgg else None, content_loss=content_loss, iters=iters, batch_size=batch_size,
-                      lr=lr, w_content=w_content, w_color=w_color, w_texture=w_texture, w_tv=w_tv,
-                      eval_every=eval_every, eval_patches=eval_patches, train_size=train_size, device=device,
-                      amp=not no_amp, compile=compile_, seed=seed, resume=resume)
+    given = dict(data_dir=str(data_dir) if data_dir else None, phone=phone, dslr=dslr,
+                 out=str(out) if out else None, vgg=str(vgg) if vgg else None, content_loss=content_loss,
+                 iters=iters, batch_size=batch_size, lr=lr, w_content=w_content, w_color=w_color,
+                 w_texture=w_texture, w_tv=w_tv, eval_every=eval_every, eval_patches=eval_patches,
+                 train_size=train_size, device=device, precision=precision, channels_last=channels_last,
+                 compile=compile_, seed=seed, resume=resume, override=override, keep_checkpoints=keep_checkpoints,
+                 log_every=log_every, tensorboard=tensorboard)
+    ctx = click.get_current_context()
+    param_of = {"compile": "compile_"}
     try:
+        if config_path:
+            explicit = {k: v for k, v in given.items()
+                        if ctx.get_parameter_source(param_of.get(k, k)) in (ParameterSource.COMMANDLINE,
+                                                                            ParameterSource.ENVIRONMENT)}
+            cfg = config_from_json(config_path, **explicit)
+        else:
+            if data_dir is None or phone is None:
+                raise click.UsageError("give DATA_DIR and --phone, or --config RUN/config.json")
+            given["out"] = given["out"] or str(Path("runs") / phone)
+            cfg = TrainConfig(**given)
         if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
             from dpedkit.train.distributed import train_on_processes
             rows = train_on_processes(cfg, nproc_per_node)
         else:
             rows = run_training(cfg, log=_echo)
+    except Interrupted as e:
+        click.echo(f"\n{e}", err=True)
+        sys.exit(e.exit_code)
     except (TrainError, DatasetError, VGGWeightsError, CheckpointError) as e:
         raise click.UsageError(str(e)) from None
     if not rows:  # a process of a torchrun run other than rank 0

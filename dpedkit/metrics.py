@@ -83,18 +83,23 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0,
 
 @torch.no_grad()
 def score_patches(enhance, phone: torch.Tensor, dslr: torch.Tensor, device: torch.device,
-                  batch: int = 50) -> dict[str, float]:
+                  batch: int = 50, clamp: bool = False) -> dict[str, float]:
     """PSNR, SSIM and MS-SSIM of ``enhance(phone)`` against ``dslr`` as DPED evaluates.
 
     ``phone``, ``dslr``: uint8 ``(N, 3, H, W)`` patches; ``enhance`` maps a float batch in
     [0, 1] on ``device`` to one (``lambda x: x`` scores the phone patches themselves). Each
     metric is computed per batch of ``batch`` patches and averaged, weighted by batch size.
+    The scores are of the raw output, as the original's training/test evaluation computes
+    them (the generator's ``tanh·0.58 + 0.5`` reaches −0.08…1.08); ``clamp=True`` scores
+    the output clipped to [0, 1], i.e. what an 8-bit image of it would show.
     """
     parts = []
     for i in range(0, phone.shape[0], batch):
         p = phone[i:i + batch].to(device).float() / 255
         d = dslr[i:i + batch].to(device).float() / 255
-        e = enhance(p).float().clamp(0, 1)
+        e = enhance(p).float()
+        if clamp:
+            e = e.clamp(0, 1)
         parts.append((p.shape[0], torch.stack([psnr(e, d), ssim(e, d), ms_ssim(e, d)])))
     total = sum(n for n, _ in parts)
     means = sum(v * n for n, v in parts) / total   # one host sync, at the end

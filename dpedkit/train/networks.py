@@ -3,6 +3,13 @@
 Tensors are NCHW, RGB in [0, 1]. Padding follows TensorFlow's 'SAME' (asymmetric for even
 totals: the extra pixel goes after), instance normalisation uses biased moments over H, W,
 eps 1e-3, and a learnable per-channel scale (init 1) and shift (init 0).
+
+Initialisation is the original's, not PyTorch's default (:func:`init_like_original`): every
+conv kernel and FC weight truncated-normal with σ 0.01 (cut at ±2σ, as
+``tf.truncated_normal``), every bias 0.01, instance-norm shift 0 and scale 1. The original
+seeds the discriminator's conv kernels with a fixed seed (``seed=1``); here they come from
+a generator seeded with :data:`DISCRIMINATOR_CONV_SEED`, so they are the same in every run
+whatever ``--seed`` is (TensorFlow's random stream itself cannot be reproduced).
 """
 
 from __future__ import annotations
@@ -12,6 +19,23 @@ import torch.nn.functional as F
 from torch import nn
 
 GRAY = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
+INIT_STD = 0.01          # tf.truncated_normal(stddev=0.01) in models.py
+INIT_BIAS = 0.01         # tf.constant(0.01) in models.py
+DISCRIMINATOR_CONV_SEED = 1
+
+
+def init_like_original(module: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Truncated-normal σ 0.01 (±2σ) for every conv/linear weight, 0.01 for every bias,
+    0 / 1 for instance-norm shift / scale, drawn from ``generator`` (torch's global stream
+    when None) in the order the modules were created."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            with torch.no_grad():
+                nn.init.trunc_normal_(m.weight, std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD, generator=generator)
+                m.bias.fill_(INIT_BIAS)
+        elif isinstance(m, nn.InstanceNorm2d) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -56,6 +80,7 @@ class Generator(nn.Module):
         self.conv10 = nn.Conv2d(ch, ch, 3, padding=1)
         self.conv11 = nn.Conv2d(ch, ch, 3, padding=1)
         self.tail = nn.Conv2d(ch, 3, 9, padding=4)
+        init_like_original(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.head(x))
@@ -78,6 +103,8 @@ class Discriminator(nn.Module):
             ch, size = out, -(-size // s)
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(ch * size * size, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 2))
+        init_like_original(self.features, torch.Generator().manual_seed(DISCRIMINATOR_CONV_SEED))
+        init_like_original(self.fc)   # the original's FC layers have no seed: the run's stream
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, 2)`` for grayscale input ``(B, 1, H, W)``."""

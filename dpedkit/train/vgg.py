@@ -28,9 +28,13 @@ CONV_NAMES = [f"conv{b + 1}_{i + 1}" for b, n in enumerate(BLOCKS) for i in rang
 TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 MATCONVNET_MEAN = (123.68, 116.779, 103.939)
-WEIGHT_HELP = ("VGG-19 weights are needed for the content loss: pass --vgg PATH or set $DPEDKIT_VGG to "
-               "torchvision's vgg19-dcbb9e9d.pth or MatConvNet's imagenet-vgg-verydeep-19.mat (the file the "
-               "original DPED code uses), or put vgg19-dcbb9e9d.pth in torch hub's checkpoints folder; "
+WEIGHT_HELP = ("VGG-19 weights are needed for the content loss, and dpedkit never downloads: pass --vgg PATH "
+               "or set $DPEDKIT_VGG to one of\n"
+               "  imagenet-vgg-verydeep-19.mat  MatConvNet's VGG-19, the file the original DPED code uses "
+               "(published on MatConvNet's pretrained-models page, https://www.vlfeat.org/matconvnet/pretrained/)\n"
+               "  vgg19-dcbb9e9d.pth  torchvision's VGG-19 "
+               "(published at https://download.pytorch.org/models/vgg19-dcbb9e9d.pth; torch hub's "
+               "checkpoints folder is also searched)\n"
                "or train with --content-loss none")
 
 

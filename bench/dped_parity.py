@@ -239,7 +239,8 @@ def rel_err(a: dict, ref: dict, names) -> tuple[float, float]:
     return float(max(per)), float(whole)
 
 
-def run_seed(tf, seed: int, steps: int, batch: int, vgg_path: Path | None, lr: float, work: Path) -> dict:
+def run_seed(tf, seed: int, steps: int, batch: int, vgg_path: Path | None, lr: float, work: Path,
+             inject_swaps: bool = False) -> dict:
     from dpedkit.train.loop import TrainConfig, Trainer
     rng = np.random.default_rng(seed)
     data = work / f"data{seed}"
@@ -291,6 +292,8 @@ def run_seed(tf, seed: int, steps: int, batch: int, vgg_path: Path | None, lr: f
         if not swaps:
             current["ig"], current["idd"], current["swaps"] = next(it_plan)
             idx = current["ig"]
+            if inject_swaps:          # the deliberate error: random swaps in the generator step too
+                adv = torch.from_numpy(current["swaps"]).float()
         else:
             idx, adv = current["idd"], torch.from_numpy(current["swaps"]).float()
         phone = t.train_phone[idx].float() / 255
@@ -345,16 +348,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--vgg", type=Path, default=None, help="a real imagenet-vgg-verydeep-19.mat (default: small random)")
+    ap.add_argument("--inject-generator-swaps", action="store_true",
+                    help="deliberate error, to see that the check catches it: dpedkit's generator step is fed "
+                         "the discriminator step's random swaps instead of its own all-zeros")
     args = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")      # TF's start-up chatter
     import tensorflow as tf
     tf.compat.v1.disable_eager_execution()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"TensorFlow {tf.__version__}, torch {torch.__version__}; batch {args.batch}, {args.steps} iterations, "
-          f"lr {args.lr}; reference: the original graph in float64. Generator biases b2..b9 excluded.")
+          f"lr {args.lr}; reference: the original graph in float64. Generator biases b2..b9 excluded."
+          + (" DELIBERATE ERROR: random swaps in dpedkit's generator step." if args.inject_generator_swaps else ""))
     with tempfile.TemporaryDirectory() as work:
         for seed in args.seeds:
-            rep = run_seed(tf, seed, args.steps, args.batch, args.vgg, args.lr, Path(work))
+            rep = run_seed(tf, seed, args.steps, args.batch, args.vgg, args.lr, Path(work), args.inject_generator_swaps)
             print(f"\nseed {seed}")
             for line, (v0, v1) in ((k, (rep["tf32"][k], rep["dpedkit"][k])) for k in rep["tf32"]):
                 fmt = (lambda v: f"{v[0]:.2e} / {v[1]:.2e}") if isinstance(v0, tuple) else (lambda v: f"{v:.2e}")

@@ -30,14 +30,15 @@ from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint,
 from dpedkit.lock import exclusive
 from dpedkit.manifest import read_records
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
-from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
+from dpedkit.patches.search import SearchOptions, extract_patch_pair, grid_positions, match_windows, ncc
 
 STAGING = ".dpedkit"
-CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
+CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc", "residual", "model"]
 
 
 # one character per grid window in row-major order, in patches_report.json
-WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l"}   # a: accepted
+WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l",   # a: accepted
+                "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b"}
 
 
 @dataclass
@@ -102,7 +103,7 @@ def cut_photo(job: _Job) -> dict:
     cv2.setNumThreads(job.cv_threads)
     t0 = time.perf_counter()
     res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": _inputs(job),
-           "windows": 0, "accepted": 0, "flat": 0, "outside": 0, "low_ncc": 0, "median_ncc": None,
+           "windows": 0, "accepted": 0, **{k: 0 for k in WINDOW_CODES if k != "ok"}, "median_ncc": None,
            "median_accepted_ncc": None, "patches": []}
     try:
         phone, dslr = read_image(job.phone_path), read_image(job.dslr_path)
@@ -112,7 +113,7 @@ def cut_photo(job: _Job) -> dict:
         o = job.opts
         S = o.search.size
         shutil.rmtree(job.stage, ignore_errors=True)
-        scores, patches, codes, window_ncc = [], [], [], []
+        scores, patches, codes, window_ncc, window_residual = [], [], [], [], []
         positions = grid_positions(phone.shape[1], phone.shape[0], o.search)
         if positions:
             xs, ys = sorted({x for x, _ in positions}), sorted({y for _, y in positions})
@@ -121,11 +122,11 @@ def cut_photo(job: _Job) -> dict:
             res["windows"] += 1
             codes.append(WINDOW_CODES.get(w.status, "?"))
             window_ncc.append(None)
+            window_residual.append(None)
             if w.status != "ok":
                 res[w.status] += 1
                 continue
-            d = dslr[w.y:w.y + S, w.x:w.x + S]
-            p = extract_phone_patch(phone, w.x, w.y, w.dx, w.dy, w.angle, S)
+            d, p = extract_patch_pair(dslr, phone, w, S)
             w.ncc = ncc(d, p, o.search.min_std)  # scored on the exact pixels that are written
             if np.isnan(w.ncc):
                 res["flat"] += 1
@@ -137,15 +138,17 @@ def cut_photo(job: _Job) -> dict:
                 res["low_ncc"] += 1
                 codes[-1] = WINDOW_CODES["low_ncc"]
                 continue
+            window_residual[-1] = None if w.residual is None else round(w.residual, 3)
             k = len(patches)
             write_image(job.stage / "phone" / f"{k}.jpg", p, o.quality)
             write_image(job.stage / "dslr" / f"{k}.jpg", d, o.quality)
             patches.append({"x": w.x, "y": w.y, "dx": round(w.dx, 4), "dy": round(w.dy, 4),
-                            "angle": round(w.angle, 4), "ncc": round(w.ncc, 6)})
+                            "angle": round(w.angle, 4), "ncc": round(w.ncc, 6),
+                            "residual": None if w.residual is None else round(w.residual, 3), "model": w.model})
         write_image(job.stage / "full.jpg", phone, o.quality)
         acc = [q["ncc"] for q in patches]
         res.update(status="ok", accepted=len(patches), patches=patches, window_map="".join(codes),
-                   window_ncc=window_ncc,
+                   window_ncc=window_ncc, window_residual=window_residual,
                    median_ncc=round(float(np.median(scores)), 4) if scores else None,
                    median_accepted_ncc=round(float(np.median(acc)), 4) if acc else None)
         if not patches:

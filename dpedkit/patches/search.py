@@ -43,9 +43,9 @@ class SearchOptions:
         "help": "Keep a window only when its content moves as one (sub-block shifts agree, no search-limit "
                 "peak, forward and backward estimates agree); rejections are recorded with their reason."})
     blocks: int = field(default=4, metadata={"help": "Sub-blocks per window side for the verifier."})
-    max_spread: float = field(default=0.5, metadata={
+    max_spread: float = field(default=0.75, metadata={
         "help": "Largest deviation of a sub-block's shift from the window's model (px) for a verified window."})
-    max_asymmetry: float = field(default=0.35, metadata={
+    max_asymmetry: float = field(default=0.75, metadata={
         "help": "Largest disagreement between forward (phone→DSLR) and backward estimates of a window's shift (px)."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
@@ -330,12 +330,12 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
         return
     # backward: the phone crop searched in the DSLR image itself (no resampling of either side)
     c0x, c0y = int(np.floor(w.x + ox - w.dx + 0.5)), int(np.floor(w.y + oy - w.dy + 0.5))
-    region = D[c0y - 1:c0y + S + 1, c0x - 1:c0x + S + 1]
-    if region.shape != (S + 2, S + 2) or w.angle != 0:
+    region = D[c0y - rb:c0y + S + rb, c0x - rb:c0x + S + rb]
+    if region.shape != (S + 2 * rb, S + 2 * rb) or w.angle != 0:
         return                                     # (a rotated window was verified by its blocks)
     fx, fy, _, _, _, _ = _ncc_peak(region, Pi)
-    # Pi ≈ D at (c0 − 1 + f): the backward displacement of the phone crop's origin
-    back = np.array([w.x + ox - (c0x - 1 + fx), w.y + oy - (c0y - 1 + fy)])
+    # Pi ≈ D at (c0 − rb + f): the backward displacement of the phone crop's origin
+    back = np.array([w.x + ox - (c0x - rb + fx), w.y + oy - (c0y - rb + fy)])
     if np.hypot(*(back - (w.dx, w.dy))) > o.max_asymmetry:
         w.status = "asymmetric"
 

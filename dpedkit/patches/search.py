@@ -42,11 +42,18 @@ class SearchOptions:
     verify: bool = field(default=True, metadata={
         "help": "Keep a window only when its content moves as one (sub-block shifts agree, no search-limit "
                 "peak, forward and backward estimates agree); rejections are recorded with their reason."})
-    blocks: int = field(default=4, metadata={"help": "Sub-blocks per window side for the verifier."})
+    blocks: int = field(default=3, metadata={"help": "Sub-blocks per window side for the verifier (they overlap)."})
+    block_size: float = field(default=0.5, metadata={
+        "help": "Side of a verifier sub-block as a fraction of the window side (larger: less noise, coarser)."})
     max_spread: float = field(default=0.75, metadata={
         "help": "Largest deviation of a sub-block's shift from the window's model (px) for a verified window."})
     max_asymmetry: float = field(default=0.75, metadata={
         "help": "Largest disagreement between forward (phone→DSLR) and backward estimates of a window's shift (px)."})
+    block_std: float = field(default=6.0, metadata={
+        "help": "A sub-block takes part in the verification when its DSLR side has at least this standard "
+                "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
+    min_textured: float = field(default=0.5, metadata={
+        "help": "Share of a window's sub-blocks that must have texture for it to be verified (else 'flat')."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
@@ -264,7 +271,8 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     """Sub-pixel shift, model choice and the verifier for one window whose integer search
     is done (``w.dx, w.dy`` integer); sets ``w`` in place."""
     S, nb = o.size, max(1, o.blocks)
-    b = S // nb
+    b = max(8, round(S * o.block_size))           # sub-block side (px); they overlap when nb·b > S
+    starts = np.linspace(0, S - b, nb).round().astype(int) if nb > 1 else np.array([(S - b) // 2])
     rb = 2                                         # block search radius around the model (px)
     h = (S - 1) / 2
     for _ in range(_SUBPIXEL_ITERS):               # iterate the parabola to its fixed point: unbiased
@@ -290,25 +298,29 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     def block_deviations(angle: float):
         Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=rb), S + 2 * rb)
         dev, centres, bad = [], [], 0
-        for bi in range(nb):
-            for bj in range(nb):
-                t = Pi[bi * b:(bi + 1) * b, bj * b:(bj + 1) * b]
-                if t.std() < 2 * o.min_std:
+        for by in starts:
+            for bx in starts:
+                t = Pi[by:by + b, bx:bx + b]
+                region = Ds[by:by + b + 2 * rb, bx:bx + b + 2 * rb]
+                # texture judged on the DSLR side: the phone's noise and sharpening give a flat
+                # block a standard deviation, never a trustworthy correlation peak
+                if region[rb:rb + b, rb:rb + b].std() < o.block_std or t.std() < o.min_std:
                     continue                       # no texture: nothing to verify here
-                region = Ds[bi * b:(bi + 1) * b + 2 * rb, bj * b:(bj + 1) * b + 2 * rb]
                 fx, fy, peak, px, py, shape = _ncc_peak(region, t)
                 if px in (0, shape[1] - 1) or py in (0, shape[0] - 1) or peak < 0.5:
                     bad += 1                       # ≥ rb px off, or content that does not correspond
                     continue
                 dev.append((fx - rb, fy - rb))
-                centres.append(((bj + 0.5) * b - 0.5 - h, (bi + 0.5) * b - 0.5 - h))
+                centres.append((bx + (b - 1) / 2 - h, by + (b - 1) / 2 - h))
         return np.array(dev, float).reshape(-1, 2), np.array(centres, float).reshape(-1, 2), bad
 
     dev, cen, bad = block_deviations(0.0)
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
-    if len(dev) == 0:
+    if len(dev) < o.min_textured * nb * nb:
+        # mostly flat: the texture that is there cannot vouch for the rest (a flat part may lie
+        # on another depth, or where the global warp bends), so the window is not verified
         w.status = "flat"
         return
     # rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), richer model by a margin

@@ -42,8 +42,8 @@ class SearchOptions:
     verify: bool = field(default=True, metadata={
         "help": "Keep a window only when its content moves as one (sub-block shifts agree, no search-limit "
                 "peak, forward and backward estimates agree); rejections are recorded with their reason."})
-    blocks: int = field(default=3, metadata={"help": "Sub-blocks per window side for the verifier (they overlap)."})
-    block_size: float = field(default=0.5, metadata={
+    blocks: int = field(default=4, metadata={"help": "Sub-blocks per window side for the verifier (they overlap)."})
+    block_size: float = field(default=0.35, metadata={
         "help": "Side of a verifier sub-block as a fraction of the window side (larger: less noise, coarser)."})
     max_spread: float = field(default=0.75, metadata={
         "help": "Largest deviation of a sub-block's shift from the window's model (px) for a verified window."})
@@ -273,6 +273,11 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     S, nb = o.size, max(1, o.blocks)
     b = max(8, round(S * o.block_size))           # sub-block side (px); they overlap when nb·b > S
     starts = np.linspace(0, S - b, nb).round().astype(int) if nb > 1 else np.array([(S - b) // 2])
+    # overlapping square blocks, and the four border strips (a quarter of the window deep): a
+    # thin band of another depth along a side dominates its strip, never a square block
+    e = max(4, S // 4)
+    cells = [(by, bx, b, b) for by in starts for bx in starts]
+    cells += [(0, 0, e, S), (S - e, 0, e, S), (0, 0, S, e), (0, S - e, S, e)]
     rb = 2                                         # block search radius around the model (px)
     h = (S - 1) / 2
     for _ in range(_SUBPIXEL_ITERS):               # iterate the parabola to its fixed point: unbiased
@@ -298,27 +303,27 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     def block_deviations(angle: float):
         Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=rb), S + 2 * rb)
         dev, centres, bad = [], [], 0
-        for by in starts:
-            for bx in starts:
-                t = Pi[by:by + b, bx:bx + b]
-                region = Ds[by:by + b + 2 * rb, bx:bx + b + 2 * rb]
+        for by, bx, bh, bw in cells:
+            if True:
+                t = Pi[by:by + bh, bx:bx + bw]
+                region = Ds[by:by + bh + 2 * rb, bx:bx + bw + 2 * rb]
                 # texture judged on the DSLR side: the phone's noise and sharpening give a flat
                 # block a standard deviation, never a trustworthy correlation peak
-                if region[rb:rb + b, rb:rb + b].std() < o.block_std or t.std() < o.min_std:
+                if region[rb:rb + bh, rb:rb + bw].std() < o.block_std or t.std() < o.min_std:
                     continue                       # no texture: nothing to verify here
                 fx, fy, peak, px, py, shape = _ncc_peak(region, t)
                 if px in (0, shape[1] - 1) or py in (0, shape[0] - 1) or peak < 0.5:
                     bad += 1                       # ≥ rb px off, or content that does not correspond
                     continue
                 dev.append((fx - rb, fy - rb))
-                centres.append((bx + (b - 1) / 2 - h, by + (b - 1) / 2 - h))
+                centres.append((bx + (bw - 1) / 2 - h, by + (bh - 1) / 2 - h))
         return np.array(dev, float).reshape(-1, 2), np.array(centres, float).reshape(-1, 2), bad
 
     dev, cen, bad = block_deviations(0.0)
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
-    if len(dev) < o.min_textured * nb * nb:
+    if len(dev) < o.min_textured * len(cells):
         # mostly flat: the texture that is there cannot vouch for the rest (a flat part may lie
         # on another depth, or where the global warp bends), so the window is not verified
         w.status = "flat"

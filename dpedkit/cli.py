@@ -72,6 +72,18 @@ def main() -> None:
     """
 
 
+def plausibility_options(f):
+    """``--min-scale``, ``--max-scale``, ``--max-stretch``, ``--max-area-ratio``: the fields of
+    :class:`~dpedkit.align.geometry.Plausibility` (a refusal names the one to raise)."""
+    from dataclasses import fields
+
+    from dpedkit.align.geometry import Plausibility
+    for fl in reversed(fields(Plausibility)):
+        f = click.option("--" + fl.name.replace("_", "-"), fl.name, type=float, default=fl.default,
+                         show_default=True, help=fl.metadata.get("help"))(f)
+    return f
+
+
 @main.command()
 @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -89,13 +101,17 @@ def main() -> None:
 @click.option("--min-inliers", type=int, default=25, show_default=True)
 @click.option("--min-overlap", type=float, default=0.2, show_default=True,
               help="Smallest common crop, as a fraction of the phone photo.")
+@click.option("--warp", type=click.Choice(["bspline", "homography"]), default="bspline", show_default=True,
+              help="Global model: homography + a robust smooth residual field (lens distortion), or the "
+                   "DPED-style homography alone.")
+@plausibility_options
 @click.option("--previews", is_flag=True, help="Write previews/<name>.jpg: a checkerboard of the aligned pair.")
 @click.option("--force", is_flag=True, help="Redo pairs an earlier run finished.")
 @jobs_option
 @dask_option
 @allow_failures_option
 def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_offset, feature_side,
-          min_inliers, min_overlap, previews, force, jobs, dask_scheduler, allow_failures):
+          min_inliers, min_overlap, warp, previews, force, jobs, dask_scheduler, allow_failures, **limits):
     """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
 
     \b
@@ -104,13 +120,15 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
     failures and unpaired photos included). A re-run skips finished pairs.
     """
     from dpedkit.align.core import AlignOptions
+    from dpedkit.align.geometry import Plausibility
     from dpedkit.align.pairing import PairingError
     from dpedkit.align.run import AlignRunOptions, align_folder
 
     opts = AlignRunOptions(phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
                            clock_offset=clock_offset, jobs=jobs, dask_scheduler=dask_scheduler, previews=previews, force=force,
                            align=AlignOptions(feature_side=feature_side, min_inliers=min_inliers,
-                                              min_overlap=min_overlap))
+                                              min_overlap=min_overlap, warp=warp,
+                                              plausibility=Plausibility(**limits)))
     try:
         summary = align_folder(raw_dir, out_dir, opts, log=_echo)
     except (PairingError, ValueError) as e:
@@ -128,7 +146,14 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
               help="Keep a patch pair when its normalised cross-correlation is at least this.")
 @click.option("--max-shift", type=int, default=5, show_default=True, help="Largest phone-window shift searched (px).")
 @click.option("--max-angle", type=float, default=1.0, show_default=True, help="Largest rotation searched (degrees).")
-@click.option("--angle-step", type=float, default=0.5, show_default=True, help="Rotation step (degrees).")
+@click.option("--angle-step", type=float, default=0.5, show_default=True,
+              help="Rotation step (degrees) of the exhaustive method.")
+@click.option("--method", type=click.Choice(["verified", "exhaustive"]), default="verified", show_default=True,
+              help="verified: sub-pixel shift with the DSLR side resampled, rotation only where the window shows "
+                   "one; exhaustive: the DPED-style shift × angle search.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Keep a window only when its content moves as one (sub-blocks agree, not at the search "
+                   "limit, forward/backward agree); rejections are recorded with their reason.")
 @click.option("--test-fraction", type=float, default=0.1, show_default=True,
               help="Share of photos in the test split (stable: adding photos moves none).")
 @click.option("--test-photos", type=int, default=None, help="Exactly N test photos instead of a fraction.")
@@ -137,8 +162,8 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
 @jobs_option
 @dask_option
 @allow_failures_option
-def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_angle, angle_step, test_fraction,
-            test_photos, seed, quality, jobs, dask_scheduler, allow_failures):
+def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_angle, angle_step, method, verify,
+            test_fraction, test_photos, seed, quality, jobs, dask_scheduler, allow_failures):
     """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
 
     \b
@@ -152,7 +177,7 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
     from dpedkit.patches.search import SearchOptions
 
     opts = PatchOptions(search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
-                                             angle_step=angle_step),
+                                             angle_step=angle_step, method=method, verify=verify),
                         threshold=threshold, test_fraction=test_fraction, test_photos=test_photos, seed=seed,
                         quality=quality, jobs=jobs, dask_scheduler=dask_scheduler, phone=phone, dslr=dslr)
     try:

@@ -101,3 +101,12 @@ def test_field_round_trips_through_json():
     g = SplineField.from_dict(json.loads(json.dumps(f.to_dict())))
     pts = np.array([[0, 0], [50.5, 33.3], [99, 79]])
     np.testing.assert_allclose(f(pts), g(pts), atol=1e-3)
+
+
+def test_field_on_a_lattice_equals_pointwise():
+    f = SplineField.zero((10, 5, 300, 200), (5, 3))
+    f.coef = np.random.default_rng(2).normal(0, 2, f.coef.shape)
+    xs, ys = np.array([-3.0, 10, 77.7, 309, 320]), np.array([0.0, 5, 99.5, 204.9])
+    gx, gy = np.meshgrid(xs, ys)
+    np.testing.assert_allclose(f.grid(xs, ys), f(np.c_[gx.ravel(), gy.ravel()]).reshape(len(ys), len(xs), 2),
+                               atol=1e-9)

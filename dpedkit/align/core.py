@@ -199,8 +199,8 @@ def valid_crop(Hs: np.ndarray, fld: SplineField | None, small_size: tuple[int, i
     w, h = small_size
     xs, ys = np.arange(0, pw, step), np.arange(0, ph, step)
     gx, gy = np.meshgrid(xs, ys)
-    pts = np.c_[gx.ravel(), gy.ravel()].astype(float)
-    src = apply_h(np.linalg.inv(Hs), pts + fld(pts)).reshape(len(ys), len(xs), 2)
+    pts = np.stack([gx, gy], -1) + fld.grid(xs, ys)
+    src = apply_h(np.linalg.inv(Hs), pts.reshape(-1, 2)).reshape(len(ys), len(xs), 2)
     ok = (src[..., 0] >= 1) & (src[..., 0] <= w - 2) & (src[..., 1] >= 1) & (src[..., 1] <= h - 2)
     any_ok = ok.any(axis=1)
     lo = np.where(any_ok, ok.argmax(axis=1), 1)

@@ -65,6 +65,22 @@ class SplineField:
         flat = self.coef.reshape(-1, 2)
         return np.einsum("nk,nkc->nc", wts, flat[cols])
 
+    def grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """``f`` on the lattice ``xs × ys``, ``(len(ys), len(xs), 2)``: the tensor-product
+        spline evaluated separably (two small matrix products instead of 16 terms a point)."""
+        x0, y0, w, h = self.domain
+        nx, ny = self.cells
+
+        def matrix(u, n):
+            i, wt = _basis(u, n)
+            B = np.zeros((len(u), n + 3))
+            for k in range(4):
+                B[np.arange(len(u)), i + k] = wt[:, k]
+            return B
+        Bx = matrix((np.asarray(xs, float) - x0) / w * nx, nx)
+        By = matrix((np.asarray(ys, float) - y0) / h * ny, ny)
+        return np.stack([By @ self.coef[..., c] @ Bx.T for c in (0, 1)], -1)
+
     def to_dict(self) -> dict:
         return {"domain": [round(v, 3) for v in self.domain], "cells": list(self.cells),
                 "coef": np.round(self.coef, 4).tolist()}
@@ -147,13 +163,14 @@ def source_map(H: np.ndarray, field: SplineField | None, rect: tuple[int, int, i
     kx = (np.arange(-1, nx + 1) + 0.5) * step - 0.5
     ky = (np.arange(-1, ny + 1) + 0.5) * step - 0.5
     gx, gy = np.meshgrid(kx + x, ky + y)
-    pts = np.c_[gx.ravel(), gy.ravel()]
+    pts = np.stack([gx, gy], -1)
     if field is not None:
-        pts = pts + field(pts)
-    src = apply_h(np.linalg.inv(H), pts).astype(np.float32).reshape(len(ky), len(kx), 2)
-    full = cv2.resize(src, (len(kx) * step, len(ky) * step), interpolation=cv2.INTER_LINEAR)
-    full = full[step:step + h, step:step + w]
-    return np.ascontiguousarray(full[..., 0]), np.ascontiguousarray(full[..., 1])
+        pts = pts + field.grid(kx + x, ky + y)
+    src = apply_h(np.linalg.inv(H), pts.reshape(-1, 2)).astype(np.float32).reshape(len(ky), len(kx), 2)
+    size = (len(kx) * step, len(ky) * step)
+    return tuple(np.ascontiguousarray(cv2.resize(np.ascontiguousarray(src[..., c]), size,
+                                                 interpolation=cv2.INTER_LINEAR)[step:step + h, step:step + w])
+                 for c in (0, 1))
 
 
 def warp_to_phone(img: np.ndarray, H: np.ndarray, field: SplineField | None, rect, interpolation=cv2.INTER_LINEAR,

@@ -38,7 +38,7 @@ CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc", "r
 
 # one character per grid window in row-major order, in patches_report.json
 WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l",   # a: accepted
-                "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b"}
+                "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b", "sparse": "p"}
 
 
 @dataclass

@@ -52,8 +52,9 @@ class SearchOptions:
     block_std: float = field(default=6.0, metadata={
         "help": "A sub-block takes part in the verification when its DSLR side has at least this standard "
                 "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
-    min_textured: float = field(default=0.5, metadata={
-        "help": "Share of a window's sub-blocks that must have texture for it to be verified (else 'flat')."})
+    min_textured: float = field(default=0.35, metadata={
+        "help": "Share of a window's sub-blocks and border strips that must have texture for it to be "
+                "verified (else 'sparse')."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
@@ -66,7 +67,7 @@ class SearchOptions:
 
 
 # statuses a window can end in; the first is acceptance (the patches stage adds low_ncc)
-WINDOW_STATUSES = ("ok", "flat", "outside", "low_ncc", "at_search_limit", "inconsistent", "asymmetric")
+WINDOW_STATUSES = ("ok", "flat", "outside", "low_ncc", "at_search_limit", "inconsistent", "asymmetric", "sparse")
 
 
 @dataclass
@@ -326,7 +327,7 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     if len(dev) < o.min_textured * len(cells):
         # mostly flat: the texture that is there cannot vouch for the rest (a flat part may lie
         # on another depth, or where the global warp bends), so the window is not verified
-        w.status = "flat"
+        w.status = "sparse"
         return
     # rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), richer model by a margin
     if o.max_angle > 0 and len(dev) >= 4:

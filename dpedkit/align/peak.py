@@ -3,17 +3,16 @@ measurement and the patch search use (score maps as from ``cv2.matchTemplate``).
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def parabola(a: float, b: float, c: float) -> tuple[float, float]:
     """Vertex offset in [-0.5, 0.5] and height gain of the parabola through (-1,a), (0,b),
     (1,c); ``(0, 0)`` when ``b`` is not a strict local maximum of a concave parabola."""
+    a, b, c = float(a), float(b), float(c)    # scalars: NumPy's clip costs more than the fit
     den = a - 2 * b + c
     if den >= 0:
         return 0.0, 0.0
-    off = float(np.clip(0.5 * (a - c) / den, -0.5, 0.5))
-    return off, float(-0.125 * (a - c) ** 2 / den)
+    off = min(0.5, max(-0.5, 0.5 * (a - c) / den))
+    return off, -0.125 * (a - c) ** 2 / den
 
 
 def refine_peak(scores: np.ndarray, px: int, py: int) -> tuple[float, float, float]:

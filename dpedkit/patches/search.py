@@ -260,17 +260,44 @@ def extract_patch_pair(dslr: np.ndarray, phone: np.ndarray, w: WindowMatch, size
     return _sample(dslr, A, size), p
 
 
+def _std(a: np.ndarray) -> float:
+    return float(cv2.meanStdDev(a)[1][0, 0])
+
+
+def ncc_map_small(region: np.ndarray, templ: np.ndarray) -> np.ndarray:
+    """``cv2.matchTemplate(region, templ, TM_CCOEFF_NORMED)`` computed directly, for a large
+    template and a score map of a few pixels (OpenCV's Fourier path costs as much for 3×3
+    scores as for 11×11 ones): one tensor contraction plus box sums from integral images."""
+    th, tw = templ.shape
+    rh, rw = region.shape[0] - th + 1, region.shape[1] - tw + 1
+    T = templ.astype(np.float32)
+    T = T - T.mean()
+    tn = float(np.sqrt(np.vdot(T, T)))
+    cross = np.empty((rh, rw))
+    for i in range(rh):
+        for j in range(rw):
+            cross[i, j] = np.vdot(T, region[i:i + th, j:j + tw])
+    s, sq = cv2.integral2(region, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+    box = lambda a: a[th:, tw:] - a[:-th, tw:] - a[th:, :-tw] + a[:-th, :-tw]  # noqa: E731
+    n = th * tw
+    var = np.maximum(box(sq) - box(s) ** 2 / n, 0)
+    den = np.sqrt(var) * tn
+    return np.where(den > 1e-9 * n, cross / np.maximum(den, 1e-300), 0.0).astype(np.float32)
+
+
 def _ncc_peak(region: np.ndarray, templ: np.ndarray) -> tuple[float, float, float, int, int, tuple[int, int]]:
     """Sub-pixel peak ``(fx, fy)`` (score-map px), its score, integer peak and map shape."""
-    scores = cv2.matchTemplate(region, templ, cv2.TM_CCOEFF_NORMED)
+    small = (region.shape[0] - templ.shape[0] + 1) * (region.shape[1] - templ.shape[1] + 1) <= 9
+    scores = (ncc_map_small(region, templ) if small and templ.size >= 4096
+              else cv2.matchTemplate(region, templ, cv2.TM_CCOEFF_NORMED))
     _, peak, _, (px, py) = cv2.minMaxLoc(scores)
     fx, fy, _ = refine_peak(scores, px, py)
     return fx, fy, peak, px, py, scores.shape
 
 
 def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions) -> None:
-    """Sub-pixel shift, model choice and the verifier for one window whose integer search
-    is done (``w.dx, w.dy`` integer); sets ``w`` in place."""
+    """Sub-pixel shift, model choice and the verifier for one window whose search over
+    whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place."""
     S, nb = o.size, max(1, o.blocks)
     b = max(8, round(S * o.block_size))           # sub-block side (px); they overlap when nb·b > S
     starts = np.linspace(0, S - b, nb).round().astype(int) if nb > 1 else np.array([(S - b) // 2])
@@ -289,7 +316,7 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
         # Pi(v) ≈ Ds(v + δ) ⇒ the phone-minus-DSLR displacement shrinks by δ
         ddx, ddy = fx - 1, fy - 1
         w.dx, w.dy = w.dx - ddx, w.dy - ddy
-        if abs(ddx) < 0.005 and abs(ddy) < 0.005:
+        if abs(ddx) < 0.01 and abs(ddy) < 0.01:
             break
     w.model = "shift"
     if max(abs(w.dx), abs(w.dy)) > o.max_shift + 0.5:
@@ -310,7 +337,7 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
                 region = Ds[by:by + bh + 2 * rb, bx:bx + bw + 2 * rb]
                 # texture judged on the DSLR side: the phone's noise and sharpening give a flat
                 # block a standard deviation, never a trustworthy correlation peak
-                if region[rb:rb + bh, rb:rb + bw].std() < o.block_std or t.std() < o.min_std:
+                if _std(region[rb:rb + bh, rb:rb + bw]) < o.block_std or _std(t) < o.min_std:
                     continue                       # no texture: nothing to verify here
                 fx, fy, peak, px, py, shape = _ncc_peak(region, t)
                 if px in (0, shape[1] - 1) or py in (0, shape[0] - 1) or peak < 0.5:
@@ -379,9 +406,11 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
         region = P[w.y - m:w.y + S + m, w.x - m:w.x + S + m]
         scores = cv2.matchTemplate(region, t, cv2.TM_CCOEFF_NORMED)
         _, _, _, (px, py) = cv2.minMaxLoc(scores)
-        w.dx, w.dy = float(px - m), float(py - m)
         if o.verify and (px in (0, 2 * m) or py in (0, 2 * m)):
+            w.dx, w.dy = float(px - m), float(py - m)
             w.status = "at_search_limit"
             continue
+        fx, fy, _ = refine_peak(scores, px, py)          # the start of the iterated estimate
+        w.dx, w.dy = float(fx - m), float(fy - m)
         _verify_window(D, P, w, o)
     return windows

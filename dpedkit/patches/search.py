@@ -54,7 +54,7 @@ class SearchOptions:
                 "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
     min_textured: float = field(default=0.35, metadata={
         "help": "Share of a window's sub-blocks and border strips that must have texture for it to be "
-                "verified (else 'sparse')."})
+                "verified, unless three of the four border strips have (else 'sparse')."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
@@ -328,10 +328,13 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     ox, oy = patch_offset(w)
     Pi = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
 
+    strips_textured = [0]
+
     def block_deviations(angle: float):
         Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=rb), S + 2 * rb)
         dev, centres, bad = [], [], 0
-        for by, bx, bh, bw in cells:
+        strips_textured[:] = [0]
+        for k, (by, bx, bh, bw) in enumerate(cells):
             if True:
                 t = Pi[by:by + bh, bx:bx + bw]
                 region = Ds[by:by + bh + 2 * rb, bx:bx + bw + 2 * rb]
@@ -344,6 +347,7 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
                     bad += 1                       # ≥ rb px off, or content that does not correspond
                     continue
                 dev.append((fx - rb, fy - rb))
+                strips_textured[0] += k >= len(cells) - 4
                 centres.append((bx + (bw - 1) / 2 - h, by + (bh - 1) / 2 - h))
         return np.array(dev, float).reshape(-1, 2), np.array(centres, float).reshape(-1, 2), bad
 
@@ -351,9 +355,10 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
-    if len(dev) < o.min_textured * len(cells):
-        # mostly flat: the texture that is there cannot vouch for the rest (a flat part may lie
-        # on another depth, or where the global warp bends), so the window is not verified
+    if len(dev) < o.min_textured * len(cells) and strips_textured[0] < 3:
+        # mostly flat, with texture along fewer than three sides: the texture that is there
+        # cannot vouch for the rest (a flat part may lie on another depth, or where the global
+        # warp bends), so the window is not verified
         w.status = "sparse"
         return
     # rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), richer model by a margin

@@ -55,6 +55,9 @@ class SearchOptions:
     min_textured: float = field(default=0.35, metadata={
         "help": "Share of a window's sub-blocks and border strips that must have texture for it to be "
                 "verified, unless three of the four border strips have (else 'sparse')."})
+    min_textured_sides: int = field(default=3, metadata={
+        "help": "A window whose border strips have texture on at least this many of its four sides is "
+                "verified however flat its inside (see min_textured)."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
@@ -355,7 +358,7 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
-    if len(dev) < o.min_textured * len(cells) and strips_textured[0] < 3:
+    if len(dev) < o.min_textured * len(cells) and strips_textured[0] < o.min_textured_sides:
         # mostly flat, with texture along fewer than three sides: the texture that is there
         # cannot vouch for the rest (a flat part may lie on another depth, or where the global
         # warp bends), so the window is not verified

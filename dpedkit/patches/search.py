@@ -49,7 +49,7 @@ class SearchOptions:
         "help": "Largest deviation of a sub-block's shift from the window's model (px) for a verified window."})
     max_asymmetry: float = field(default=0.75, metadata={
         "help": "Largest disagreement between forward (phone→DSLR) and backward estimates of a window's shift (px)."})
-    block_std: float = field(default=6.0, metadata={
+    block_std: float = field(default=3.0, metadata={
         "help": "A sub-block takes part in the verification when its DSLR side has at least this standard "
                 "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
     min_textured: float = field(default=0.35, metadata={
@@ -410,15 +410,19 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
         if w.x - m < 0 or w.y - m < 0 or w.x + S + m > w_img or w.y + S + m > h_img:
             w.status = "outside"
             continue
-        # forward: where in the phone photo is this DSLR window
+        # forward: where in the phone photo is this DSLR window; one pixel beyond the range
+        # where the image allows, so a shift near the range's edge is not mistaken for one past it
+        if w.x - m - 1 >= 0 and w.y - m - 1 >= 0 and w.x + S + m + 1 <= w_img and w.y + S + m + 1 <= h_img:
+            m = o.max_shift + 1
         region = P[w.y - m:w.y + S + m, w.x - m:w.x + S + m]
         scores = cv2.matchTemplate(region, t, cv2.TM_CCOEFF_NORMED)
         _, _, _, (px, py) = cv2.minMaxLoc(scores)
-        if o.verify and (px in (0, 2 * m) or py in (0, 2 * m)):
-            w.dx, w.dy = float(px - m), float(py - m)
+        m_search, m = m, o.max_shift
+        if o.verify and (px in (0, 2 * m_search) or py in (0, 2 * m_search)):
+            w.dx, w.dy = float(px - m_search), float(py - m_search)
             w.status = "at_search_limit"
             continue
         fx, fy, _ = refine_peak(scores, px, py)          # the start of the iterated estimate
-        w.dx, w.dy = float(fx - m), float(fy - m)
+        w.dx, w.dy = float(fx - m_search), float(fy - m_search)
         _verify_window(D, P, w, o)
     return windows

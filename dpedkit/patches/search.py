@@ -54,10 +54,10 @@ class SearchOptions:
                 "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
     min_textured: float = field(default=0.35, metadata={
         "help": "Share of a window's sub-blocks and border strips that must have texture for it to be "
-                "verified, unless three of the four border strips have (else 'sparse')."})
-    min_textured_sides: int = field(default=3, metadata={
-        "help": "A window whose border strips have texture on at least this many of its four sides is "
-                "verified however flat its inside (see min_textured)."})
+                "verified (else 'sparse')."})
+    min_textured_sides: int = field(default=4, metadata={
+        "help": "Border strips (a quarter of the window deep) that must have texture for the window to be "
+                "verified: a flat side may lie on another depth, unseen (else 'sparse')."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
@@ -358,10 +358,10 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
-    if len(dev) < o.min_textured * len(cells) and strips_textured[0] < o.min_textured_sides:
-        # mostly flat, with texture along fewer than three sides: the texture that is there
-        # cannot vouch for the rest (a flat part may lie on another depth, or where the global
-        # warp bends), so the window is not verified
+    if len(dev) < o.min_textured * len(cells) or strips_textured[0] < o.min_textured_sides:
+        # mostly flat, or a side without texture: the texture that is there cannot vouch for
+        # the rest (a flat part may lie on another depth, or where the global warp bends), so
+        # the window is not verified
         w.status = "sparse"
         return
     # rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), richer model by a margin

@@ -131,16 +131,20 @@ def test_scorer_reads_deliberate_errors(shoot, tmp_path):
 
 def test_scorer_true_answer_on_parallax_background(shoot):
     """Away from depth edges a per-window true rigid answer is exact on a parallax scene
-    too; a window straddling the foreground edge cannot be (and the scorer says so)."""
-    rec = read_records(shoot / "aligned" / "manifest.jsonl")["parallax"]
+    too; a window straddling the foreground edge cannot be (and the scorer says so). The
+    aligner here is the background's true homography, so that only the scorer is tested."""
     tr = Truth.load(shoot / "truth" / "parallax.npz")
+    rec = {"homography": tr.params["phone_homography"], "crop": [8, 6, 620, 464]}
     clean, straddling = [], []
     for y in range(10, 360, 100):
         for x in range(10, 520, 100):
             e = window_error(rec, tr, x, y, *true_offsets(rec, tr, x, y, 100), 100)
-            (straddling if e["edge"].mean() > 0.05 else clean).append(e["err"][e["valid"]].mean())
+            if e["edge"].mean() == 0:
+                clean.append(e["err"][e["valid"]].mean())
+            elif e["edge"].mean() > 0.05:
+                straddling.append(e["err"][e["valid"]].mean())
     assert clean and straddling
-    assert max(clean) < 0.05
+    assert max(clean) < 0.01
     assert max(straddling) > 0.5
 
 
@@ -227,7 +231,7 @@ def test_parallax_layers_shift_by_their_disparity():
     G = _phone_homography(p)
     dw, dh = p.dslr_size
     a = np.deg2rad(p.baseline_dir_deg)
-    for (fx, fy), d in (((0.30, 0.42), p.disparities[0]), ((0.66, 0.62), p.disparities[1]), ((0.25, 0.8), 0.0)):
+    for (fx, fy), d in (((0.29, 0.40), p.disparities[0]), ((0.68, 0.64), p.disparities[1]), ((0.22, 0.82), 0.0)):
         cx, cy = np.rint(_apply(G, np.array([fx * dw, fy * dh]))).astype(int)   # layer centre in the phone
         got = _match(flat, deep, cx, cy)
         assert np.linalg.norm(got - d * np.array([np.cos(a), np.sin(a)])) < 0.3, (fx, fy, got, d)

@@ -19,7 +19,7 @@ second reuses the first's output (said in the output).
 
 Prints per case and configuration: windows, accepted, yield (accepted / textured windows),
 median / p95 / max of the per-patch mean error, shares over 1 px and 2 px, and the windows
-touched by the moving object that were accepted; a Markdown table, also written to
+touched by the moving object that were accepted, and the rejections by reason; a Markdown table, also written to
 ``OUT/fidelity.md`` with the raw figures in ``OUT/fidelity.json``.
 """
 
@@ -92,13 +92,14 @@ def _f(v, fmt):
 
 def table(rows: list[dict]) -> str:
     head = ("| case | configuration | windows | accepted | yield | median px | p95 px | max px | > 1 px | > 2 px "
-            "| moving-object windows accepted |")
+            "| moving-object windows accepted | rejected (reason: windows) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['case']} | {r['config']} | {r['windows']} | {r['accepted']} | {_f(r['yield_'], '.1%')} | "
                      f"{_f(r['median_px'], '.3f')} | {_f(r['p95_px'], '.3f')} | {_f(r['max_px'], '.2f')} | "
                      f"{_f(r['over_1px'], '.1%')} | {_f(r['over_2px'], '.1%')} | "
-                     f"{r['moving_accepted']} of {r['moving_windows']} |")
+                     f"{r['moving_accepted']} of {r['moving_windows']} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in sorted(r['rejected'].items())) or '–'} |")
     return "\n".join(lines)
 
 
@@ -152,6 +153,12 @@ def main(argv=None) -> None:
     print(f"phone {size[0]}x{size[1]}, {a.pairs} shoot(s) per case; errors are each accepted patch's mean true "
           f"misalignment in phone px")
     print(md)
+    print()
+    for r in rows:
+        if r["case"] == "homography":
+            print(f"homography control, {r['config']}: p95 {_f(r['aligner_p95_px'], '.3f')} px with the aligner alone "
+                  f"(every window, no search offset) -> {_f(r['p95_px'], '.3f')} px after the search; "
+                  f"{_f(r['rotated_share'], '.0%')} of accepted patches rotated")
     (out / "fidelity.md").write_text(md + "\n")
     (out / "fidelity.json").write_text(json.dumps({"size": size, "pairs": a.pairs, "configs": CONFIGS, "rows": rows},
                                                   indent=1))

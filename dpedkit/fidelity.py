@@ -656,8 +656,9 @@ def score_windows(aligned: str | Path, dataset: str | Path, truth, names=None) -
 
 def summarize(patches: list[WindowScore], windows: list[WindowScore] | None = None) -> dict:
     """Figures of one case: windows, accepted, yield (accepted / textured windows), the
-    per-patch mean error's median / p95 / max (phone px), shares over 1 and 2 px, and the
-    windows touched by the moving object (all / accepted)."""
+    per-patch mean error's median / p95 / max (phone px), shares over 1 and 2 px, the
+    windows touched by the moving object (all / accepted), rejections by reason and how
+    many rejected windows the aligner alone had already matched to < 0.5 px."""
     e = np.array([p.mean_px for p in patches if np.isfinite(p.mean_px)])
     s = {"accepted": len(patches),
          "median_px": float(np.median(e)) if e.size else float("nan"),
@@ -667,10 +668,19 @@ def summarize(patches: list[WindowScore], windows: list[WindowScore] | None = No
          "over_2px": float((e > 2).mean()) if e.size else float("nan"),
          "worst_pixel_px": float(np.nanmax([p.max_px for p in patches])) if e.size else float("nan"),
          "invalid_share": float(np.mean([p.invalid for p in patches])) if patches else float("nan"),
-         "moving_accepted": sum(p.moving > 0 for p in patches)}
+         "moving_accepted": sum(p.moving > 0 for p in patches),
+         "rotated_share": float(np.mean([p.angle != 0 for p in patches])) if patches else float("nan")}
     if windows is not None:
         textured = [w for w in windows if w.status != "flat"]
-        s.update(windows=len(windows), textured=len(textured),
+        rejected = [w for w in windows if w.status != "accepted"]
+        reasons: dict[str, int] = {}
+        for w in rejected:
+            reasons[w.status] = reasons.get(w.status, 0) + 1
+        s.update(windows=len(windows), textured=len(textured), rejected=reasons,
+                 # rejected windows that were right without any search offset (aligner error < 0.5 px, all pixels
+                 # valid, no depth edge or moving object): yield lost to the search's gate, not to the scene
+                 rejected_but_aligned=sum(w.mean_px < 0.5 and w.invalid == 0 and w.edge == 0 and w.moving == 0
+                                          for w in rejected),
                  yield_=len(patches) / len(textured) if textured else float("nan"),
                  moving_windows=sum(w.moving > 0 for w in windows),
                  aligner_p95_px=float(np.nanpercentile([w.mean_px for w in windows], 95)) if windows else float("nan"))

@@ -46,7 +46,9 @@ from dpedkit.fidelity import (CASES, SIMULATOR_VERSION, Truth, case_params, scor
 DPEDKIT_ARGS = {"align": [], "patches": []}
 # LEAD / fidelity-algo: fill with the options that switch the new algorithms off (residual
 # warp, per-window verifier, continuous sub-pixel search), so that this row stays the DPED
-# paper's method: one homography + exhaustive ±5 px / ±1° search, NCC > 0.9.
+# paper's method: one homography + exhaustive ±5 px / ±1° search, NCC > 0.9. (On the
+# fidelity-algo branch at the time of writing: align "--warp homography", patches
+# "--method exhaustive --no-verify"; they do not exist before it lands.)
 BASELINE_ARGS = {"align": [], "patches": ["--max-shift", "5", "--max-angle", "1.0", "--angle-step", "0.5",
                                           "--threshold", "0.9"]}
 CONFIGS = {"dpedkit": DPEDKIT_ARGS, "DPED-style baseline": BASELINE_ARGS}

@@ -592,9 +592,20 @@ def _load_truth(truth, name: str) -> Truth:
     return truth[name]
 
 
+def _layout():
+    """The on-disk contract's names (``dpedkit.layout`` after the restructure of issue 14,
+    their old homes before it)."""
+    try:
+        from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records
+    except ImportError:
+        from dpedkit.align.run import MANIFEST
+        from dpedkit.manifest import read_records
+        from dpedkit.patches.run import WINDOW_CODES
+    return MANIFEST, WINDOW_CODES, read_records
+
+
 def _inputs(aligned, dataset):
-    from dpedkit.align.run import MANIFEST
-    from dpedkit.manifest import read_records
+    MANIFEST, _, read_records = _layout()
     records = read_records(Path(aligned) / MANIFEST)
     root = dataset_root(dataset)
     report = json.loads((root / "patches_report.json").read_text())
@@ -630,8 +641,7 @@ def score_windows(aligned: str | Path, dataset: str | Path, truth, names=None) -
     """Every grid window of every scored photo, with its status from ``patches_report.json``
     and the error of the window taken **without** the search's offset (what the aligner
     alone leaves): tells whether a rejection lost a good window or saved a bad one."""
-    from dpedkit.patches.run import WINDOW_CODES
-    reason = {c: s for s, c in WINDOW_CODES.items()}
+    reason = {c: s for s, c in _layout()[1].items()}
     reason["a"] = "accepted"
     records, root, report, _ = _inputs(aligned, dataset)
     out = []

@@ -62,7 +62,8 @@ def _simulate_one(job) -> str:
         try:
             stored = Truth.load(tpath).params
             wanted = json.loads(json.dumps(asdict(case_params(case, size, seed))))
-            if stored.get("simulator_version") == SIMULATOR_VERSION and all(stored.get(k) == v for k, v in wanted.items()):
+            same = all(stored.get(k) == v for k, v in wanted.items())
+            if same and stored.get("simulator_version") == SIMULATOR_VERSION:
                 return name
         except Exception:
             pass
@@ -106,8 +107,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="1600x1200", help="phone image size WxH (px); the DSLR is ~1.4–1.55× larger")
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     ap.add_argument("--pairs", type=int, default=2, help="simulated shoots per case (different scenes and jitter)")
@@ -144,8 +145,8 @@ def main(argv=None) -> None:
         patches = score_patches(aligned, dataset, out / "truth")
         windows = score_windows(aligned, dataset, out / "truth")
         note = " (same arguments as an earlier configuration: its output reused)" if reused else ""
-        print(f"{config}: align {' '.join(args['align']) or '(defaults)'}; patches {' '.join(args['patches']) or '(defaults)'}"
-              f"; {time.perf_counter() - t1:.0f} s{note}")
+        print(f"{config}: align {' '.join(args['align']) or '(defaults)'}; "
+              f"patches {' '.join(args['patches']) or '(defaults)'}; {time.perf_counter() - t1:.0f} s{note}")
         for c in cases:
             sel = lambda s: s.name.rsplit("-", 1)[0] == c  # noqa: E731
             s = summarize([p for p in patches if sel(p)], [w for w in windows if sel(w)])

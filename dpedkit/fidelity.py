@@ -22,6 +22,19 @@ map is exact; the photometric differences (ISP, depth of field, JPEG) do not mov
 anything except the lateral chromatic aberration of the red and blue channels (the map
 is the green channel's, which dominates luminance).
 
+Cases (:data:`CASES`, :func:`case_params`; every case has a phone/DSLR roll of up to 1.5°,
+slight perspective, a DSLR 1.35–1.55× the phone's width seeing ~1/0.88 of its field, noise,
+denoising + sharpening and JPEG on the phone):
+``homography`` the control, one plane, no distortion: the truth is exactly a homography;
+``distortion`` phone k1 ≈ −2.2 %, DSLR k1 ≈ +1.5 % (one homography leaves ~15–30 px at the
+corners of a 1600×1200 phone frame); ``parallax`` two objects in front of the background,
+2.5 and 5 phone px of disparity; ``moving`` an object displaced by ~6 phone px and swayed
+~1.5° between the exposures; ``combined`` all of them plus the full phone ISP (exposure,
+white balance, vignetting, local tone mapping, bilateral denoise, strong sharpening, lateral
+chromatic aberration, JPEG 75–85) and the DSLR's shallower depth of field. Parameters get a
+seeded ±20 % jitter. Distortion is relative to the frame; disparities and motion are in
+phone px at any size.
+
 Scorer
 ------
 :func:`score_patches` takes ``dpedkit align``'s output folder, ``dpedkit patches``'s output
@@ -270,7 +283,7 @@ def build_scene(p: CaseParams) -> list[Layer]:
         shift = np.array([np.cos(0.6), np.sin(0.6)]) * p.motion_px / scale_phone
         d = p.disparities[0] * direction if p.disparities else np.zeros(2)
         layers.append(Layer("moving", tex, alpha, pl, _rigid(p.motion_deg, centre, shift) @ pl,
-                            tuple(float(v) for v in d), p.dslr_defocus[1] if p.dslr_defocus[1] else 0.0, True))
+                            tuple(float(v) for v in d), p.dslr_defocus[1], True))
     return layers
 
 
@@ -294,7 +307,8 @@ def _render(layers: list[Layer], cam_from_texture: list[np.ndarray], ideal: np.n
         uv = _apply(np.linalg.inv(M), ideal).astype(np.float32)
         tex = _blurred(L.texture, sigmas[k])
         if L.alpha is None:
-            out = cv2.remap(tex, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+            out = cv2.remap(tex, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
             ids[:] = k
             continue
         a = cv2.remap(_blurred(L.alpha, sigmas[k]), uv[..., 0], uv[..., 1], cv2.INTER_LINEAR,
@@ -360,7 +374,8 @@ class Truth:
     visible in the DSLR photo too (inside the frame, not occluded by a nearer layer or by
     the moved object). ``moving``: the phone pixel shows the moving object, or its true
     DSLR position does. ``depth_edge``: within 2 px of a boundary between layers in the
-    phone image."""
+    phone image. ``params``: the :class:`CaseParams` plus ``dslr_size``, the layer names and
+    ``phone_homography`` (scene = DSLR ideal px → phone ideal px, the background's)."""
 
     dslr_xy: np.ndarray
     valid: np.ndarray
@@ -425,8 +440,8 @@ def simulate(case: str | CaseParams, phone_size: tuple[int, int] = (1600, 1200),
     qy = np.clip(np.rint(xy[..., 1]), 0, dh - 1).astype(int)
     seen = dslr_ids[qy, qx]
     valid = inside & (seen == phone_ids)
-    mov = [k for k, L in enumerate(layers) if L.moving]
-    moving = np.isin(phone_ids, mov) | (inside & np.isin(seen, mov))
+    moving_layers = [k for k, L in enumerate(layers) if L.moving]
+    moving = np.isin(phone_ids, moving_layers) | (inside & np.isin(seen, moving_layers))
     kernel = np.ones((3, 3), np.uint8)
     ids8 = (phone_ids + 1).astype(np.uint8)
     edge = cv2.dilate(ids8, kernel) != cv2.erode(ids8, kernel)
@@ -434,10 +449,10 @@ def simulate(case: str | CaseParams, phone_size: tuple[int, int] = (1600, 1200),
 
     phone = _phone_isp(phone_lin, p, rng)
     dslr = _dslr_isp(dslr_lin, p, rng)
-    params = asdict(p) | {"simulator_version": SIMULATOR_VERSION, "dslr_size": list(p.dslr_size), "layers": [L.name for L in layers],
+    params = asdict(p) | {"simulator_version": SIMULATOR_VERSION, "dslr_size": list(p.dslr_size),
+                          "layers": [L.name for L in layers],
                           "phone_homography": G.tolist()}
     return Shoot(phone, dslr, Truth(xy.astype(np.float32), valid, moving, edge, params))
-
 
 
 def write_shoot(root: str | Path, name: str, shoot: Shoot, phone_dir: str = "phone", dslr_dir: str = "dslr") -> None:
@@ -659,7 +674,8 @@ def score_windows(aligned: str | Path, dataset: str | Path, truth, names=None) -
             for col in range(g["cols"]):
                 x, y = g["x"] + col * g["size"], g["y"] + row * g["size"]
                 code = codes[k] if k < len(codes) else "?"
-                out.append(_score(name, records[name], tr, x, y, 0.0, 0.0, 0.0, g["size"], status=reason.get(code, code)))
+                out.append(_score(name, records[name], tr, x, y, 0.0, 0.0, 0.0, g["size"],
+                                  status=reason.get(code, code)))
                 k += 1
     return out
 

@@ -22,6 +22,19 @@ map is exact; the photometric differences (ISP, depth of field, JPEG) do not mov
 anything except the lateral chromatic aberration of the red and blue channels (the map
 is the green channel's, which dominates luminance).
 
+Cases (:data:`CASES`, :func:`case_params`; every case has a phone/DSLR roll of up to 1.5°,
+slight perspective, a DSLR 1.35–1.55× the phone's width seeing ~1/0.88 of its field, noise,
+denoising + sharpening and JPEG on the phone):
+``homography`` the control, one plane, no distortion: the truth is exactly a homography;
+``distortion`` phone k1 ≈ −2.2 %, DSLR k1 ≈ +1.5 % (one homography leaves ~15–30 px at the
+corners of a 1600×1200 phone frame); ``parallax`` two objects in front of the background,
+2.5 and 5 phone px of disparity; ``moving`` an object displaced by ~6 phone px and swayed
+~1.5° between the exposures; ``combined`` all of them plus the full phone ISP (exposure,
+white balance, vignetting, local tone mapping, bilateral denoise, strong sharpening, lateral
+chromatic aberration, JPEG 75–85) and the DSLR's shallower depth of field. Parameters get a
+seeded ±20 % jitter. Distortion is relative to the frame; disparities and motion are in
+phone px at any size.
+
 Scorer
 ------
 :func:`score_patches` takes ``dpedkit align``'s output folder, ``dpedkit patches``'s output
@@ -46,6 +59,9 @@ from dpedkit.align.geometry import aligned_to_dslr
 from dpedkit.patches.search import patch_affine
 
 CASES = ("homography", "distortion", "parallax", "moving", "combined")
+# Bump when a change of the simulator changes its images or truth for the same parameters
+# (cached shoots, e.g. the benchmark's, are then rendered again).
+SIMULATOR_VERSION = 2
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -211,7 +227,7 @@ def case_params(case: str, phone_size: tuple[int, int] = (1600, 1200), seed: int
                    offset=tuple(float(v) for v in rng.uniform(-0.02, 0.02, 2)),
                    dslr_ratio=float(rng.uniform(1.35, 1.55)))
     if case in ("distortion", "combined"):
-        p.k_phone, p.k_dslr = (j(-0.03), j(0.006)), (j(0.02), j(-0.004))
+        p.k_phone, p.k_dslr = (j(-0.022), j(0.004)), (j(0.015), j(-0.003))
     if case in ("parallax", "combined"):
         p.disparities = (j(2.5), j(5.0))
         p.baseline_dir_deg = float(rng.uniform(-15, 15))
@@ -254,7 +270,7 @@ def build_scene(p: CaseParams) -> list[Layer]:
     scale_phone = p.phone_size[0] / (p.coverage * dw)     # phone px per scene px
     a = np.deg2rad(p.baseline_dir_deg)
     direction = np.array([np.cos(a), np.sin(a)])
-    spots = [("middle", "chelsea", 0.34, (0.30, 0.42)), ("foreground", "coffee", 0.30, (0.66, 0.62))]
+    spots = [("middle", "chelsea", 0.40, (0.29, 0.40)), ("foreground", "coffee", 0.40, (0.68, 0.64))]
     for (name, photo, width, (fx, fy)), d in zip(spots, p.disparities):
         tex, alpha = _object(photos[photo], int(width * dw), rng)
         pl = _translation(fx * dw - tex.shape[1] / 2, fy * dh - tex.shape[0] / 2)
@@ -267,7 +283,7 @@ def build_scene(p: CaseParams) -> list[Layer]:
         shift = np.array([np.cos(0.6), np.sin(0.6)]) * p.motion_px / scale_phone
         d = p.disparities[0] * direction if p.disparities else np.zeros(2)
         layers.append(Layer("moving", tex, alpha, pl, _rigid(p.motion_deg, centre, shift) @ pl,
-                            tuple(float(v) for v in d), p.dslr_defocus[1] if p.dslr_defocus[1] else 0.0, True))
+                            tuple(float(v) for v in d), p.dslr_defocus[1], True))
     return layers
 
 
@@ -291,7 +307,8 @@ def _render(layers: list[Layer], cam_from_texture: list[np.ndarray], ideal: np.n
         uv = _apply(np.linalg.inv(M), ideal).astype(np.float32)
         tex = _blurred(L.texture, sigmas[k])
         if L.alpha is None:
-            out = cv2.remap(tex, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
+            out = cv2.remap(tex, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101).astype(np.float32)
             ids[:] = k
             continue
         a = cv2.remap(_blurred(L.alpha, sigmas[k]), uv[..., 0], uv[..., 1], cv2.INTER_LINEAR,
@@ -357,7 +374,8 @@ class Truth:
     visible in the DSLR photo too (inside the frame, not occluded by a nearer layer or by
     the moved object). ``moving``: the phone pixel shows the moving object, or its true
     DSLR position does. ``depth_edge``: within 2 px of a boundary between layers in the
-    phone image."""
+    phone image. ``params``: the :class:`CaseParams` plus ``dslr_size``, the layer names and
+    ``phone_homography`` (scene = DSLR ideal px → phone ideal px, the background's)."""
 
     dslr_xy: np.ndarray
     valid: np.ndarray
@@ -422,8 +440,8 @@ def simulate(case: str | CaseParams, phone_size: tuple[int, int] = (1600, 1200),
     qy = np.clip(np.rint(xy[..., 1]), 0, dh - 1).astype(int)
     seen = dslr_ids[qy, qx]
     valid = inside & (seen == phone_ids)
-    mov = [k for k, L in enumerate(layers) if L.moving]
-    moving = np.isin(phone_ids, mov) | (inside & np.isin(seen, mov))
+    moving_layers = [k for k, L in enumerate(layers) if L.moving]
+    moving = np.isin(phone_ids, moving_layers) | (inside & np.isin(seen, moving_layers))
     kernel = np.ones((3, 3), np.uint8)
     ids8 = (phone_ids + 1).astype(np.uint8)
     edge = cv2.dilate(ids8, kernel) != cv2.erode(ids8, kernel)
@@ -431,10 +449,10 @@ def simulate(case: str | CaseParams, phone_size: tuple[int, int] = (1600, 1200),
 
     phone = _phone_isp(phone_lin, p, rng)
     dslr = _dslr_isp(dslr_lin, p, rng)
-    params = asdict(p) | {"dslr_size": list(p.dslr_size), "layers": [L.name for L in layers],
+    params = asdict(p) | {"simulator_version": SIMULATOR_VERSION, "dslr_size": list(p.dslr_size),
+                          "layers": [L.name for L in layers],
                           "phone_homography": G.tolist()}
     return Shoot(phone, dslr, Truth(xy.astype(np.float32), valid, moving, edge, params))
-
 
 
 def write_shoot(root: str | Path, name: str, shoot: Shoot, phone_dir: str = "phone", dslr_dir: str = "dslr") -> None:
@@ -589,9 +607,20 @@ def _load_truth(truth, name: str) -> Truth:
     return truth[name]
 
 
+def _layout():
+    """The on-disk contract's names (``dpedkit.layout`` after the restructure of issue 14,
+    their old homes before it)."""
+    try:
+        from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records
+    except ImportError:
+        from dpedkit.align.run import MANIFEST
+        from dpedkit.manifest import read_records
+        from dpedkit.patches.run import WINDOW_CODES
+    return MANIFEST, WINDOW_CODES, read_records
+
+
 def _inputs(aligned, dataset):
-    from dpedkit.align.run import MANIFEST
-    from dpedkit.manifest import read_records
+    MANIFEST, _, read_records = _layout()
     records = read_records(Path(aligned) / MANIFEST)
     root = dataset_root(dataset)
     report = json.loads((root / "patches_report.json").read_text())
@@ -627,8 +656,7 @@ def score_windows(aligned: str | Path, dataset: str | Path, truth, names=None) -
     """Every grid window of every scored photo, with its status from ``patches_report.json``
     and the error of the window taken **without** the search's offset (what the aligner
     alone leaves): tells whether a rejection lost a good window or saved a bad one."""
-    from dpedkit.patches.run import WINDOW_CODES
-    reason = {c: s for s, c in WINDOW_CODES.items()}
+    reason = {c: s for s, c in _layout()[1].items()}
     reason["a"] = "accepted"
     records, root, report, _ = _inputs(aligned, dataset)
     out = []
@@ -646,15 +674,17 @@ def score_windows(aligned: str | Path, dataset: str | Path, truth, names=None) -
             for col in range(g["cols"]):
                 x, y = g["x"] + col * g["size"], g["y"] + row * g["size"]
                 code = codes[k] if k < len(codes) else "?"
-                out.append(_score(name, records[name], tr, x, y, 0.0, 0.0, 0.0, g["size"], status=reason.get(code, code)))
+                out.append(_score(name, records[name], tr, x, y, 0.0, 0.0, 0.0, g["size"],
+                                  status=reason.get(code, code)))
                 k += 1
     return out
 
 
 def summarize(patches: list[WindowScore], windows: list[WindowScore] | None = None) -> dict:
     """Figures of one case: windows, accepted, yield (accepted / textured windows), the
-    per-patch mean error's median / p95 / max (phone px), shares over 1 and 2 px, and the
-    windows touched by the moving object (all / accepted)."""
+    per-patch mean error's median / p95 / max (phone px), shares over 1 and 2 px, the
+    windows touched by the moving object (all / accepted), rejections by reason and how
+    many rejected windows the aligner alone had already matched to < 0.5 px."""
     e = np.array([p.mean_px for p in patches if np.isfinite(p.mean_px)])
     s = {"accepted": len(patches),
          "median_px": float(np.median(e)) if e.size else float("nan"),
@@ -664,10 +694,19 @@ def summarize(patches: list[WindowScore], windows: list[WindowScore] | None = No
          "over_2px": float((e > 2).mean()) if e.size else float("nan"),
          "worst_pixel_px": float(np.nanmax([p.max_px for p in patches])) if e.size else float("nan"),
          "invalid_share": float(np.mean([p.invalid for p in patches])) if patches else float("nan"),
-         "moving_accepted": sum(p.moving > 0 for p in patches)}
+         "moving_accepted": sum(p.moving > 0 for p in patches),
+         "rotated_share": float(np.mean([p.angle != 0 for p in patches])) if patches else float("nan")}
     if windows is not None:
         textured = [w for w in windows if w.status != "flat"]
-        s.update(windows=len(windows), textured=len(textured),
+        rejected = [w for w in windows if w.status != "accepted"]
+        reasons: dict[str, int] = {}
+        for w in rejected:
+            reasons[w.status] = reasons.get(w.status, 0) + 1
+        s.update(windows=len(windows), textured=len(textured), rejected=reasons,
+                 # rejected windows that were right without any search offset (aligner error < 0.5 px, all pixels
+                 # valid, no depth edge or moving object): yield lost to the search's gate, not to the scene
+                 rejected_but_aligned=sum(w.mean_px < 0.5 and w.invalid == 0 and w.edge == 0 and w.moving == 0
+                                          for w in rejected),
                  yield_=len(patches) / len(textured) if textured else float("nan"),
                  moving_windows=sum(w.moving > 0 for w in windows),
                  aligner_p95_px=float(np.nanpercentile([w.mean_px for w in windows], 95)) if windows else float("nan"))

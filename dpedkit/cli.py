@@ -25,8 +25,7 @@ class _Group(click.Group):
     """Turns the errors that stop a whole run into a message and an exit code, not a traceback."""
 
     def invoke(self, ctx):
-        from dpedkit.imageio import OutputWriteError
-        from dpedkit.lock import LockError
+        from dpedkit.fs import LockError, OutputWriteError
         from dpedkit.parallel import ClusterError
         try:
             return super().invoke(ctx)
@@ -105,7 +104,7 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
     """
     from dpedkit.align.core import AlignOptions
     from dpedkit.align.pairing import PairingError
-    from dpedkit.align.run import AlignRunOptions, align_folder
+    from dpedkit.align.stage import AlignRunOptions, align_folder
 
     opts = AlignRunOptions(phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
                            clock_offset=clock_offset, jobs=jobs, dask_scheduler=dask_scheduler, previews=previews, force=force,
@@ -147,8 +146,7 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
     OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
     OUT_DIR/<phone>/patches.csv, patches_report.json
     """
-    from dpedkit.align.pairing import PairingError
-    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
 
     opts = PatchOptions(search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
@@ -196,10 +194,11 @@ def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, 
     Writes config.json, metrics.csv (losses, test PSNR/SSIM), samples/<iter>.png and
     checkpoints/last.pt (+ iter_<n>.pt) to the run folder every --eval-every iterations.
     """
-    from dpedkit.train.checkpoint import CheckpointError
+    from dpedkit.model.checkpoint import CheckpointError
+    from dpedkit.model.device import DeviceError
     from dpedkit.train.data import DatasetError
     from dpedkit.train.loop import TrainConfig, TrainError, train as run_training
-    from dpedkit.train.vgg import VGGWeightsError
+    from dpedkit.model.vgg import VGGWeightsError
 
     cfg = TrainConfig(data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out or Path("runs") / phone),
                       vgg=str(vgg) if vgg else None, content_loss=content_loss, iters=iters, batch_size=batch_size,
@@ -208,11 +207,11 @@ def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, 
                       amp=not no_amp, compile=compile_, seed=seed, resume=resume)
     try:
         if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-            from dpedkit.train.distributed import train_on_processes
+            from dpedkit.train.launch import train_on_processes
             rows = train_on_processes(cfg, nproc_per_node)
         else:
             rows = run_training(cfg, log=_echo)
-    except (TrainError, DatasetError, VGGWeightsError, CheckpointError) as e:
+    except (TrainError, DatasetError, VGGWeightsError, CheckpointError, DeviceError) as e:
         raise click.UsageError(str(e)) from None
     if not rows:  # a process of a torchrun run other than rank 0
         return
@@ -244,15 +243,13 @@ def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_sid
     checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
     Each photo is enhanced whole (exact: the generator normalises over the whole image).
     """
-    from dpedkit.enhance.run import EnhanceOptions, enhance_paths
-    from dpedkit.train.checkpoint import CheckpointError
-    from dpedkit.train.loop import TrainError
+    from dpedkit.enhance.stage import EnhanceOptions, enhance_paths
 
     opts = EnhanceOptions(device=device, precision=precision, format=fmt, quality=quality,
                           side_by_side=side_by_side, tile=tile, overlap=overlap, force=force)
     try:
         summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
-    except (CheckpointError, TrainError, ValueError) as e:
+    except (CheckpointError, DeviceError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     _finish(summary.lines(), summary.problems, allow_failures)
 
@@ -275,14 +272,11 @@ def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
     import json
 
     from dpedkit.evaluate import evaluate_model, table
-    from dpedkit.imageio import write_text_atomic
-    from dpedkit.train.checkpoint import CheckpointError
-    from dpedkit.train.data import DatasetError
-    from dpedkit.train.loop import TrainError
+    from dpedkit.fs import write_text_atomic
 
     try:
         result = evaluate_model(model, data_dir, phone, dslr, device, limit, log=_echo)
-    except (CheckpointError, DatasetError, TrainError) as e:
+    except (CheckpointError, DatasetError, DeviceError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     json_path = json_path or Path(f"evaluate_{phone}.json")
     write_text_atomic(json_path, json.dumps(result, indent=1))

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from dpedkit.align.geometry import corner_error
-from dpedkit.imageio import write_image, write_text_atomic
+from dpedkit.fs import write_text_atomic
+from dpedkit.imageio import write_image
 from dpedkit.synth import sample_images, synthetic_pair
 
 TRUTH = "truth.json"
@@ -51,15 +52,15 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     """Build the sample raw/ folder under ``root`` and run align → patches → train → enhance →
     evaluate → report on it; returns the number of items that failed. Every stage resumes, so a
     second call finishes an interrupted demo without redoing work."""
-    from dpedkit.align.run import AlignRunOptions, align_folder
-    from dpedkit.enhance.run import EnhanceOptions, enhance_paths
+    from dpedkit.align.stage import AlignRunOptions, align_folder
+    from dpedkit.enhance.stage import EnhanceOptions, enhance_paths
     from dpedkit.evaluate import evaluate_model, table
-    from dpedkit.manifest import read_records
-    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.layout import read_records
+    from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
     from dpedkit.report.page import build_report
     from dpedkit.train.loop import TrainConfig, train
-    from dpedkit.train.vgg import find_vgg_weights
+    from dpedkit.model.vgg import find_vgg_weights
 
     root = Path(root)
     raw, aligned, dataset, run = root / "raw", root / "aligned", root / "dataset", root / "runs" / "demo"

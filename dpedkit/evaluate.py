@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dpedkit.enhance.model import load_generator
+from dpedkit.model.generator import load_generator
 from dpedkit.metrics import score_patches
-from dpedkit.train.data import dataset_root, load_split
-from dpedkit.train.loop import resolve_device
+from dpedkit.layout import dataset_root
+from dpedkit.train.data import load_split
+from dpedkit.model.device import resolve_device
 
 METRICS = ("psnr", "ssim", "ms_ssim")
 

@@ -9,11 +9,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dpedkit.align.geometry import corner_error
-from dpedkit.align.pairing import PairingError, pair_by_time, pair_from_csv, resolve_cameras
-from dpedkit.align.run import AlignRunOptions, align_folder
+from dpedkit.layout import LayoutError
+from dpedkit.align.pairing import PairingError, pair_by_time, pair_from_csv
+from dpedkit.layout import read_records, resolve_cameras
+from dpedkit.align.stage import AlignRunOptions, align_folder
 from dpedkit.cli import main
 from dpedkit.imageio import write_image
-from dpedkit.manifest import read_records
 
 
 def run(raw, out, **kw):
@@ -162,7 +163,7 @@ def test_camera_folders_are_guessed_or_asked_for(tmp_path):
     (tmp_path / "canon").mkdir()
     assert resolve_cameras(tmp_path, None, None) == ("iphone", "canon")
     (tmp_path / "other").mkdir()
-    with pytest.raises(PairingError, match="--phone NAME --dslr NAME"):
+    with pytest.raises(LayoutError, match="--phone NAME --dslr NAME"):
         resolve_cameras(tmp_path, None, None)
 
 

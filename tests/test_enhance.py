@@ -12,15 +12,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dpedkit.cli import main
-from dpedkit.enhance.inference import (EnhanceError, enhance_tiled, enhance_whole, generate, prepare, tile_starts,
-                                       to_tensor)
-from dpedkit.enhance.model import load_generator, official_state_dict
-from dpedkit.enhance.run import enhance_array
+from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, generate, prepare, tile_starts, to_tensor
+from dpedkit.model.generator import load_generator, official_state_dict
+from dpedkit.enhance.stage import enhance_array
 from dpedkit.imageio import read_image, write_image
 from dpedkit.metrics import psnr
-from dpedkit.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
-from dpedkit.train.checkpoint import CheckpointError
-from dpedkit.train.networks import Generator
+from dpedkit.model.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
+from dpedkit.model.checkpoint import CheckpointError
+from dpedkit.model.networks import Generator
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "dped_official"
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
@@ -53,7 +52,7 @@ def test_reads_every_official_variable(phone):
 
 
 def test_crc32c_known_value():
-    from dpedkit.tfbundle import crc32c
+    from dpedkit.model.tfbundle import crc32c
     assert crc32c(b"123456789") == 0xE3069283          # the CRC-32C check value
     assert masked_crc32c(b"") == 0xA282EAD8             # mask of 0
 

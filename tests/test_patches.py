@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from conftest import upscaled
 from dpedkit.cli import main
 from dpedkit.imageio import read_image, write_image
-from dpedkit.manifest import Journal
-from dpedkit.patches.run import PatchOptions, assign_splits, cut_patches
+from dpedkit.layout import Journal
+from dpedkit.patches.stage import PatchOptions, assign_splits, cut_patches
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, match_windows, ncc
 
 ANGLE = 0.4

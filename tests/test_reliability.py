@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dpedkit.cli import main
-from dpedkit.imageio import TMP_PREFIX, ImageReadError, read_image, write_image
-from dpedkit.lock import exclusive
-from dpedkit.manifest import read_records
+from dpedkit.fs import TMP_PREFIX, exclusive
+from dpedkit.imageio import ImageReadError, read_image, write_image
+from dpedkit.layout import read_records
 
 FUZZ = int(os.environ.get("DPEDKIT_FUZZ_EXAMPLES", "100"))
 SEEDS = (11, 12, 13)
@@ -191,7 +191,7 @@ def test_a_second_run_on_the_same_folder_is_refused(raw6, tmp_path, ledger):
 
 
 def test_disk_full_stops_cleanly_and_the_rerun_finishes(raw6, reference, tmp_path, monkeypatch, ledger):
-    from dpedkit import imageio
+    from dpedkit import fs
     real_fdopen = os.fdopen
     budget = {"bytes": 1_500_000}
 
@@ -214,14 +214,14 @@ def test_disk_full_stops_cleanly_and_the_rerun_finishes(raw6, reference, tmp_pat
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(imageio.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    monkeypatch.setattr(fs.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
     out = tmp_path / "aligned"
     r = CliRunner().invoke(main, ["align", str(raw6), str(out), "--jobs", "1"])
     assert r.exit_code == 3 and "No space left on device" in r.output, r.output
     assert "Traceback" not in r.output and no_temps(out)
     for n, rec in read_records(out / "manifest.jsonl").items():          # no record claims a missing output
         assert rec["status"] != "ok" or (out / "phone" / f"{n}.png").is_file()
-    monkeypatch.setattr(imageio.os, "fdopen", real_fdopen)
+    monkeypatch.setattr(fs.os, "fdopen", real_fdopen)
     assert CliRunner().invoke(main, ["align", str(raw6), str(out), "--jobs", "1"]).exit_code == 0
     assert tree(out, skip=("manifest.jsonl", ".dpedkit.lock")) == tree(reference["aligned"], skip=("manifest.jsonl", ".dpedkit.lock"))
     ledger["faults injected"] += 1
@@ -405,8 +405,8 @@ def test_bad_checkpoints_and_a_nonsense_patches_csv(tiny_data, train_reference, 
 @settings(max_examples=FUZZ, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(0, 10 ** 6), flips=st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(1, 255)), max_size=4))
 def test_fuzzed_checkpoint_loader(train_reference, tmp_path, cut, flips, ledger):
-    from dpedkit.enhance.model import load_generator
-    from dpedkit.train.checkpoint import CheckpointError
+    from dpedkit.model.generator import load_generator
+    from dpedkit.model.checkpoint import CheckpointError
     data = bytearray((train_reference[0] / "checkpoints" / "last.pt").read_bytes())
     data = data[: cut % (len(data) + 1)]
     for at, bits in flips:

@@ -7,11 +7,11 @@ import scipy.stats
 import torch
 
 from dpedkit.imageio import write_image
-from dpedkit.train.checkpoint import CheckpointError, load_checkpoint
+from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_loss, dped_blur_kernel, tv_loss)
 from dpedkit.train.loop import TrainConfig, TrainError, train
-from dpedkit.train.networks import Discriminator, Generator, same_padding, to_gray
-from dpedkit.train.vgg import CONV_NAMES, TORCHVISION_INDICES, VGGWeightsError, load_vgg19
+from dpedkit.model.networks import Discriminator, Generator, same_padding, to_gray
+from dpedkit.model.vgg import CONV_NAMES, TORCHVISION_INDICES, VGGWeightsError, load_vgg19
 
 
 def n_params(m):

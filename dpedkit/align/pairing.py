@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dpedkit.imageio import list_images
-
-DSLR_NAMES = ("dslr", "canon")
-
+from dpedkit.layout import resolve_cameras  # noqa: F401  (pairing starts from the camera folders)
 
 class PairingError(ValueError):
     """The pairing cannot start (bad folders or CSV); the message says what to do."""
@@ -26,27 +24,6 @@ class Pair:
     phone: str | None
     dslr: str | None
     reason: str | None = None  # why it is not a usable pair (unpaired or ambiguous)
-
-
-def resolve_cameras(raw: Path, phone: str | None, dslr: str | None, ignore: tuple[str, ...] = ()) -> tuple[str, str]:
-    """The two camera folder names, from the options or guessed as DESIGN.md §1 says
-    (folders named in ``ignore`` are not cameras)."""
-    raw = Path(raw)
-    if not raw.is_dir():
-        raise PairingError(f"{raw} is not a folder")
-    if phone and dslr:
-        for n in (phone, dslr):
-            if not (raw / n).is_dir():
-                raise PairingError(f"camera folder {raw / n} does not exist")
-        return phone, dslr
-    dirs = sorted(p.name for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in ignore)
-    if len(dirs) == 2:
-        d = [n for n in dirs if n.lower() in DSLR_NAMES and n != phone]
-        if dslr in dirs or len(d) == 1:
-            dslr = dslr or d[0]
-            return (phone or next(n for n in dirs if n != dslr)), dslr
-    raise PairingError(f"cannot tell the phone and DSLR folders apart in {raw} (found: {', '.join(dirs) or 'none'}); "
-                       "pass --phone NAME --dslr NAME")
 
 
 def _rel(camera: str, p: Path) -> str:

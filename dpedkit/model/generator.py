@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.tfbundle import is_bundle, read_bundle
-from dpedkit.train.checkpoint import CheckpointError, load_checkpoint
-from dpedkit.train.networks import Generator
+from dpedkit.model.tfbundle import is_bundle, read_bundle
+from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
+from dpedkit.model.networks import Generator
 
 
 def official_state_dict(variables: dict[str, np.ndarray], scope: str = "generator/") -> dict[str, torch.Tensor]:

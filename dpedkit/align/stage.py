@@ -11,12 +11,12 @@ from pathlib import Path
 
 import cv2
 
-from dpedkit.align.core import AlignError, AlignOptions, align_images, checkerboard
-from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv, resolve_cameras
-from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, read_image, remove_stale_temps,
-                             write_image)
-from dpedkit.lock import exclusive
-from dpedkit.manifest import Journal
+from dpedkit.align.core import AlignError, AlignOptions, align_images
+from dpedkit.imageops import checkerboard
+from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv
+from dpedkit.layout import Journal, resolve_cameras
+from dpedkit.fs import OutputWriteError, exclusive, file_fingerprint, remove_stale_temps
+from dpedkit.imageio import ImageReadError, read_image, write_image
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
 from dpedkit.summary import RunSummary
 

@@ -23,12 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpedkit.align.pairing import resolve_cameras
-from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, read_image, remove_stale_temps,
-                             write_image, write_text_atomic)
-from dpedkit.lock import exclusive
-from dpedkit.manifest import read_records
+from dpedkit.layout import MANIFEST, aligned_paths as output_paths, read_records, resolve_cameras
+from dpedkit.fs import OutputWriteError, exclusive, file_fingerprint, remove_stale_temps, write_text_atomic
+from dpedkit.imageio import ImageReadError, read_image, write_image
 from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
 

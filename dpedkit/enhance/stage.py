@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.enhance.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
-from dpedkit.enhance.model import load_generator
-from dpedkit.imageio import (ImageReadError, encode_image, list_images, make_output_dir, read_image,
-                             write_bytes_atomic)
+from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
+from dpedkit.model.generator import load_generator
+from dpedkit.fs import make_output_dir, write_bytes_atomic
+from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
 from dpedkit.summary import RunSummary
-from dpedkit.train.loop import resolve_device
+from dpedkit.model.device import resolve_device
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

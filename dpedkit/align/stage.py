@@ -1,9 +1,7 @@
-"""``dpedkit align``: align every pair of a ``raw/`` folder into ``aligned/`` (DESIGN.md §2)."""
+"""``dpedkit align``: align every pair of a ``raw/`` folder into ``aligned/`` (the layout: :mod:`dpedkit.layout`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,13 +12,12 @@ import cv2
 from dpedkit.align.core import AlignError, AlignOptions, align_images
 from dpedkit.imageops import checkerboard
 from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv
-from dpedkit.layout import Journal, resolve_cameras
-from dpedkit.fs import OutputWriteError, exclusive, file_fingerprint, remove_stale_temps
+from dpedkit.fs import OutputWriteError
 from dpedkit.imageio import ImageReadError, read_image, write_image
-from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
-from dpedkit.summary import RunSummary
-
-MANIFEST = "manifest.jsonl"
+from dpedkit.layout import MANIFEST, Cameras, Journal, aligned_paths, preview_path, resolve_cameras
+from dpedkit.parallel import cv_threads_per_job, resolve_jobs
+from dpedkit.runner import (Item, RunSummary, absolute_folders, fingerprints, params_hash, plan, plan_text, run,
+                            stage_folder)
 
 
 @dataclass
@@ -41,8 +38,7 @@ class AlignRunOptions:
 
 def params_key(opts: AlignRunOptions) -> str:
     """Hash of every option that changes an aligned output."""
-    d = {"align": opts.align.to_dict(), "previews": opts.previews}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return params_hash({"align": opts.align.to_dict(), "previews": opts.previews})
 
 
 def unique_names(pairs: list[Pair]) -> list[Pair]:
@@ -70,17 +66,6 @@ def make_pairs(raw: Path, opts: AlignRunOptions) -> tuple[str, str, list[Pair]]:
     return phone, dslr, unique_names(pairs)
 
 
-def _fingerprints(raw: Path, pair: Pair) -> dict:
-    out = {}
-    for key in ("phone", "dslr"):
-        rel = getattr(pair, key)
-        try:
-            out[key] = file_fingerprint(raw / rel) if rel else None
-        except OSError:
-            out[key] = None
-    return out
-
-
 @dataclass(frozen=True)
 class _Job:
     raw: Path
@@ -93,8 +78,13 @@ class _Job:
     cv_threads: int
 
 
-def output_paths(out: Path, phone_dir: str, dslr_dir: str, name: str) -> tuple[Path, Path]:
-    return out / phone_dir / f"{name}.png", out / dslr_dir / f"{name}.png"
+def _input_paths(job: _Job) -> dict[str, Path | None]:
+    return {key: job.raw / rel if rel else None for key, rel in (("phone", job.pair.phone), ("dslr", job.pair.dslr))}
+
+
+def _outputs(job: _Job) -> list[Path]:
+    paths = list(aligned_paths(job.out, job.phone_dir, job.dslr_dir, job.pair.name))
+    return paths + [preview_path(job.out, job.pair.name)] if job.opts.previews else paths
 
 
 def align_one(job: _Job) -> dict:
@@ -104,7 +94,7 @@ def align_one(job: _Job) -> dict:
     p = job.pair
     rec = {"name": p.name, "phone": p.phone, "dslr": p.dslr, "status": "failed", "reason": None,
            "homography": None, "crop": None, "matches": None, "inliers": None, "reprojection_rmse": None,
-           "inputs": _fingerprints(job.raw, p), "params": job.params}
+           "inputs": fingerprints(_input_paths(job)), "params": job.params}
     if p.reason:
         rec.update(status="unpaired" if (p.phone is None) != (p.dslr is None) else "failed", reason=p.reason)
     else:
@@ -117,11 +107,11 @@ def align_one(job: _Job) -> dict:
                     raise AlignError(f"{key} photo {getattr(p, key)}: {e}") from None
                 rec[f"{key}_size"] = [images[key].shape[1], images[key].shape[0]]
             res = align_images(images["phone"], images["dslr"], job.opts.align)
-            phone_path, dslr_path = output_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
+            phone_path, dslr_path = aligned_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
             write_image(phone_path, res.phone)
             write_image(dslr_path, res.dslr)
             if job.opts.previews:
-                write_image(job.out / "previews" / f"{p.name}.jpg", checkerboard(res.phone, res.dslr), quality=90)
+                write_image(preview_path(job.out, p.name), checkerboard(res.phone, res.dslr), quality=90)
             rec.update(status="ok", homography=res.homography.round(10).tolist(), crop=list(res.crop),
                        matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
                        refine_points=res.refine_points)
@@ -137,51 +127,38 @@ def align_one(job: _Job) -> dict:
     return rec
 
 
-def is_done(rec: dict | None, job: _Job) -> bool:
-    """A pair whose record is ok, whose outputs exist, with unchanged inputs and parameters."""
-    if not rec or rec.get("status") != "ok" or rec.get("params") != job.params:
-        return False
-    if rec.get("phone") != job.pair.phone or rec.get("dslr") != job.pair.dslr:
-        return False
-    if rec.get("inputs") != _fingerprints(job.raw, job.pair):
-        return False
-    paths = output_paths(job.out, job.phone_dir, job.dslr_dir, job.pair.name)
-    if job.opts.previews:
-        paths += (job.out / "previews" / f"{job.pair.name}.jpg",)
-    return all(q.is_file() for q in paths)
-
-
 def align_folder(raw: str | Path, out: str | Path, opts: AlignRunOptions = AlignRunOptions(),
                  log=print) -> RunSummary:
-    """Align all pairs of ``raw`` into ``out``; resumes an interrupted run in ``out``."""
-    # absolute: pooled worker processes keep the working directory they started in
-    raw, out = Path(raw).absolute(), Path(out).absolute()
-    if out.resolve().is_relative_to(raw.resolve()):
-        raise ValueError(f"the output folder {out} must not lie inside the input folder {raw}")
+    """Align all pairs of ``raw`` into ``out``; resumes an interrupted run in ``out``.
+
+    Writes ``out/<phone>/<name>.png``, ``out/<dslr>/<name>.png`` (the aligned, cropped pair:
+    the same pixel grid, the phone photo's), ``out/manifest.jsonl`` (one record per pair,
+    failures included) and ``out/dataset.json`` (the camera folder names)."""
+    raw, out = absolute_folders(raw, out)
     phone_dir, dslr_dir, pairs = make_pairs(raw, opts)
-    with exclusive(out, "dpedkit align"):
+    with stage_folder(out, "dpedkit align"):
+        Cameras(phone_dir, dslr_dir).write(out)   # later stages read the camera names from here
         return _align_pairs(raw, out, phone_dir, dslr_dir, pairs, opts, log)
 
 
 def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: list[Pair], opts: AlignRunOptions,
                  log) -> RunSummary:
-    remove_stale_temps(out)
     journal = Journal(out / MANIFEST)
-    jobs = resolve_jobs(opts.jobs)
     params = params_key(opts)
-    cv_threads = cv_threads_per_job(jobs, opts.dask_scheduler)
-    todo, summary = [], RunSummary()
+    cv_threads = cv_threads_per_job(resolve_jobs(opts.jobs), opts.dask_scheduler)
+    items = []
     for pair in pairs:
         job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads)
-        if not opts.force and is_done(journal.records.get(pair.name), job):
-            summary.add(journal.records[pair.name])
-            summary.skipped += 1
-        else:
-            todo.append(job)
-    log(f"align: {len(pairs)} pairs from {raw} ({phone_dir} → {dslr_dir}); {summary.skipped} already done, "
-        f"{len(todo)} to do on {workers_text(jobs, opts.dask_scheduler)}")
+        items.append(Item(pair.name, job, _input_paths(job), {"phone": pair.phone, "dslr": pair.dslr}))
+    todo = plan(items, params, lambda it: journal.records.get(it.name), lambda it, rec: _outputs(it.job), opts.force)
+    summary = RunSummary()
+    for rec in todo.done:
+        summary.add(rec)
+    summary.skipped = len(todo.done)
+    log(plan_text("align", f"{len(pairs)} pairs from {raw} ({phone_dir} → {dslr_dir})", todo, opts.jobs,
+                  opts.dask_scheduler))
     try:
-        for rec in imap(align_one, todo, jobs, label="aligning", progress=opts.progress, scheduler=opts.dask_scheduler):
+        for rec in run(todo.todo, align_one, opts.jobs, opts.dask_scheduler, "aligning", opts.progress):
             journal.append(rec)
             summary.add(rec)
     finally:

@@ -13,7 +13,7 @@ from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, 
 from dpedkit.model.generator import load_generator
 from dpedkit.fs import make_output_dir, write_bytes_atomic
 from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
-from dpedkit.summary import RunSummary
+from dpedkit.runner import RunSummary
 from dpedkit.model.device import resolve_device
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

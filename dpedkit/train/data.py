@@ -17,7 +17,10 @@ class DatasetError(ValueError):
 
 
 def _read(path: Path, size: int | None) -> np.ndarray:
-    img = read_image(path)
+    try:
+        img = read_image(path)
+    except ImageReadError as e:
+        raise ImageReadError(f"{path.name}: {e}") from None   # the reader's message names no file
     if size is not None and img.shape[:2] != (size, size):
         raise ImageReadError(f"{path.name} is {img.shape[1]}x{img.shape[0]}, not {size}x{size}")
     return img

@@ -21,7 +21,7 @@ from dpedkit.model.tfbundle import BundleError, list_bundle, masked_crc32c, read
 from dpedkit.model.checkpoint import CheckpointError
 from dpedkit.model.networks import Generator
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "dped_official"
+OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "dped_official"
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
                                     reason="the official DPED checkpoints are not in ../shared/dped_official")
 CPU = torch.device("cpu")
@@ -108,7 +108,7 @@ def test_fuzzed_index_never_crashes(bundle_copy, data):
 
 
 def test_synthetic_bundles_roundtrip_and_nonsense_entries_are_bounded(tmp_path):
-    from tests.bundle_writer import write_bundle
+    from tests.model.bundle_writer import write_bundle
     tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b/c": np.array([1, -2], np.int64),
                "h": np.array([0.5, -1.25], np.float16), "s": np.zeros((), np.float64)}
     write_bundle(tmp_path / "ok", tensors)

@@ -6,7 +6,7 @@ import scipy.signal
 import scipy.stats
 import torch
 
-from dpedkit.imageio import write_image
+from tests.helpers import make_dataset, tiny_config
 from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_loss, dped_blur_kernel, tv_loss)
 from dpedkit.train.loop import TrainConfig, TrainError, train
@@ -114,29 +114,6 @@ def test_vgg_loaders_agree_across_formats(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(VGGWeightsError, match="not a torchvision VGG-19"):
         load_vgg19(tmp_path / "bad.pth")
-
-
-def make_dataset(root, samples, n_train=64, n_test=16, size=32):
-    """Patches of real photos; the phone patch is a known colour/tone degradation of the DSLR patch."""
-    rng = np.random.default_rng(0)
-    imgs = [samples[k] for k in ("astronaut", "coffee", "rocket", "chelsea")]
-    for split, n in (("train", n_train), ("test", n_test)):
-        base = root / "p" / ("training_data" if split == "train" else "test_data/patches")
-        for i in range(n):
-            im = imgs[rng.integers(len(imgs))]
-            y, x = rng.integers(0, im.shape[0] - size), rng.integers(0, im.shape[1] - size)
-            d = im[y:y + size, x:x + size]
-            p = np.clip(255 * ((d / 255.0) ** 1.6) * [0.8, 0.95, 1.15] + 10, 0, 255).astype(np.uint8)
-            write_image(base / "p" / f"{i}.jpg", p, quality=98)
-            write_image(base / "d" / f"{i}.jpg", d, quality=98)
-    return root
-
-
-def tiny_config(data, out, **kw):
-    base = dict(data_dir=str(data), phone="p", dslr="d", out=str(out), content_loss="none", iters=6,
-                batch_size=8, eval_every=3, eval_patches=16, lr=5e-4, keep_checkpoints=False)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_short_training_beats_the_identity_baseline(tmp_path, samples):

@@ -244,6 +244,8 @@ def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_sid
     Each photo is enhanced whole (exact: the generator normalises over the whole image).
     """
     from dpedkit.enhance.stage import EnhanceOptions, enhance_paths
+    from dpedkit.model.checkpoint import CheckpointError
+    from dpedkit.model.device import DeviceError
 
     opts = EnhanceOptions(device=device, precision=precision, format=fmt, quality=quality,
                           side_by_side=side_by_side, tile=tile, overlap=overlap, force=force)

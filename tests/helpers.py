@@ -7,9 +7,11 @@ import os
 
 import cv2
 import numpy as np
+import torch
 
 from dpedkit.imageio import write_image
 from dpedkit.layout import Journal
+from dpedkit.model.vgg import TORCHVISION_INDICES
 from dpedkit.train.loop import TrainConfig
 
 ANGLE = 0.4
@@ -108,3 +110,18 @@ def tiny_config(data, out, **kw):
 
 
 
+
+
+def tiny_vgg_weights(rng, div=16):
+    widths = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
+    convs, cin = [], 3
+    for w in widths:
+        w //= div
+        convs.append((rng.normal(0, 0.3, (w, cin, 3, 3)).astype(np.float32), rng.normal(0, 0.1, w).astype(np.float32)))
+        cin = w
+    return convs
+
+
+def save_torchvision(path, convs):
+    torch.save({f"features.{i}.{k}": torch.from_numpy(v) for i, (w, b) in zip(TORCHVISION_INDICES, convs)
+                for k, v in (("weight", w), ("bias", b))}, path)

@@ -46,7 +46,7 @@ def test_bench_commands_exist():
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    from tests.test_train import save_torchvision, tiny_vgg_weights
+    from tests.helpers import save_torchvision, tiny_vgg_weights
     make_raw(tmp_path / "demo_raw")
     (tmp_path / "raw").mkdir()
     for cam, name in (("phone", "iphone"), ("dslr", "canon")):       # the README's camera names

@@ -1,4 +1,8 @@
-"""``dpedkit enhance``: apply a generator to photos of any size, one whole photo at a time."""
+"""``dpedkit enhance``: apply a generator to photos of any size, one whole photo at a time.
+
+A resumable stage (:mod:`dpedkit.runner`): ``OUT/manifest.jsonl`` records each photo with
+the fingerprints of its input and of the model's weights, so a re-run redoes exactly the
+photos whose input, model or options changed."""
 
 from __future__ import annotations
 
@@ -9,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
-from dpedkit.model.generator import load_generator
-from dpedkit.fs import make_output_dir, write_bytes_atomic
+from dpedkit.fs import write_bytes_atomic
 from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
-from dpedkit.runner import RunSummary
+from dpedkit.layout import MANIFEST, Journal
 from dpedkit.model.device import resolve_device
+from dpedkit.model.generator import load_generator, model_fingerprint
+from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
+from dpedkit.runner import Item, RunSummary, fingerprints, params_hash, plan, run, stage_folder
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -28,7 +33,7 @@ class EnhanceOptions:
     side_by_side: bool = False      # also write <stem>_before_after.<format>
     tile: int | None = None         # None: whole photo (exact); else approximate tiles of this side
     overlap: int = 64
-    force: bool = False             # redo photos whose output exists
+    force: bool = False             # redo photos an earlier run finished with the same model and options
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -62,49 +67,85 @@ def enhance_array(g, img: np.ndarray, device: torch.device, dtype: torch.dtype, 
     return enhance_whole(g, img, device, dtype)
 
 
+def enhance_params(model: str | Path, opts: EnhanceOptions, dtype: torch.dtype) -> str:
+    """Hash of what changes an enhanced photo: the model's weights (fingerprint of its files)
+    and every option that changes its pixels; a changed model or option redoes the photo.
+    (``side_by_side`` only adds a file: a missing one is redone by the output check.)"""
+    return params_hash({"model": model_fingerprint(model), "dtype": str(dtype), "format": opts.format,
+                        "quality": opts.quality, "tile": opts.tile,
+                        "overlap": opts.overlap if opts.tile else None})
+
+
+@dataclass(frozen=True)
+class _Photo:
+    src: Path
+    rel: Path
+    outputs: tuple[Path, ...]       # the enhanced photo first, then the before/after one
+
+
 def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Path,
                   opts: EnhanceOptions = EnhanceOptions(), log=print) -> RunSummary:
-    """Enhance every photo of ``inputs`` into ``out_dir``; a failed photo is recorded, not fatal."""
-    out_dir = Path(out_dir)
+    """Enhance every photo of ``inputs`` (files, or folders of photos) into ``out_dir``.
+
+    Output names keep the input's (folders keep their sub-paths) with ``opts.format``'s
+    suffix; ``out_dir/manifest.jsonl`` holds one record per photo (its input fingerprint, the
+    model and options hash), so a re-run skips photos done with the same model and options
+    and redoes the rest. A failed photo is recorded, not fatal."""
+    out_dir = Path(out_dir).absolute()
     device = resolve_device(opts.device)
     dtype = resolve_precision(opts.precision, device)
     g, what = load_generator(model)
     g = prepare(g, device, dtype)
+    params = enhance_params(model, opts, dtype)
     log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
         + (f", tiles of {opts.tile} px (approximate)" if opts.tile else ", whole photos"))
-    make_output_dir(out_dir)
-    # no lock: every output is a pure function of its input, written atomically, so two runs
-    # on one folder cannot corrupt it, and a photo folder stays free of our hidden files
-    items = collect_inputs(inputs)
     summary = RunSummary(noun="photos", statuses=("ok", "failed"))
-    seen: dict[Path, Path] = {}
-    megapixels, busy = 0.0, 0.0
-    for src, rel in items:
+    items, seen = [], {}
+    for src, rel in collect_inputs(inputs):
         dst = output_path(out_dir, rel, opts.format)
         if dst in seen:
             summary.add({"status": "failed", "reason": f"same output name as {seen[dst]} ({src})"})
             continue
         seen[dst] = src
-        if dst.exists() and not opts.force:
-            summary.skipped += 1
-            summary.add({"status": "ok"})
-            continue
+        outputs = (dst,) + ((output_path(out_dir, rel, opts.format, "_before_after"),) if opts.side_by_side else ())
+        items.append(Item(rel.as_posix(), _Photo(Path(src), rel, outputs), {"photo": Path(src)}))
+    speed = {"megapixels": 0.0, "busy": 0.0}
+
+    def enhance_one(photo: _Photo) -> dict:
+        rec = {"name": photo.rel.as_posix(), "source": str(photo.src), "status": "failed", "reason": None,
+               "params": params, "inputs": fingerprints({"photo": photo.src}),
+               "outputs": [q.relative_to(out_dir).as_posix() for q in photo.outputs]}
         try:
-            img = read_image(src)
+            img = read_image(photo.src)
             t0 = time.perf_counter()
             enhanced = enhance_array(g, img, device, dtype, opts.tile, opts.overlap)
-            busy += time.perf_counter() - t0
-            megapixels += img.shape[0] * img.shape[1] / 1e6
+            speed["busy"] += time.perf_counter() - t0
+            speed["megapixels"] += img.shape[0] * img.shape[1] / 1e6
         except (ImageReadError, EnhanceError) as e:
-            summary.add({"status": "failed", "reason": f"{e} ({src})"})
-            log(f"failed: {src}: {e}")
-            continue
+            rec["reason"] = f"{e} ({photo.src})"
+            log(f"failed: {photo.src}: {e}")
+            return rec
         if opts.side_by_side:
-            write_bytes_atomic(output_path(out_dir, rel, opts.format, "_before_after"),
-                               encode_image(np.concatenate([img, enhanced], axis=1), "." + opts.format, opts.quality))
-        write_bytes_atomic(dst, encode_image(enhanced, "." + opts.format, opts.quality))
-        summary.add({"status": "ok"})
-        log(f"{src} → {dst}")
-    if busy:
-        log(f"{megapixels:.2f} MP in {busy:.1f} s: {megapixels / busy:.2f} MP/s")
+            write_bytes_atomic(photo.outputs[1], encode_image(np.concatenate([img, enhanced], axis=1),
+                                                              "." + opts.format, opts.quality))
+        write_bytes_atomic(photo.outputs[0], encode_image(enhanced, "." + opts.format, opts.quality))
+        log(f"{photo.src} → {photo.outputs[0]}")
+        return dict(rec, status="ok")
+
+    with stage_folder(out_dir, "dpedkit enhance"):
+        journal = Journal(out_dir / MANIFEST)
+        todo = plan(items, params, lambda it: journal.records.get(it.name), lambda it, rec: it.job.outputs,
+                    opts.force)
+        for rec in todo.done:
+            summary.add(rec)
+        summary.skipped = len(todo.done)
+        try:
+            # one process: the model is loaded once and the device is this process's
+            for rec in run(todo.todo, enhance_one, jobs=1, progress=False):
+                journal.append(rec)
+                summary.add(rec)
+        finally:
+            journal.close()
+    if speed["busy"]:
+        log(f"{speed['megapixels']:.2f} MP in {speed['busy']:.1f} s: {speed['megapixels'] / speed['busy']:.2f} MP/s")
     return summary

@@ -233,7 +233,7 @@ def test_enhance_cli_matches_the_library_and_survives_bad_files(tmp_path, sample
 
 @needs_official
 def test_evaluate_reports_model_and_identity(tmp_path, samples):
-    from tests.test_train import make_dataset
+    from tests.helpers import make_dataset
     data = make_dataset(tmp_path / "ds", samples, n_train=1, n_test=60, size=40)
     out = tmp_path / "scores.json"
     r = CliRunner().invoke(main, ["evaluate", str(OFFICIAL / "iphone_orig"), str(data), "--phone", "p",

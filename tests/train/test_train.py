@@ -6,7 +6,7 @@ import scipy.signal
 import scipy.stats
 import torch
 
-from tests.helpers import make_dataset, tiny_config
+from tests.helpers import make_dataset, save_torchvision, tiny_config, tiny_vgg_weights
 from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_loss, dped_blur_kernel, tv_loss)
 from dpedkit.train.loop import TrainConfig, TrainError, train
@@ -60,21 +60,6 @@ def test_losses_against_hand_computed_values():
     prob = torch.tensor([[0.8, 0.2], [0.3, 0.7], [1.0, 0.0]])
     adv = torch.tensor([[1.0], [0.0], [0.0]])
     assert float(discriminator_loss(prob, adv)) == pytest.approx(-np.log(0.8) - np.log(0.7) - np.log(1e-10))
-
-
-def tiny_vgg_weights(rng, div=16):
-    widths = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
-    convs, cin = [], 3
-    for w in widths:
-        w //= div
-        convs.append((rng.normal(0, 0.3, (w, cin, 3, 3)).astype(np.float32), rng.normal(0, 0.1, w).astype(np.float32)))
-        cin = w
-    return convs
-
-
-def save_torchvision(path, convs):
-    torch.save({f"features.{i}.{k}": torch.from_numpy(v) for i, (w, b) in zip(TORCHVISION_INDICES, convs)
-                for k, v in (("weight", w), ("bias", b))}, path)
 
 
 def save_matconvnet(path, convs, old=False):

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import cv2
 
 from dpedkit.align.core import AlignError, AlignOptions, align_images
@@ -22,17 +23,29 @@ from dpedkit.runner import (Item, RunSummary, absolute_folders, fingerprints, pa
 
 @dataclass
 class AlignRunOptions:
-    phone: str | None = None
-    dslr: str | None = None
-    pairs_csv: Path | None = None
-    pair_by: str = "name"              # name | time
-    max_skew: float = 2.0              # seconds, for pair_by == "time"
-    clock_offset: float = 0.0          # seconds added to the DSLR's clock
-    jobs: int | None = None            # None: all cores
-    dask_scheduler: str | None = None  # run the pairs on this Dask cluster instead (tcp://host:8786)
-    previews: bool = False
-    force: bool = False                # redo pairs that are already done
-    progress: bool = True
+    """Options of ``dpedkit align``; each field is one command-line option (:mod:`dpedkit.options`)."""
+    phone: str | None = field(default=None, metadata={
+        "help": "Phone camera folder in RAW_DIR (guessed when RAW_DIR has two folders, one named dslr or canon)."})
+    dslr: str | None = field(default=None, metadata={"help": "DSLR camera folder in RAW_DIR."})
+    pairs_csv: Path | None = field(default=None, metadata={
+        "flag": "--pairs", "help": "CSV with columns phone,dslr (paths relative to the camera folders).",
+        "click_type": click.Path(exists=True, dir_okay=False, path_type=Path)})
+    pair_by: str = field(default="name", metadata={
+        "help": "Pair by file stem, or by EXIF capture time.", "choices": ["name", "time"]})
+    max_skew: float = field(default=2.0, metadata={
+        "help": "Largest capture-time difference of a pair (seconds), with --pair-by time."})
+    clock_offset: float = field(default=0.0, metadata={
+        "help": "Seconds added to the DSLR's clock, with --pair-by time."})
+    jobs: int | None = field(default=None, metadata={
+        "short": "-j", "help": "Parallel workers (default: all cores; 1 runs in this process)."})
+    dask_scheduler: str | None = field(default=None, metadata={
+        "envvar": "DPEDKIT_DASK_SCHEDULER", "metavar": "ADDRESS",
+        "help": "Run the per-photo work on this Dask cluster (tcp://host:8786; also $DPEDKIT_DASK_SCHEDULER); "
+                "its workers must see the same paths. Needs pip install 'dpedkit[dask]'."})
+    previews: bool = field(default=False, metadata={
+        "help": "Write previews/<name>.jpg: a checkerboard of the aligned pair."})
+    force: bool = field(default=False, metadata={"help": "Redo pairs an earlier run finished."})
+    progress: bool = field(default=True, metadata={"cli": False})   # a progress bar on a terminal
     align: AlignOptions = field(default_factory=AlignOptions)
 
 

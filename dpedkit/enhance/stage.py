@@ -7,7 +7,7 @@ photos whose input, model or options changed."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,19 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 @dataclass
 class EnhanceOptions:
-    device: str = "auto"            # auto | cpu | cuda
-    precision: str = "auto"         # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-    format: str = "jpg"             # jpg | png
-    quality: int = 95               # JPEG quality
-    side_by_side: bool = False      # also write <stem>_before_after.<format>
-    tile: int | None = None         # None: whole photo (exact); else approximate tiles of this side
-    overlap: int = 64
-    force: bool = False             # redo photos an earlier run finished with the same model and options
+    """Options of ``dpedkit enhance``; each field is one command-line option (:mod:`dpedkit.options`)."""
+    device: str = field(default="auto", metadata={
+        "help": "auto: CUDA when available, else the CPU.", "choices": ["auto", "cpu", "cuda"]})
+    precision: str = field(default="auto", metadata={
+        "help": "auto: fp16 on CUDA (within 1/255 of fp32), fp32 on CPU.", "choices": ["auto", "fp32", "fp16", "bf16"]})
+    format: str = field(default="jpg", metadata={"help": "Output image format.", "choices": ["jpg", "png"]})
+    quality: int = field(default=95, metadata={"help": "JPEG quality."})
+    side_by_side: bool = field(default=False, metadata={"help": "Also write <name>_before_after.<format>."})
+    tile: int | None = field(default=None, metadata={
+        "help": "Approximate mode for photos too big for memory: tiles of this side (px), cross-faded."})
+    overlap: int = field(default=64, metadata={"help": "Tile overlap (px), with --tile."})
+    force: bool = field(default=False, metadata={
+        "help": "Redo photos an earlier run finished with the same model and options."})
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:

@@ -36,18 +36,28 @@ CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
 
 @dataclass
 class PatchOptions:
+    """Options of ``dpedkit patches``; each field is one command-line option (:mod:`dpedkit.options`)."""
     search: SearchOptions = field(default_factory=SearchOptions)
-    threshold: float = 0.9
-    test_fraction: float = 0.1
-    test_photos: int | None = None    # exactly N test photos (lowest hashes) instead of a fraction
-    seed: int = 0
-    quality: int = 95                 # JPEG quality of the patches
-    jobs: int | None = None
-    dask_scheduler: str | None = None  # cut on this Dask cluster instead (tcp://host:8786)
-    progress: bool = True
-    phone: str | None = None          # camera folders in aligned/ (default: its dataset.json)
-    dslr: str | None = None
-    dped_dslr: str = DPED_DSLR        # the DSLR folder's name in the DPED layout
+    threshold: float = field(default=0.9, metadata={
+        "help": "Keep a patch pair when its normalised cross-correlation is at least this."})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "Share of photos in the test split (stable: adding photos moves none)."})
+    test_photos: int | None = field(default=None, metadata={
+        "help": "Exactly N test photos (the N lowest split hashes) instead of a fraction."})
+    seed: int = field(default=0, metadata={"help": "Seed of the train/test split hash."})
+    quality: int = field(default=95, metadata={"help": "JPEG quality of the patches."})
+    jobs: int | None = field(default=None, metadata={
+        "short": "-j", "help": "Parallel workers (default: all cores; 1 runs in this process)."})
+    dask_scheduler: str | None = field(default=None, metadata={
+        "envvar": "DPEDKIT_DASK_SCHEDULER", "metavar": "ADDRESS",
+        "help": "Cut on this Dask cluster (tcp://host:8786; also $DPEDKIT_DASK_SCHEDULER); its workers must "
+                "see the same paths. Needs pip install 'dpedkit[dask]'."})
+    progress: bool = field(default=True, metadata={"cli": False})
+    phone: str | None = field(default=None, metadata={
+        "help": "Phone folder in ALIGNED_DIR (default: from its dataset.json, else guessed as for align)."})
+    dslr: str | None = field(default=None, metadata={"help": "DSLR folder in ALIGNED_DIR (default: as --phone)."})
+    dped_dslr: str = field(default=DPED_DSLR, metadata={
+        "help": "Name of the DSLR folder in the DPED layout (the original code and dataset use canon)."})
 
 
 def is_plain_name(name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Pair the photos of the two cameras in ``raw/`` (DESIGN.md §1).
+"""Pair the photos of the two cameras in ``raw/`` (docs/contracts.md §1).
 
 Every photo ends up in exactly one :class:`Pair`: matched (both paths), or unpaired (one
 path and a reason). Paths are POSIX strings relative to ``raw/``, e.g. ``"phone/IMG_1.jpg"``.
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dpedkit.imageio import list_images
-from dpedkit.layout import resolve_cameras  # noqa: F401  (pairing starts from the camera folders)
 
 class PairingError(ValueError):
     """The pairing cannot start (bad folders or CSV); the message says what to do."""

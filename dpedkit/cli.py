@@ -151,8 +151,6 @@ def train(data_dir, nproc_per_node, **options):
         raise click.UsageError(str(e)) from None
     out = options.pop("out") or str(Path("runs") / phone)
     cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out))
-    if cfg.vgg is not None:
-        cfg.vgg = str(cfg.vgg)
     try:
         if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
             from dpedkit.train.launch import train_on_processes

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,7 +162,7 @@ class DpedLayout:
     phone: str
     dslr: str = DPED_DSLR
 
-    SPLIT_DIRS = {"train": "training_data", "test": "test_data/patches"}
+    SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {"train": "training_data", "test": "test_data/patches"}
 
     def split_dir(self, split: str) -> Path:
         """``training_data`` (train) or ``test_data/patches`` (test)."""
@@ -212,7 +213,8 @@ def dataset_cameras(data_dir: str | os.PathLike, phone: str | None = None,
     what ``patches`` recorded in ``dataset.json``, else the DPED defaults (DSLR ``canon``)."""
     root = dataset_root(data_dir, phone)
     rec = Cameras.read(root)
-    phone = phone or (rec.phone if rec else None) or (root.name if root != Path(data_dir) else None)
+    named_after_phone = any((root / d / root.name).is_dir() for d in DpedLayout.SPLIT_DIRS.values())
+    phone = phone or (rec.phone if rec else None) or (root.name if named_after_phone else None)
     if not phone:
         raise LayoutError(f"cannot tell the phone folder of {data_dir}: pass --phone NAME")
     dslr = dslr or (rec.dped_dslr if rec else DPED_DSLR)

@@ -15,27 +15,47 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from dpedkit import __version__
-from dpedkit.align.stage import AlignRunOptions
-from dpedkit.demo import run_demo
-from dpedkit.enhance.stage import EnhanceOptions
-from dpedkit.evaluate import EvaluateOptions
-from dpedkit.patches.stage import PatchOptions
-from dpedkit.report.page import build_report
-from dpedkit.train.loop import TrainConfig
 from dpedkit.options import click_options, default_of, from_options
-from dpedkit.runner import EXIT_INTERRUPTED, EXIT_STOPPED, exit_code
+
+
+_COMMANDS: dict[str, tuple[str, Callable[[], click.Command]]] = {}
+
+
+def _lazy_command(name: str, short_help: str):
+    """Register a command built on first use: its options come from dataclasses whose modules
+    import torch and OpenCV, which ``dpedkit align --help`` should not wait for."""
+    def register(build: Callable[[], click.Command]) -> Callable[[], click.Command]:
+        _COMMANDS[name] = (short_help, build)
+        return build
+    return register
 
 
 class _Group(click.Group):
-    """Turns the errors that stop a whole run into a message and an exit code, not a traceback."""
+    """Builds commands lazily, and turns the errors that stop a whole run into a message and an
+    exit code, not a traceback."""
+
+    def list_commands(self, ctx):
+        return list(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in _COMMANDS:
+            self.add_command(_COMMANDS[name][1](), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (help_, _) in _COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
         from dpedkit.fs import LockError, OutputWriteError
         from dpedkit.parallel import ClusterError
+        from dpedkit.runner import EXIT_INTERRUPTED, EXIT_STOPPED
         try:
             return super().invoke(ctx)
         except (OutputWriteError, LockError, ClusterError) as e:
@@ -52,6 +72,7 @@ def _echo(msg: str) -> None:
 
 
 def _finish(lines: list[str], problems: int, allow_failures: bool) -> None:
+    from dpedkit.runner import exit_code
     for line in lines:
         click.echo(line)
     code = exit_code(problems, allow_failures)
@@ -77,197 +98,233 @@ def main() -> None:
     """
 
 
-@main.command(epilog=_example("dpedkit align raw/ aligned/ --previews -j 4"))
-@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click_options(AlignRunOptions)
-@allow_failures_option
-def align(raw_dir, out_dir, allow_failures, **options):
-    """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
+@_lazy_command('align', 'Pair, align and crop the photos of RAW_DIR into OUT_DIR.')
+def _align_command() -> click.Command:
+    from dpedkit.align.stage import AlignRunOptions
 
-    \b
-    RAW_DIR/<phone>/*.jpg, RAW_DIR/<dslr>/*.jpg  →  OUT_DIR/<phone>/<name>.png,
-    OUT_DIR/<dslr>/<name>.png, OUT_DIR/manifest.jsonl (one record per pair,
-    failures and unpaired photos included) and OUT_DIR/dataset.json (the camera
-    names). A re-run skips finished pairs.
-    """
-    from dpedkit.align.stage import align_folder
+    @click.command(epilog=_example("dpedkit align raw/ aligned/ --previews -j 4"))
+    @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click_options(AlignRunOptions)
+    @allow_failures_option
+    def align(raw_dir, out_dir, allow_failures, **options):
+        """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
 
-    opts = from_options(AlignRunOptions, options)
-    try:
-        summary = align_folder(raw_dir, out_dir, opts, log=_echo)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    _finish(summary.lines() + [f"manifest: {out_dir / 'manifest.jsonl'}"], summary.problems, allow_failures)
+        \b
+        RAW_DIR/<phone>/*.jpg, RAW_DIR/<dslr>/*.jpg  →  OUT_DIR/<phone>/<name>.png,
+        OUT_DIR/<dslr>/<name>.png, OUT_DIR/manifest.jsonl (one record per pair,
+        failures and unpaired photos included) and OUT_DIR/dataset.json (the camera
+        names). A re-run skips finished pairs.
+        """
+        from dpedkit.align.stage import align_folder
 
-
-@main.command(epilog=_example("dpedkit patches aligned/ dataset/ --test-photos 10"))
-@click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click_options(PatchOptions)
-@allow_failures_option
-def patches(aligned_dir, out_dir, allow_failures, **options):
-    """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
-
-    \b
-    OUT_DIR/<phone>/training_data/{<phone>,canon}/<i>.jpg
-    OUT_DIR/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
-    OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
-    OUT_DIR/<phone>/patches.csv, patches_report.json, dataset.json
-    """
-    from dpedkit.patches.stage import cut_patches
-
-    opts = from_options(PatchOptions, options)
-    try:
-        summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    _finish(summary.lines(), summary.problems, allow_failures)
+        opts = from_options(AlignRunOptions, options)
+        try:
+            summary = align_folder(raw_dir, out_dir, opts, log=_echo)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        _finish(summary.lines() + [f"manifest: {out_dir / 'manifest.jsonl'}"], summary.problems, allow_failures)
+    return align
 
 
-@main.command(epilog=_example("dpedkit train dataset/ --out runs/iphone --iters 20000"))
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click_options(TrainConfig, skip=("data_dir",),
-               overrides={"phone": {"default": None}, "dslr": {"default": None}, "out": {"default": None}})
-@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
-                   "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
-def train(data_dir, nproc_per_node, **options):
-    """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
+@_lazy_command('patches', 'Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.')
+def _patches_command() -> click.Command:
+    from dpedkit.patches.stage import PatchOptions
 
-    Writes config.json, metrics.csv (losses, test PSNR/SSIM), samples/<iter>.png and
-    checkpoints/last.pt (+ iter_<n>.pt) to the run folder every --eval-every iterations.
-    """
-    from dpedkit.layout import LayoutError, dataset_cameras
-    from dpedkit.model.checkpoint import CheckpointError
-    from dpedkit.model.device import DeviceError
-    from dpedkit.model.vgg import VGGWeightsError
-    from dpedkit.train.data import DatasetError
-    from dpedkit.train.loop import TrainError, train as run_training
+    @click.command(epilog=_example("dpedkit patches aligned/ dataset/ --test-photos 10"))
+    @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click_options(PatchOptions)
+    @allow_failures_option
+    def patches(aligned_dir, out_dir, allow_failures, **options):
+        """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
 
-    try:
-        _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
-    except LayoutError as e:
-        raise click.UsageError(str(e)) from None
-    out = options.pop("out") or str(Path("runs") / phone)
-    cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out))
-    try:
-        if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-            from dpedkit.train.launch import train_on_processes
-            rows = train_on_processes(cfg, nproc_per_node)
-        else:
-            rows = run_training(cfg, log=_echo)
-    except (TrainError, DatasetError, VGGWeightsError, CheckpointError, DeviceError) as e:
-        raise click.UsageError(str(e)) from None
-    if not rows:  # a process of a torchrun run other than rank 0
-        return
-    click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
-               f"run folder {cfg.out}")
+        \b
+        OUT_DIR/<phone>/training_data/{<phone>,canon}/<i>.jpg
+        OUT_DIR/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
+        OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
+        OUT_DIR/<phone>/patches.csv, patches_report.json, dataset.json
+        """
+        from dpedkit.patches.stage import cut_patches
+
+        opts = from_options(PatchOptions, options)
+        try:
+            summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        _finish(summary.lines(), summary.problems, allow_failures)
+    return patches
 
 
-@main.command(epilog=_example("dpedkit enhance runs/iphone photos/ -o enhanced/ --side-by-side"))
-@model_argument
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder (names kept; folders keep their sub-paths).")
-@click_options(EnhanceOptions)
-@allow_failures_option
-def enhance(model, inputs, out_dir, allow_failures, **options):
-    """Enhance photos (files or folders) of any size with MODEL.
+@_lazy_command('train', 'Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).')
+def _train_command() -> click.Command:
+    from dpedkit.train.loop import TrainConfig
 
-    MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
-    checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
-    Each photo is enhanced whole (exact: the generator normalises over the whole image).
-    A re-run skips photos done with the same model weights and options.
-    """
-    from dpedkit.enhance.stage import enhance_paths
-    from dpedkit.model.checkpoint import CheckpointError
-    from dpedkit.model.device import DeviceError
+    @click.command(epilog=_example("dpedkit train dataset/ --out runs/iphone --iters 20000"))
+    @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click_options(TrainConfig, skip=("data_dir",),
+                   overrides={"phone": {"default": None}, "dslr": {"default": None}, "out": {"default": None}})
+    @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
+                       "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
+    def train(data_dir, nproc_per_node, **options):
+        """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
 
-    opts = from_options(EnhanceOptions, options)
-    try:
-        summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
-    except (CheckpointError, DeviceError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    _finish(summary.lines(), summary.problems, allow_failures)
+        Writes config.json, metrics.csv (losses, test PSNR/SSIM), samples/<iter>.png and
+        checkpoints/last.pt (+ iter_<n>.pt) to the run folder every --eval-every iterations.
+        """
+        from dpedkit.layout import LayoutError, dataset_cameras
+        from dpedkit.model.checkpoint import CheckpointError
+        from dpedkit.model.device import DeviceError
+        from dpedkit.model.vgg import VGGWeightsError
+        from dpedkit.train.data import DatasetError
+        from dpedkit.train.loop import TrainError, train as run_training
 
-
-@main.command(epilog=_example("dpedkit evaluate runs/iphone dataset/ -o scores.json"))
-@model_argument
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click_options(EvaluateOptions)
-@click.option("-o", "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the scores as JSON here (default: evaluate_<phone>.json).")
-def evaluate(model, data_dir, json_path, **options):
-    """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
-
-    Conventions: RGB in [0, 1], data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5),
-    MS-SSIM with the DPED code's 5 scales and weights; each per batch of 50 patches, averaged.
-    """
-    import json
-
-    from dpedkit.evaluate import evaluate_model, table
-    from dpedkit.fs import write_text_atomic
-    from dpedkit.model.checkpoint import CheckpointError
-    from dpedkit.model.device import DeviceError
-    from dpedkit.train.data import DatasetError
-
-    opts = from_options(EvaluateOptions, options)
-    try:
-        result = evaluate_model(model, data_dir, opts.phone, opts.dslr, opts.device, opts.limit, log=_echo)
-    except (CheckpointError, DatasetError, DeviceError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    json_path = json_path or Path(f"evaluate_{result['phone']}.json")
-    write_text_atomic(json_path, json.dumps(result, indent=1))
-    for line in table(result) + [f"scores: {json_path}"]:
-        click.echo(line)
+        try:
+            _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
+        except LayoutError as e:
+            raise click.UsageError(str(e)) from None
+        out = options.pop("out") or str(Path("runs") / phone)
+        cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out))
+        try:
+            if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+                from dpedkit.train.launch import train_on_processes
+                rows = train_on_processes(cfg, nproc_per_node)
+            else:
+                rows = run_training(cfg, log=_echo)
+        except (TrainError, DatasetError, VGGWeightsError, CheckpointError, DeviceError) as e:
+            raise click.UsageError(str(e)) from None
+        if not rows:  # a process of a torchrun run other than rank 0
+            return
+        click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
+                   f"run folder {cfg.out}")
+    return train
 
 
-@main.command(epilog=_example("dpedkit report aligned/ dataset/iphone runs/iphone -o report.html"))
-@click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-              show_default=True, help="The HTML page to write.")
-@click.option("--thumb", type=int, default=default_of(build_report, "thumb"),
-              show_default=True, help="Thumbnail width (px).")
-def report(aligned_dir, dataset_dir, run_dir, out, thumb):
-    """One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].
+@_lazy_command('enhance', 'Enhance photos (files or folders) of any size with MODEL.')
+def _enhance_command() -> click.Command:
+    from dpedkit.enhance.stage import EnhanceOptions
 
-    \b
-    Every pair's status, matches, reprojection error and patch counts; thumbnails of the
-    aligned pair with a checkerboard and a difference image; the patch correlation histogram
-    and accepted windows; with a run folder, the loss and PSNR/SSIM curves and samples.
-    Opens offline (images embedded, charts inline SVG).
-    """
-    try:
-        path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    click.echo(f"report: {path}")
+    @click.command(epilog=_example("dpedkit enhance runs/iphone photos/ -o enhanced/ --side-by-side"))
+    @model_argument
+    @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Output folder (names kept; folders keep their sub-paths).")
+    @click_options(EnhanceOptions)
+    @allow_failures_option
+    def enhance(model, inputs, out_dir, allow_failures, **options):
+        """Enhance photos (files or folders) of any size with MODEL.
+
+        MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
+        checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
+        Each photo is enhanced whole (exact: the generator normalises over the whole image).
+        A re-run skips photos done with the same model weights and options.
+        """
+        from dpedkit.enhance.stage import enhance_paths
+        from dpedkit.model.checkpoint import CheckpointError
+        from dpedkit.model.device import DeviceError
+
+        opts = from_options(EnhanceOptions, options)
+        try:
+            summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
+        except (CheckpointError, DeviceError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        _finish(summary.lines(), summary.problems, allow_failures)
+    return enhance
 
 
-@main.command(epilog=_example("dpedkit demo demo/"))
-@click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
-@click.option("--train-iters", type=int, default=default_of(run_demo, "train_iters"), show_default=True,
-              help="Training iterations (CPU minutes).")
-@click.option("--batch-size", type=int, default=default_of(run_demo, "batch_size"), show_default=True,
-              help="Patches per training iteration.")
-@click.option("--jobs", "-j", type=int, default=None, help="Parallel workers (default: all cores).")
-def demo(demo_dir, train_iters, batch_size, jobs):
-    """Run the whole pipeline on real photos that ship with scikit-image (no download).
+@_lazy_command('evaluate', 'PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.')
+def _evaluate_command() -> click.Command:
+    from dpedkit.evaluate import EvaluateOptions
 
-    \b
-    DEMO_DIR/raw/       DSLR photos and simulated phone photos (known homographies)
-    DEMO_DIR/aligned/   align, with the error against the true homographies
-    DEMO_DIR/dataset/   patches (DPED layout)
-    DEMO_DIR/runs/demo/ a short CPU training run
-    DEMO_DIR/enhanced/  the test photos enhanced, with before/after
-    DEMO_DIR/report.html
-    Re-running resumes where it stopped.
-    """
-    problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size, log=click.echo)
-    sys.exit(exit_code(problems))
+    @click.command(epilog=_example("dpedkit evaluate runs/iphone dataset/ -o scores.json"))
+    @model_argument
+    @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click_options(EvaluateOptions)
+    @click.option("-o", "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Write the scores as JSON here (default: evaluate_<phone>.json).")
+    def evaluate(model, data_dir, json_path, **options):
+        """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
+
+        Conventions: RGB in [0, 1], data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5),
+        MS-SSIM with the DPED code's 5 scales and weights; each per batch of 50 patches, averaged.
+        """
+        import json
+
+        from dpedkit.evaluate import evaluate_model, table
+        from dpedkit.fs import write_text_atomic
+        from dpedkit.model.checkpoint import CheckpointError
+        from dpedkit.model.device import DeviceError
+        from dpedkit.train.data import DatasetError
+
+        opts = from_options(EvaluateOptions, options)
+        try:
+            result = evaluate_model(model, data_dir, opts.phone, opts.dslr, opts.device, opts.limit, log=_echo)
+        except (CheckpointError, DatasetError, DeviceError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        json_path = json_path or Path(f"evaluate_{result['phone']}.json")
+        write_text_atomic(json_path, json.dumps(result, indent=1))
+        for line in table(result) + [f"scores: {json_path}"]:
+            click.echo(line)
+    return evaluate
+
+
+@_lazy_command('report', 'One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].')
+def _report_command() -> click.Command:
+    from dpedkit.report.page import build_report
+
+    @click.command(epilog=_example("dpedkit report aligned/ dataset/iphone runs/iphone -o report.html"))
+    @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+                  show_default=True, help="The HTML page to write.")
+    @click.option("--thumb", type=int, default=default_of(build_report, "thumb"),
+                  show_default=True, help="Thumbnail width (px).")
+    def report(aligned_dir, dataset_dir, run_dir, out, thumb):
+        """One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].
+
+        \b
+        Every pair's status, matches, reprojection error and patch counts; thumbnails of the
+        aligned pair with a checkerboard and a difference image; the patch correlation histogram
+        and accepted windows; with a run folder, the loss and PSNR/SSIM curves and samples.
+        Opens offline (images embedded, charts inline SVG).
+        """
+        try:
+            path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        click.echo(f"report: {path}")
+    return report
+
+
+@_lazy_command('demo', 'Run the whole pipeline on real photos that ship with scikit-image (no download).')
+def _demo_command() -> click.Command:
+    from dpedkit.demo import run_demo
+
+    @click.command(epilog=_example("dpedkit demo demo/"))
+    @click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
+    @click.option("--train-iters", type=int, default=default_of(run_demo, "train_iters"), show_default=True,
+                  help="Training iterations (CPU minutes).")
+    @click.option("--batch-size", type=int, default=default_of(run_demo, "batch_size"), show_default=True,
+                  help="Patches per training iteration.")
+    @click.option("--jobs", "-j", type=int, default=None, help="Parallel workers (default: all cores).")
+    def demo(demo_dir, train_iters, batch_size, jobs):
+        """Run the whole pipeline on real photos that ship with scikit-image (no download).
+
+        \b
+        DEMO_DIR/raw/       DSLR photos and simulated phone photos (known homographies)
+        DEMO_DIR/aligned/   align, with the error against the true homographies
+        DEMO_DIR/dataset/   patches (DPED layout)
+        DEMO_DIR/runs/demo/ a short CPU training run
+        DEMO_DIR/enhanced/  the test photos enhanced, with before/after
+        DEMO_DIR/report.html
+        Re-running resumes where it stopped.
+        """
+        problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size, log=click.echo)
+        from dpedkit.runner import exit_code
+        sys.exit(exit_code(problems))
+    return demo
 
 
 if __name__ == "__main__":

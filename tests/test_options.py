@@ -13,7 +13,11 @@ from dpedkit.options import click_options, from_options
 
 def test_every_option_of_every_command_has_help_and_every_help_ends_with_an_example():
     runner = CliRunner()
-    for name, cmd in main.commands.items():
+    ctx = click.Context(main)
+    names = main.list_commands(ctx)
+    assert {"align", "patches", "train", "enhance", "evaluate", "report", "demo"} <= set(names)
+    for name in names:
+        cmd = main.get_command(ctx, name)
         for p in cmd.params:
             if isinstance(p, click.Option):
                 assert p.help, f"dpedkit {name} {p.opts[0]} has no help text"
@@ -24,7 +28,7 @@ def test_every_option_of_every_command_has_help_and_every_help_ends_with_an_exam
 
 
 def test_cli_defaults_are_the_dataclass_defaults():
-    cmd = main.commands["align"]
+    cmd = main.get_command(click.Context(main), "align")
     defaults = {p.name: p.default for p in cmd.params if isinstance(p, click.Option)}
     assert defaults["align__min_inliers"] == AlignOptions().min_inliers
     assert defaults["align__plausibility__max_anisotropy"] == AlignOptions().plausibility.max_anisotropy

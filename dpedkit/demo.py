@@ -55,7 +55,7 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     from dpedkit.align.stage import AlignRunOptions, align_folder
     from dpedkit.enhance.stage import EnhanceOptions, enhance_paths
     from dpedkit.evaluate import evaluate_model, table
-    from dpedkit.layout import DpedLayout, dataset_cameras, read_records
+    from dpedkit.layout import MANIFEST, DpedLayout, dataset_cameras, read_records
     from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
     from dpedkit.report.page import build_report

@@ -28,7 +28,7 @@ DSLR = (5472, 3648)       # ~20 MP
 
 
 def make_pairs(workdir: Path, n: int) -> None:
-    from dpedkit.imageio import read_image, write_image
+    from dpedkit.imageio import write_image
     from dpedkit.synth import collage, random_homography, render_phone
 
     rng = np.random.default_rng(0)
@@ -46,6 +46,7 @@ def make_pairs(workdir: Path, n: int) -> None:
 def run_one(method: str, workdir: Path, i: int) -> dict:
     from dpedkit.align.core import align_images
     from dpedkit.align.geometry import corner_error
+    from dpedkit.imageio import read_image, write_image
 
     H_true = np.array(json.loads((workdir / f"{i}.json").read_text()))
     out = workdir / method

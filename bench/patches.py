@@ -26,7 +26,7 @@ SIZE = (4000, 3000)
 
 
 def make_pair(workdir: Path) -> tuple[Path, Path]:
-    from dpedkit.imageio import read_image, write_image
+    from dpedkit.imageio import write_image
     from dpedkit.synth import collage
 
     phone_p, dslr_p = workdir / "phone" / "p.png", workdir / "dslr" / "p.png"
@@ -50,7 +50,7 @@ def make_pair(workdir: Path) -> tuple[Path, Path]:
 
 def numpy_reference(dslr: np.ndarray, phone: np.ndarray, o, rows: int) -> tuple[int, float]:
     """Exhaustive ZNCC search with NumPy loops over angles and shifts; returns (windows, s)."""
-    from dpedkit.patches.search import SearchOptions, grid_positions, luminance, match_windows
+    from dpedkit.patches.search import grid_positions, luminance
 
     S, m = o.size, o.max_shift
     pos = [(x, y) for x, y in grid_positions(phone.shape[1], phone.shape[0], o) if y < rows]
@@ -78,7 +78,9 @@ def numpy_reference(dslr: np.ndarray, phone: np.ndarray, o, rows: int) -> tuple[
 
 
 def main() -> None:
+    from dpedkit.imageio import read_image, write_image
     from dpedkit.patches.stage import PatchOptions, _Job, cut_photo
+    from dpedkit.patches.search import SearchOptions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=Path("bench/out/patches"))
@@ -111,6 +113,7 @@ def main() -> None:
     write_image(out / "full.jpg", phone)
     t_io = time.perf_counter() - t0
     print(f"io floor  {r['windows']} windows in {t_io:.2f} s = {r['windows'] / t_io:8.0f} windows/s")
+    from dpedkit.patches.search import match_windows
     t0 = time.perf_counter()
     n_search = len(match_windows(dslr, phone, SearchOptions()))
     t_search = time.perf_counter() - t0

@@ -9,9 +9,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dpedkit.align.geometry import corner_error
-from dpedkit.layout import LayoutError
-from dpedkit.align.pairing import PairingError, pair_by_time, pair_from_csv
-from dpedkit.layout import read_records, resolve_cameras
+from dpedkit.align.pairing import pair_by_time, pair_from_csv
+from dpedkit.layout import LayoutError, read_records, resolve_cameras
 from dpedkit.align.stage import AlignRunOptions, align_folder
 from dpedkit.cli import main
 from dpedkit.imageio import write_image

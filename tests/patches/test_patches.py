@@ -2,18 +2,16 @@
 must, and writes a dataset that the original DPED loader reads."""
 import csv
 import json
-import os
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tests.helpers import dped_loader, flatten_half, make_aligned, scramble_half, upscaled, warp_with_field
 from dpedkit.cli import main
-from dpedkit.imageio import read_image, write_image
+from dpedkit.imageio import read_image
 from dpedkit.patches.stage import PatchOptions, assign_splits, cut_patches
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, match_windows, ncc
+from tests.helpers import dped_loader, flatten_half, make_aligned, scramble_half, upscaled, warp_with_field
 
 ANGLE = 0.4
 

@@ -62,7 +62,7 @@ def test_two_processes_take_the_same_steps_as_one(data, single, tmp_path):
 
 def _check_ranks(rank, world, port, cfg, result):
     import torch.distributed as dist
-    from dpedkit.train.distributed import _free_port, ranks_from_env, start
+    from dpedkit.train.distributed import ranks_from_env, start
     from dpedkit.train.loop import Trainer
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -85,6 +85,7 @@ def _check_ranks(rank, world, port, cfg, result):
 
 def test_every_process_holds_the_same_weights_after_every_step(data, tmp_path):
     import torch.multiprocessing as mp
+    from dpedkit.train.distributed import _free_port
     result = tmp_path / "same.pt"
     mp.spawn(_check_ranks, args=(2, _free_port(), tiny_config(data, tmp_path / "r"), result), nprocs=2)
     assert torch.load(result, weights_only=True) == [True, True, True]

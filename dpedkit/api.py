@@ -76,17 +76,19 @@ def load_generator(model: PathLike):
 
 
 def enhance_image(model, image: np.ndarray | PathLike, device: str = "auto", tile: int | None = None,
-                  overlap: int = 64) -> np.ndarray:
+                  overlap: int | None = None) -> np.ndarray:
     """The enhanced photo (uint8 RGB, same size). ``model``: a generator from
     :func:`load_generator`, or anything :func:`load_generator` takes. Whole and exact by
-    default; ``tile`` (px) runs approximate cross-faded tiles for photos too big for memory."""
+    default; ``tile`` (px) runs approximate cross-faded tiles for photos too big for memory,
+    overlapping by ``overlap`` px (default: ``EnhanceOptions``'s)."""
     import torch
 
-    from dpedkit.enhance.stage import enhance_array
+    from dpedkit.enhance.stage import EnhanceOptions, enhance_array
     from dpedkit.model.device import resolve_device
     from dpedkit.model.inference import prepare
     dev = resolve_device(device)
     g = model if isinstance(model, torch.nn.Module) else load_generator(model)
+    overlap = EnhanceOptions().overlap if overlap is None else overlap
     return enhance_array(prepare(g, dev), _image(image), dev, torch.float32, tile, overlap)
 
 

@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpedkit.model.generator import load_generator
-from dpedkit.metrics import score_patches
 from dpedkit.layout import dataset_cameras
-from dpedkit.train.data import load_split
+from dpedkit.metrics import score_patches
 from dpedkit.model.device import resolve_device
+from dpedkit.model.generator import load_generator
+from dpedkit.train.data import load_split
 
 METRICS = ("psnr", "ssim", "ms_ssim")
 

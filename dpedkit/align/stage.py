@@ -11,10 +11,10 @@ import click
 import cv2
 
 from dpedkit.align.core import AlignError, AlignOptions, align_images
-from dpedkit.imageops import checkerboard
 from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv
 from dpedkit.fs import OutputWriteError
 from dpedkit.imageio import ImageReadError, read_image, write_image
+from dpedkit.imageops import checkerboard
 from dpedkit.layout import MANIFEST, Cameras, Journal, aligned_paths, preview_path, resolve_cameras
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
 from dpedkit.runner import (Item, RunSummary, absolute_folders, fingerprints, params_hash, plan, plan_text, run,

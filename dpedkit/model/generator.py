@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from dpedkit.fs import file_fingerprint
-from dpedkit.model.tfbundle import is_bundle, read_bundle
 from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
 from dpedkit.model.networks import Generator
+from dpedkit.model.tfbundle import is_bundle, read_bundle
 
 
 def official_state_dict(variables: dict[str, np.ndarray], scope: str = "generator/") -> dict[str, torch.Tensor]:

@@ -28,8 +28,8 @@ from dpedkit.imageio import ImageReadError, read_image, write_image
 from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, aligned_paths,
                             read_records, resolve_cameras)
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
-from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
+from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 
 CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
 

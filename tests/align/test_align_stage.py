@@ -10,10 +10,10 @@ from PIL import Image
 
 from dpedkit.align.geometry import corner_error
 from dpedkit.align.pairing import pair_by_time, pair_from_csv
-from dpedkit.layout import LayoutError, read_records, resolve_cameras
 from dpedkit.align.stage import AlignRunOptions, align_folder
 from dpedkit.cli import main
 from dpedkit.imageio import write_image
+from dpedkit.layout import LayoutError, read_records, resolve_cameras
 
 
 def run(raw, out, **kw):

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dpedkit.cli import main
-from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, generate, prepare, tile_starts, to_tensor
-from dpedkit.model.generator import load_generator, official_state_dict
 from dpedkit.enhance.stage import enhance_array
 from dpedkit.imageio import read_image, write_image
 from dpedkit.metrics import psnr
-from dpedkit.model.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
 from dpedkit.model.checkpoint import CheckpointError
+from dpedkit.model.generator import load_generator, official_state_dict
+from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, generate, prepare, tile_starts, to_tensor
 from dpedkit.model.networks import Generator
+from dpedkit.model.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
 
 OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "dped_official"
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),

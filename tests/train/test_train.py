@@ -8,10 +8,10 @@ import torch
 
 from tests.helpers import make_dataset, save_torchvision, tiny_config, tiny_vgg_weights
 from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
-from dpedkit.train.losses import (color_loss, content_loss, discriminator_loss, dped_blur_kernel, tv_loss)
-from dpedkit.train.loop import TrainError, train
 from dpedkit.model.networks import Discriminator, Generator, same_padding, to_gray
 from dpedkit.model.vgg import CONV_NAMES, VGGWeightsError, load_vgg19
+from dpedkit.train.loop import TrainError, train
+from dpedkit.train.losses import (color_loss, content_loss, discriminator_loss, dped_blur_kernel, tv_loss)
 
 
 def n_params(m):

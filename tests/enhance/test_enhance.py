@@ -193,7 +193,7 @@ def test_tiling_is_explicitly_approximate(samples):
 
 
 def test_a_photo_that_does_not_fit_says_so(samples, monkeypatch):
-    from dpedkit.enhance import inference
+    from dpedkit.model import inference
     monkeypatch.setattr(inference, "available_bytes", lambda device: 10 << 20)
     with pytest.raises(EnhanceError, match="--tile"):
         enhance_whole(Generator().eval(), samples["coffee"], CPU)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import upscaled
+from tests.helpers import upscaled
 from dpedkit.align.core import AlignOptions, align_images
 from dpedkit.align.geometry import aligned_to_dslr, apply_h
 from dpedkit.align.warp import SplineField, fit_field, source_map

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dpedkit.patches.run import WINDOW_CODES
+from dpedkit.layout import WINDOW_CODES
 from dpedkit.patches.search import SearchOptions, WindowMatch, extract_patch_pair, match_windows, ncc
 
 W, H = 900, 700

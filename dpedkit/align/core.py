@@ -25,7 +25,7 @@ import numpy as np
 from dpedkit.align.features import match_descriptors, sift_features, to_gray
 from dpedkit.align.geometry import (Plausibility, apply_h, corners, implausibility, largest_rectangle,
                                     largest_rectangle_rows, local_scale, scale_matrix)
-from dpedkit.align.peak import refine_peak
+from dpedkit.imageops import refine_peak
 from dpedkit.align.warp import SplineField, fit_field, warp_to_phone
 
 
@@ -50,7 +50,7 @@ class AlignOptions:
     refine_min_ncc: float = 0.6    # a window's correlation peak must reach this
     refine_px: float = 1.0         # outlier threshold of the refit (phone px)
     min_overlap: float = 0.2       # crop area / phone area
-    warp: Literal["bspline", "homography"] = field(default="bspline", metadata={
+    warp: Literal["bspline", "homography"] = field(default="bspline", metadata={"choices": ["bspline", "homography"],
         "help": "Global model: 'bspline' = homography + a smooth residual field fitted robustly to the "
                 "measured shifts (lens distortion); 'homography' = the DPED-style homography alone."})
     warp_cells: int = field(default=8, metadata={

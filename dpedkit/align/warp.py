@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from dpedkit.align.geometry import apply_h
+
+
+def apply_h(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """``H`` on ``(N, 2)`` points (as :func:`dpedkit.align.geometry.apply_h`; repeated here
+    because geometry's ``aligned_to_dslr`` evaluates this module's field: no import cycle)."""
+    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    q = np.c_[pts, np.ones(len(pts))] @ np.asarray(H, dtype=np.float64).T
+    return q[:, :2] / q[:, 2:3]
 
 
 def _basis(u: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from dpedkit.align.peak import refine_peak
+from dpedkit.imageops import refine_peak
 
 MIN_STD = 2.0  # gray levels (0–255): below this a window has no texture to correlate
 
@@ -35,7 +35,7 @@ class SearchOptions:
     angle_step: float = 0.5     # degrees (exhaustive method)
     min_std: float = MIN_STD
     subpixel: bool = True       # parabolic peak refinement of the shift (and of the score used to pick the angle)
-    method: Literal["verified", "exhaustive"] = field(default="verified", metadata={
+    method: Literal["verified", "exhaustive"] = field(default="verified", metadata={"choices": ["verified", "exhaustive"],
         "help": "Window search: 'verified' = integer NCC peak, then an iterated sub-pixel shift with the DSLR side "
                 "resampled (bicubic; the phone patch is an exact crop), a rotation only where sub-blocks show one; "
                 "'exhaustive' = DPED-style exhaustive shift × angle search, phone side bilinearly resampled."})

@@ -234,22 +234,29 @@ def train(data_dir, phone, dslr, out, vgg, content_loss, iters, batch_size, lr, 
 @click.option("--tile", type=int, default=None,
               help="Approximate mode for photos too big for memory: tiles of this side (px), cross-faded.")
 @click.option("--overlap", type=int, default=64, show_default=True, help="Tile overlap (px), with --tile.")
+@click.option("--max-memory", default=None,
+              help="Memory budget for exact enhancement, e.g. 4G: whole photos when they fit, else exact in "
+                   "strips (default: 3/4 of the free memory).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Where the strip mode caches activations when they do not fit the budget (default: $TMPDIR).")
 @click.option("--force", is_flag=True, help="Redo photos whose output already exists.")
 @allow_failures_option
-def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_side, tile, overlap, force,
-            allow_failures):
+def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_side, tile, overlap, max_memory,
+            cache_dir, force, allow_failures):
     """Enhance photos (files or folders) of any size with MODEL.
 
     MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
     checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
-    Each photo is enhanced whole (exact: the generator normalises over the whole image).
+    Each photo is enhanced exactly (the generator normalises over the whole image): whole when
+    it fits --max-memory, else in strips that reproduce the whole-image result (to ~1e-6).
     """
     from dpedkit.enhance.run import EnhanceOptions, enhance_paths
     from dpedkit.train.checkpoint import CheckpointError
     from dpedkit.train.loop import TrainError
 
     opts = EnhanceOptions(device=device, precision=precision, format=fmt, quality=quality,
-                          side_by_side=side_by_side, tile=tile, overlap=overlap, force=force)
+                          side_by_side=side_by_side, tile=tile, overlap=overlap, force=force,
+                          max_memory=max_memory, cache_dir=cache_dir)
     try:
         summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
     except (CheckpointError, TrainError, ValueError) as e:

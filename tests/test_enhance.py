@@ -1,5 +1,6 @@
 """The TF checkpoint reader, official-model import, whole-photo enhancement and evaluate."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from dpedkit.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundl
 from dpedkit.train.checkpoint import CheckpointError
 from dpedkit.train.networks import Generator
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "dped_official"
+OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[2] / "shared" / "dped_official")
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
                                     reason="the official DPED checkpoints are not in ../shared/dped_official")
 CPU = torch.device("cpu")

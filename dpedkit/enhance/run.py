@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dpedkit.enhance.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
+from dpedkit.enhance.bounded import BudgetError, enhance_exact, parse_size
+from dpedkit.enhance.inference import EnhanceError, enhance_tiled, prepare
 from dpedkit.enhance.model import load_generator
 from dpedkit.imageio import (ImageReadError, encode_image, list_images, make_output_dir, read_image,
                              write_bytes_atomic)
@@ -29,6 +30,12 @@ class EnhanceOptions:
     tile: int | None = None         # None: whole photo (exact); else approximate tiles of this side
     overlap: int = 64
     force: bool = False             # redo photos whose output exists
+    max_memory: str | None = field(default=None, metadata={"help": (
+        "Memory budget for exact enhancement, e.g. 4G (binary units): whole photos when they fit, "
+        "else exact in strips (default: 3/4 of the free memory).")})
+    cache_dir: str | None = field(default=None, metadata={"help": (
+        "Folder for the strip mode's activation cache when it does not fit the budget (default: the "
+        "system's temporary folder; 2 × 128 bytes per pixel, deleted as it is closed).")})
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -55,11 +62,25 @@ def output_path(out_dir: Path, rel: Path, fmt: str, suffix: str = "") -> Path:
 
 
 def enhance_array(g, img: np.ndarray, device: torch.device, dtype: torch.dtype, tile: int | None = None,
-                  overlap: int = 64) -> np.ndarray:
-    """The enhanced photo (uint8 RGB): whole and exact, or tiled and approximate."""
+                  overlap: int = 64, max_bytes: int | None = None, cache_dir: str | None = None,
+                  progress=None, log=None) -> np.ndarray:
+    """The enhanced photo (uint8 RGB): exact (whole, or in strips within ``max_bytes``), or
+    with ``tile`` approximate tiles."""
     if tile:
         return enhance_tiled(g, img, device, tile, overlap, dtype)
-    return enhance_whole(g, img, device, dtype)
+    return enhance_exact(g, img, device, dtype, max_bytes, cache_dir, progress, log)
+
+
+def _progress(log, src: Path, every_s: float = 10.0):
+    """A progress callback for the strip mode: a line at most every ``every_s`` seconds."""
+    last = [time.monotonic()]
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or done == total:
+            last[0] = now
+            log(f"  {src.name}: pass {done}/{total}")
+    return report
 
 
 def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Path,
@@ -68,6 +89,7 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     out_dir = Path(out_dir)
     device = resolve_device(opts.device)
     dtype = resolve_precision(opts.precision, device)
+    max_bytes = parse_size(opts.max_memory) if opts.max_memory else None
     g, what = load_generator(model)
     g = prepare(g, device, dtype)
     log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
@@ -92,10 +114,11 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         try:
             img = read_image(src)
             t0 = time.perf_counter()
-            enhanced = enhance_array(g, img, device, dtype, opts.tile, opts.overlap)
+            enhanced = enhance_array(g, img, device, dtype, opts.tile, opts.overlap, max_bytes, opts.cache_dir,
+                                     progress=_progress(log, src), log=log)
             busy += time.perf_counter() - t0
             megapixels += img.shape[0] * img.shape[1] / 1e6
-        except (ImageReadError, EnhanceError) as e:
+        except (ImageReadError, EnhanceError, BudgetError) as e:
             summary.add({"status": "failed", "reason": f"{e} ({src})"})
             log(f"failed: {src}: {e}")
             continue

@@ -270,8 +270,9 @@ def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_sid
 @click.option("--phone", required=True, help="Phone folder name in the DPED layout (e.g. iphone).")
 @click.option("--dslr", default="canon", show_default=True, help="DSLR folder name.")
 @click.option("--limit", type=int, default=None, help="Use at most this many test patches.")
-@click.option("-o", "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the scores as JSON here (default: evaluate_<phone>.json).")
+@click.option("-o", "--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the scores as JSON to this file, or into this folder (default: into the run folder, "
+                   "evaluate_<phone>.json; for an official model ./evaluate_<phone>_<name>.json).")
 @device_option
 def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
     """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
@@ -281,7 +282,7 @@ def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
     """
     import json
 
-    from dpedkit.evaluate import evaluate_model, table
+    from dpedkit.evaluate import default_json_path, evaluate_model, table
     from dpedkit.imageio import write_text_atomic
     from dpedkit.train.checkpoint import CheckpointError
     from dpedkit.train.data import DatasetError
@@ -291,7 +292,7 @@ def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
         result = evaluate_model(model, data_dir, phone, dslr, device, limit, log=_echo)
     except (CheckpointError, DatasetError, TrainError) as e:
         raise click.UsageError(str(e)) from None
-    json_path = json_path or Path(f"evaluate_{phone}.json")
+    json_path = default_json_path(model, phone, json_path)
     write_text_atomic(json_path, json.dumps(result, indent=1))
     for line in table(result) + [f"scores: {json_path}"]:
         click.echo(line)

@@ -12,6 +12,7 @@ import torch
 from dpedkit.enhance.bounded import BudgetError, enhance_exact, parse_size
 from dpedkit.enhance.inference import EnhanceError, enhance_tiled, prepare
 from dpedkit.enhance.model import load_generator
+from dpedkit.enhance.outputs import add_metadata, read_metadata, side_by_side
 from dpedkit.imageio import (ImageReadError, encode_image, list_images, make_output_dir, read_image,
                              write_bytes_atomic)
 from dpedkit.summary import RunSummary
@@ -122,10 +123,12 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
             summary.add({"status": "failed", "reason": f"{e} ({src})"})
             log(f"failed: {src}: {e}")
             continue
+        meta = read_metadata(src)       # EXIF (orientation 1) and ICC profile carried over
         if opts.side_by_side:
             write_bytes_atomic(output_path(out_dir, rel, opts.format, "_before_after"),
-                               encode_image(np.concatenate([img, enhanced], axis=1), "." + opts.format, opts.quality))
-        write_bytes_atomic(dst, encode_image(enhanced, "." + opts.format, opts.quality))
+                               add_metadata(encode_image(side_by_side(img, enhanced), "." + opts.format, opts.quality),
+                                            meta))
+        write_bytes_atomic(dst, add_metadata(encode_image(enhanced, "." + opts.format, opts.quality), meta))
         summary.add({"status": "ok"})
         log(f"{src} → {dst}")
     if busy:

@@ -298,6 +298,31 @@ def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
         click.echo(line)
 
 
+@main.command("export")
+@model_argument
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+def export_cmd(model, out, opset):
+    """Export MODEL's generator to OUT as ONNX (dynamic height and width).
+
+    MODEL: a run folder or .pt checkpoint, or an official DPED TensorFlow checkpoint prefix.
+    The graph maps ``input`` (1, 3, H, W) float32 RGB in [0, 1] to ``output`` of the same
+    shape; instance normalisation is over the whole image, as in ``enhance``.
+    Needs the onnx package: pip install 'dpedkit[onnx]'.
+    """
+    from dpedkit.train.checkpoint import CheckpointError
+
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+    except ImportError:
+        raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'") from None
+    from dpedkit.export import export_model
+    try:
+        export_model(model, out, opset, log=_echo)
+    except CheckpointError as e:
+        raise click.UsageError(str(e)) from None
+
+
 @main.command()
 @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))

@@ -327,22 +327,31 @@ def export_cmd(model, out, opset):
 @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-              show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              help="Report folder (index.html, pages/, pairs/, img/); a path ending in .html writes the older "
+                   "single self-contained page instead (small sets only).")
 @click.option("--thumb", type=int, default=240, show_default=True, help="Thumbnail width (px).")
-def report(aligned_dir, dataset_dir, run_dir, out, thumb):
-    """One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].
+@click.option("--enhanced", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of 'dpedkit enhance' outputs to show (before/after photos).")
+@click.option("--evaluate", "evaluations", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="evaluate JSON files to show (the run folder's evaluate_*.json are found by themselves).")
+def report(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, evaluations):
+    """A report about ALIGNED_DIR [DATASET_DIR [RUN_DIR]]: a folder that opens offline.
 
     \b
-    Every pair's status, matches, reprojection error and patch counts; thumbnails of the
-    aligned pair with a checkerboard and a difference image; the patch correlation histogram
-    and accepted windows; with a run folder, the loss and PSNR/SSIM curves and samples.
-    Opens offline (images embedded, charts inline SVG).
+    index.html: counts, the patch correlation histogram, training curves (PSNR with the identity
+    baseline, SSIM/MS-SSIM, loss terms), evaluate's scores, enhanced photos, and the pairs table
+    (paginated; each name links to the pair's page). pairs/<id>.html: the aligned pair, a
+    checkerboard, a difference image and the map of patch windows (click an image to zoom).
     """
     from dpedkit.report.page import build_report
+    from dpedkit.report.site import build_site
 
     try:
-        path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
+        if out.suffix == ".html":
+            path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
+        else:
+            path = build_site(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, list(evaluations), log=_echo)
     except (FileNotFoundError, ValueError) as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"report: {path}")

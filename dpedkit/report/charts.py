@@ -99,7 +99,7 @@ def line_chart(x: list[float], series: dict[str, list[float | None]], title: str
         body.append(f'<line x1="{x0}" x2="{x1}" y1="{py(t):.1f}" y2="{py(t):.1f}" stroke="#eee"/>'
                     f'<text x="{x0 - 4}" y="{py(t) + 3:.1f}" font-size="10" text-anchor="end">{fmt(t, 3)}</text>')
     body.append(f'<text x="{(x0 + x1) / 2}" y="{y1 + 26}" font-size="11" text-anchor="middle">{escape(xlabel)}'
-                + (" (log scale)" if log else "") + "</text>")
+                + ("; y axis: log scale" if log else "") + "</text>")
     if ylabel:
         body.append(f'<text x="12" y="{(y0 + y1) / 2}" font-size="11" text-anchor="middle" '
                     f'transform="rotate(-90 12 {(y0 + y1) / 2})">{escape(ylabel)}</text>')

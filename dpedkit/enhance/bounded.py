@@ -403,6 +403,9 @@ def enhance_exact(g: Generator, img: np.ndarray, device: torch.device, dtype=tor
     budget = default_budget(device) if max_bytes is None else max_bytes
     p = plan(img.shape[0], img.shape[1], budget, device, dtype)
     if p.mode == "whole":
+        if log and img.shape[0] * img.shape[1] >= 4e6:      # a minute or more on a CPU: say what is going on
+            log(f"{img.shape[1]}×{img.shape[0]}: whole photo in one piece, about {p.estimate / 2**30:.1f} of "
+                f"{budget / 2**30:.1f} GiB")
         return to_image(generate(g, to_tensor(img, device, dtype)))
     if log:
         log(f"{img.shape[1]}×{img.shape[0]}: exact in strips of {p.rows} rows, cache in {p.cache}, "

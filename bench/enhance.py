@@ -34,10 +34,10 @@ def run_one(method: str, megapixels: float, device: str, model: str | None, max_
     import numpy as np
     import torch
 
-    from dpedkit.enhance.inference import generate, prepare, to_tensor
-    from dpedkit.enhance.model import load_generator
-    from dpedkit.train.loop import resolve_device
-    from dpedkit.train.networks import Generator
+    from dpedkit.model.inference import generate, prepare, to_tensor
+    from dpedkit.model.generator import load_generator
+    from dpedkit.model.device import resolve_device
+    from dpedkit.model.networks import Generator
 
     dev = resolve_device(device)
     h = int((megapixels * 1e6 * 3 / 4) ** 0.5)
@@ -94,7 +94,7 @@ def run_one(method: str, megapixels: float, device: str, model: str | None, max_
         out.float().sum().item()  # wait for the result
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     if save:
-        from dpedkit.enhance.inference import to_image
+        from dpedkit.model.inference import to_image
         np.save(save, out if isinstance(out, np.ndarray) else to_image(out))
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

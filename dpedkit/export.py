@@ -3,7 +3,7 @@
 The graph takes ``input``: float32 ``(1, 3, H, W)`` RGB in [0, 1] (NCHW, any H and W) and
 gives ``output`` of the same shape. Instance normalisation is exported as ONNX
 ``InstanceNormalization``, whose statistics are over the whole H × W of each run — the
-whole-image result, as :func:`dpedkit.enhance.inference.generate` computes it.
+whole-image result, as :func:`dpedkit.model.inference.generate` computes it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from dpedkit.enhance.model import load_generator
-from dpedkit.train.networks import Generator
+from dpedkit.model.generator import load_generator
+from dpedkit.model.networks import Generator
 
 OPSET = 17
 

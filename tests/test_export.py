@@ -1,14 +1,18 @@
 """ONNX export: the exported graph in onnxruntime equals the PyTorch generator on real photos."""
+import os
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from dpedkit.cli import main
-from dpedkit.enhance.inference import generate, prepare, to_tensor
-from dpedkit.enhance.model import load_generator
-from dpedkit.train.networks import Generator
-from tests.test_enhance import OFFICIAL, needs_official
+from dpedkit.model.inference import generate, prepare, to_tensor
+from dpedkit.model.generator import load_generator
+from dpedkit.model.networks import Generator
+
+OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[2] / "shared" / "dped_official")
+needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
+                                    reason="the official DPED checkpoints are not in ../shared/dped_official")
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

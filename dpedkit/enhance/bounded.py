@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dpedkit.enhance.inference import available_bytes, bytes_needed, generate, to_image, to_tensor
-from dpedkit.train.networks import Generator
+from dpedkit.model.inference import available_bytes, bytes_needed, generate, to_image, to_tensor
+from dpedkit.model.networks import Generator
 
 FINAL_HALO = 4 + 10 + 4     # rows of context the whole network needs on each side
 STATS_HALO = 5              # the widest statistics pass: head (9×9) then conv1 (3×3)

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from dpedkit.align.core import checkerboard
-from dpedkit.align.pairing import resolve_cameras
-from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image, write_bytes_atomic, write_text_atomic
-from dpedkit.manifest import read_records
+from dpedkit.fs import write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
+from dpedkit.imageops import checkerboard
+from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records, resolve_cameras
+from dpedkit.layout import aligned_paths as output_paths
 from dpedkit.report import charts
 from dpedkit.report.page import _cameras_from, _patches_report, difference
 from dpedkit.report.svg import histogram
@@ -96,14 +96,8 @@ def _img(rel: str, full: str, alt: str, width: int) -> str:
 
 
 def _window_names() -> dict[str, str]:
-    """Window code character → reason, from the patches stage's table wherever it lives."""
-    for mod in ("dpedkit.layout", "dpedkit.patches.run"):
-        try:
-            table = getattr(__import__(mod, fromlist=["WINDOW_CODES"]), "WINDOW_CODES")
-            return {c: reason for reason, c in table.items()}
-        except (ImportError, AttributeError):
-            continue
-    return {"a": "ok", "f": "flat", "l": "low_ncc", "o": "outside"}
+    """Window code character → reason (the patches stage's table in :mod:`dpedkit.layout`)."""
+    return {c: reason for reason, c in WINDOW_CODES.items()}
 
 
 def _metrics(run: Path | None) -> list[dict]:

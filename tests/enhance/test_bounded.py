@@ -1,5 +1,6 @@
 """Exact enhancement in bounded memory: equal to whole-image inference, within its budget."""
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,14 +16,17 @@ from dpedkit.cli import main
 from dpedkit.enhance import bounded
 from dpedkit.enhance.bounded import (BudgetError, Moments, conv_rows, enhance_exact, enhance_strips, output_strip,
                                      parse_size, plan, statistics)
-from dpedkit.enhance.inference import generate, prepare, to_image, to_tensor
-from dpedkit.enhance.model import load_generator
+from dpedkit.model.inference import generate, prepare, to_image, to_tensor
+from dpedkit.model.generator import load_generator
 from dpedkit.imageio import read_image, write_image
-from dpedkit.train.networks import Generator
-from tests.test_enhance import OFFICIAL, needs_official
+from dpedkit.model.networks import Generator
+
+OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[3] / "shared" / "dped_official")
+needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
+                                    reason="the official DPED checkpoints are not in ../shared/dped_official")
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def random_generator(seed=0):
@@ -119,8 +123,8 @@ PEAK_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import numpy as np, torch
     from dpedkit.enhance.bounded import enhance_exact, plan, resident_bytes
-    from dpedkit.enhance.inference import bytes_needed, prepare
-    from dpedkit.train.networks import Generator
+    from dpedkit.model.inference import bytes_needed, prepare
+    from dpedkit.model.networks import Generator
     torch.set_num_threads(1)
     h, w, extra = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)

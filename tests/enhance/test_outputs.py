@@ -10,14 +10,14 @@ from click.testing import CliRunner
 from PIL import Image, ImageCms
 
 from dpedkit.cli import main
-from dpedkit.enhance.model import load_generator
+from dpedkit.model.generator import load_generator
 from dpedkit.enhance.outputs import PhotoMetadata, add_metadata, read_metadata, side_by_side
-from dpedkit.enhance.run import enhance_array
-from dpedkit.enhance.inference import prepare
+from dpedkit.enhance.stage import enhance_array
+from dpedkit.model.inference import prepare
 from dpedkit.evaluate import default_json_path
 from dpedkit.imageio import encode_image, read_image
-from dpedkit.train.checkpoint import CheckpointError
-from dpedkit.train.networks import Generator
+from dpedkit.model.checkpoint import CheckpointError
+from dpedkit.model.networks import Generator
 
 CPU = torch.device("cpu")
 EXIF_IFD, DATETIME_ORIGINAL, MAKE, MODEL, ORIENTATION = 0x8769, 0x9003, 0x010F, 0x0110, 0x0112

@@ -1,5 +1,6 @@
 """ONNX export: the exported graph in onnxruntime equals the PyTorch generator on real photos."""
 import os
+from pathlib import Path
 import numpy as np
 import pytest
 import torch

@@ -79,7 +79,7 @@ def read_heif(path: str | os.PathLike) -> np.ndarray:
             # pillow-heif applies the container's rotation and leaves EXIF orientation at 1
             # in that case; exif_transpose covers files that carry only the EXIF tag
             im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))   # writable: torch.from_numpy warns on read-only arrays
     except CameraFileError:
         raise
     except Exception as e:
@@ -211,6 +211,17 @@ def capture_time(path: str | os.PathLike) -> float | None:
         return None
     return _parse_stamp(tags.get("DateTimeOriginal") or tags.get(36867) or tags.get(306),
                         tags.get("SubsecTimeOriginal") or tags.get(37521))
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    """A file cameras or photo apps write beside photos (edits, thumbnails, videos)."""
+    return Path(path).suffix.lower() in SIDECAR_SUFFIXES
+
+
+def other_file_status(path: str | os.PathLike) -> str:
+    """Manifest status of a non-photo file in a camera folder: ``ignored`` for a sidecar
+    (not a problem), ``failed`` for a file in a format dpedkit cannot read."""
+    return "ignored" if is_sidecar(path) else "failed"
 
 
 def unreadable_reason(path: str | os.PathLike) -> str:

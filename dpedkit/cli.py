@@ -90,12 +90,15 @@ def main() -> None:
 @click.option("--min-overlap", type=float, default=0.2, show_default=True,
               help="Smallest common crop, as a fraction of the phone photo.")
 @click.option("--previews", is_flag=True, help="Write previews/<name>.jpg: a checkerboard of the aligned pair.")
+@click.option("--phone-raw", type=click.Choice(["mosaic", "rgb"]), default="mosaic", show_default=True,
+              help="Phone RAW/DNG photos: keep the 16-bit Bayer mosaic (for --layout zrr) or render RGB.")
+@click.option("--raw-auto-bright", is_flag=True, help="Let LibRaw brighten RGB renderings of RAW files.")
 @click.option("--force", is_flag=True, help="Redo pairs an earlier run finished.")
 @jobs_option
 @dask_option
 @allow_failures_option
 def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_offset, feature_side,
-          min_inliers, min_overlap, previews, force, jobs, dask_scheduler, allow_failures):
+          min_inliers, min_overlap, previews, phone_raw, raw_auto_bright, force, jobs, dask_scheduler, allow_failures):
     """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
 
     \b
@@ -106,8 +109,10 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
     from dpedkit.align.core import AlignOptions
     from dpedkit.align.pairing import PairingError
     from dpedkit.align.run import AlignRunOptions, align_folder
+    from dpedkit.camera_files import RawRendering
 
-    opts = AlignRunOptions(phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
+    opts = AlignRunOptions(phone_raw=phone_raw, raw=RawRendering(auto_bright=raw_auto_bright),
+                           phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
                            clock_offset=clock_offset, jobs=jobs, dask_scheduler=dask_scheduler, previews=previews, force=force,
                            align=AlignOptions(feature_side=feature_side, min_inliers=min_inliers,
                                               min_overlap=min_overlap))
@@ -123,7 +128,11 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--phone", help="Phone folder in ALIGNED_DIR (guessed as for align).")
 @click.option("--dslr", help="DSLR folder in ALIGNED_DIR.")
-@click.option("--size", type=int, default=100, show_default=True, help="Patch side (px).")
+@click.option("--layout", type=click.Choice(["dped", "zrr"]), default="dped", show_default=True,
+              help="dped: RGB patch pairs; zrr: Zurich RAW-to-RGB / PyNET (Bayer mosaic patches from RAW phone photos).")
+@click.option("--raw-values", type=click.Choice(["pynet", "native"]), default="pynet", show_default=True,
+              help="With --layout zrr: pynet (black subtracted, white at 1020) or native camera values.")
+@click.option("--size", type=int, default=None, help="Patch side (px); default 100, or 448 with --layout zrr.")
 @click.option("--threshold", type=float, default=0.9, show_default=True,
               help="Keep a patch pair when its normalised cross-correlation is at least this.")
 @click.option("--max-shift", type=int, default=5, show_default=True, help="Largest phone-window shift searched (px).")
@@ -137,7 +146,7 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
 @jobs_option
 @dask_option
 @allow_failures_option
-def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_angle, angle_step, test_fraction,
+def patches(aligned_dir, out_dir, phone, dslr, layout, raw_values, size, threshold, max_shift, max_angle, angle_step, test_fraction,
             test_photos, seed, quality, jobs, dask_scheduler, allow_failures):
     """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
 
@@ -151,7 +160,8 @@ def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_a
     from dpedkit.patches.run import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
 
-    opts = PatchOptions(search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
+    size = size or (448 if layout == "zrr" else 100)
+    opts = PatchOptions(layout=layout, raw_values=raw_values, search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
                                              angle_step=angle_step),
                         threshold=threshold, test_fraction=test_fraction, test_photos=test_photos, seed=seed,
                         quality=quality, jobs=jobs, dask_scheduler=dask_scheduler, phone=phone, dslr=dslr)

@@ -11,7 +11,8 @@ import torch
 
 from dpedkit.enhance.inference import EnhanceError, enhance_tiled, enhance_whole, prepare
 from dpedkit.enhance.model import load_generator
-from dpedkit.imageio import (ImageReadError, encode_image, list_images, make_output_dir, read_image,
+from dpedkit.camera_files import other_file_status
+from dpedkit.imageio import (ImageReadError, encode_image, list_images, make_output_dir, other_files, read_image,
                              write_bytes_atomic)
 from dpedkit.summary import RunSummary
 from dpedkit.train.loop import resolve_device
@@ -79,6 +80,10 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     summary = RunSummary(noun="photos", statuses=("ok", "failed"))
     seen: dict[Path, Path] = {}
     megapixels, busy = 0.0, 0.0
+    for folder in (Path(i) for i in inputs if Path(i).is_dir()):   # every file is used or reported
+        for p, why in other_files(folder):
+            summary.add({"status": other_file_status(p), "reason": f"{why} ({p})"})
+            log(f"not read: {p}: {why}")
     for src, rel in items:
         dst = output_path(out_dir, rel, opts.format)
         if dst in seen:

@@ -53,6 +53,11 @@ class PatchOptions:
     progress: bool = True
     phone: str | None = None
     dslr: str | None = None
+    layout: str = field(default="dped", metadata={
+        "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
+                "RAW phone photos; --size defaults to 448)."})
+    raw_values: str = field(default="pynet", metadata={
+        "help": "With --layout zrr: pynet (black subtracted, white at 1020) or native (camera raw values)."})
 
 
 def is_plain_name(name: str) -> bool:
@@ -258,10 +263,18 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
     """Cut the DPED dataset of all ``ok`` pairs of ``aligned`` into ``out/<phone>/``."""
     # absolute: pooled worker processes keep the working directory they started in
     aligned, out = Path(aligned).absolute(), Path(out).absolute()
+    if opts.layout == "zrr":
+        from dpedkit.patches.zrr import cut_zrr, zrr_options
+        return cut_zrr(aligned, out, zrr_options(opts), log)
+    if opts.layout != "dped":
+        raise ValueError(f"unknown layout {opts.layout!r} (dped or zrr)")
     phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=("previews",))
     records = read_records(aligned / MANIFEST)
     if not records:
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
+    if any(r.get("status") == "ok" and "cfa_pattern" in r for r in records.values()):
+        raise ValueError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
+                         "--layout zrr, or align again with --phone-raw rgb for the DPED layout")
     if out.resolve().is_relative_to(aligned.resolve()):
         raise ValueError(f"the output folder {out} must not lie inside the input folder {aligned}")
     root = out / phone

@@ -218,7 +218,10 @@ def cut_photo(job: _Job) -> dict:
                    window_ncc=window_ncc, levels=m.record(),
                    median_ncc=round(float(np.median(scores)), 4) if scores else None,
                    median_accepted_ncc=round(float(np.median(acc)), 4) if acc else None)
-        if not patches:
+        if not windows:
+            res["reason"] = (f"the aligned mosaic ({m.data.shape[1]}x{m.data.shape[0]}) is smaller than one window "
+                             f"(--size {S} plus the --max-shift/--max-angle margin)")
+        elif not patches:
             res["reason"] = "no window reached the correlation threshold" if scores else "no textured window"
     except (ImageReadError, RawMosaicError, KeyError) as e:
         res["reason"] = f"unreadable aligned mosaic: {e}" if not isinstance(e, KeyError) else \

@@ -297,3 +297,30 @@ def test_enhance_reports_every_file_of_a_folder(tmp_path, samples):
     assert "4 photos: 2 ok, 1 failed, 1 ignored" in r.output, r.output
     assert r.exit_code == 1 and "c.psd" in r.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.jpg"]
+
+
+def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_aligned):
+    """Deliberate errors of known size: the aligned DSLR shifted by 3 px is found at dx = 3
+    (within 0.2 px) with the mosaic window unmoved on R sites; the DSLR photo of another
+    scene reaches the threshold in no window."""
+    from dpedkit.manifest import read_records
+    from dpedkit.patches.search import SearchOptions, ncc
+    from dpedkit.patches.zrr import dslr_patch, read_mosaic_png, zrr_windows
+    root, _, _ = raw_aligned
+    rec = read_records(root / "aligned" / "manifest.jsonl")["b"]
+    m = read_mosaic_png(root / "aligned" / "phone" / "b.png", rec)
+    h, w = m.data.shape
+    other = cv2.resize(read_image(root / "aligned" / "canon" / "a.png"), (w, h), interpolation=cv2.INTER_AREA)
+    for dslr, shift in ((read_image(root / "aligned" / "canon" / "b.png"), 3), (other, 0)):
+        moved = np.roll(dslr, shift, axis=1)
+        rendering, wins = zrr_windows(m, moved, SearchOptions(size=96, max_angle=0))
+        scores, dxs = [], []
+        for X, Y, win in wins:
+            assert (X % 2, Y % 2) == (0, 1)                  # GBRG: R sits at odd rows
+            if win.status == "ok":
+                scores.append(ncc(rendering[Y:Y + 96, X:X + 96], dslr_patch(moved, X, Y, win, 96)))
+                dxs.append(win.dx)
+        if shift:
+            assert np.median(scores) > 0.9 and abs(np.median(dxs) - shift) < 0.2, (np.median(scores), np.median(dxs))
+        else:
+            assert len(scores) >= 6 and max(scores) < 0.9, max(scores)

@@ -42,16 +42,18 @@ class RawRendering:
     ``postprocess``). Defaults: the camera's as-shot white balance, AHD demosaic, sRGB
     primaries and the sRGB tone curve, 8 bits, no automatic brightening, orientation applied."""
 
-    auto_bright: bool = field(default=False, metadata={"help": "Let LibRaw brighten RAW renderings "
-                                                                "automatically (off: the exposure as shot)."})
-    bright: float = field(default=1.0, metadata={"help": "Linear gain applied to RAW renderings (1 = as shot)."})
-    camera_wb: bool = field(default=True, metadata={"help": "Use the camera's as-shot white balance for RAW "
-                                                             "renderings (off: LibRaw's daylight balance)."})
+    raw_auto_bright: bool = field(default=False, metadata={
+        "help": "Let LibRaw brighten RGB renderings of RAW files automatically (default: the exposure as shot)."})
+    raw_bright: float = field(default=1.0, metadata={
+        "help": "Linear gain of RGB renderings of RAW files (1: as shot)."})
+    raw_camera_wb: bool = field(default=True, metadata={
+        "help": "RGB renderings of RAW files use the camera's as-shot white balance (--no-raw-camera-wb: "
+                "LibRaw's daylight balance)."})
 
     def postprocess_args(self) -> dict:
         import rawpy
-        return dict(use_camera_wb=self.camera_wb, use_auto_wb=False, no_auto_bright=not self.auto_bright,
-                    bright=float(self.bright), output_bps=8, output_color=rawpy.ColorSpace.sRGB,
+        return dict(use_camera_wb=self.raw_camera_wb, use_auto_wb=False, no_auto_bright=not self.raw_auto_bright,
+                    bright=float(self.raw_bright), output_bps=8, output_color=rawpy.ColorSpace.sRGB,
                     gamma=(2.4, 12.92), demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
 
 

@@ -111,7 +111,7 @@ def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_off
     from dpedkit.align.run import AlignRunOptions, align_folder
     from dpedkit.camera_files import RawRendering
 
-    opts = AlignRunOptions(phone_raw=phone_raw, raw=RawRendering(auto_bright=raw_auto_bright),
+    opts = AlignRunOptions(phone_raw=phone_raw, raw=RawRendering(raw_auto_bright=raw_auto_bright),
                            phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
                            clock_offset=clock_offset, jobs=jobs, dask_scheduler=dask_scheduler, previews=previews, force=force,
                            align=AlignOptions(feature_side=feature_side, min_inliers=min_inliers,

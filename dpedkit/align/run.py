@@ -39,7 +39,7 @@ class AlignRunOptions:
     progress: bool = True
     align: AlignOptions = field(default_factory=AlignOptions)
     phone_raw: str = field(default="mosaic", metadata={
-        "help": "Phone RAW/DNG photos: mosaic (aligned/<phone>/<name>.png is the 16-bit Bayer mosaic crop, for "
+        "choices": ["mosaic", "rgb"], "help": "Phone RAW/DNG photos: mosaic (aligned/<phone>/<name>.png is the 16-bit Bayer mosaic crop, for "
                 "RAW-to-RGB datasets) or rgb (rendered as --raw-* say, for the DPED layout)."})
     raw: RawRendering = field(default_factory=RawRendering)
 

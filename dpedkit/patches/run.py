@@ -54,10 +54,10 @@ class PatchOptions:
     phone: str | None = None
     dslr: str | None = None
     layout: str = field(default="dped", metadata={
-        "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
+        "choices": ["dped", "zrr"], "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
                 "RAW phone photos; --size defaults to 448)."})
     raw_values: str = field(default="pynet", metadata={
-        "help": "With --layout zrr: pynet (black subtracted, white at 1020) or native (camera raw values)."})
+        "choices": ["pynet", "native"], "help": "With --layout zrr: pynet (black subtracted, white at 1020) or native (camera raw values)."})
 
 
 def is_plain_name(name: str) -> bool:

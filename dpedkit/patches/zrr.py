@@ -60,7 +60,7 @@ class ZrrOptions:
     search: SearchOptions = field(default_factory=lambda: SearchOptions(size=ZRR_SIZE))
     threshold: float = 0.9
     raw_values: str = field(default="pynet", metadata={
-        "help": "Mosaic values: pynet (black subtracted, white at 1020, as PyNET expects) or native (camera units)."})
+        "choices": ["pynet", "native"], "help": "Mosaic values: pynet (black subtracted, white at 1020, as PyNET expects) or native (camera units)."})
     test_fraction: float = 0.1
     test_photos: int | None = None
     seed: int = 0

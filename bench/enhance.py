@@ -26,10 +26,10 @@ def run_one(method: str, megapixels: float, device: str, model: str | None) -> d
     import numpy as np
     import torch
 
-    from dpedkit.enhance.inference import generate, prepare, to_tensor
-    from dpedkit.enhance.model import load_generator
-    from dpedkit.train.loop import resolve_device
-    from dpedkit.train.networks import Generator
+    from dpedkit.model.inference import generate, prepare, to_tensor
+    from dpedkit.model.generator import load_generator
+    from dpedkit.model.device import resolve_device
+    from dpedkit.model.networks import Generator
 
     dev = resolve_device(device)
     h = int((megapixels * 1e6 * 3 / 4) ** 0.5)

@@ -79,7 +79,7 @@ def numpy_reference(dslr: np.ndarray, phone: np.ndarray, o, rows: int) -> tuple[
 
 def main() -> None:
     from dpedkit.imageio import read_image, write_image
-    from dpedkit.patches.run import PatchOptions, _Job, cut_photo
+    from dpedkit.patches.stage import PatchOptions, _Job, cut_photo
     from dpedkit.patches.search import SearchOptions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

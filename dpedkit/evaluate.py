@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpedkit.enhance.model import load_generator
+from dpedkit.layout import dataset_cameras
 from dpedkit.metrics import score_patches
-from dpedkit.train.data import dataset_root, load_split
-from dpedkit.train.loop import resolve_device
+from dpedkit.model.device import resolve_device
+from dpedkit.model.generator import load_generator
+from dpedkit.train.data import load_split
 
 METRICS = ("psnr", "ssim", "ms_ssim")
 
 
-def evaluate_model(model: str | Path, data_dir: str | Path, phone: str, dslr: str = "canon",
+@dataclass
+class EvaluateOptions:
+    """Options of ``dpedkit evaluate``; each field is one command-line option (:mod:`dpedkit.options`)."""
+    phone: str | None = field(default=None, metadata={
+        "help": "Phone folder name in the DPED layout (default: from the dataset's dataset.json, or "
+                "DATA_DIR's only sub-folder)."})
+    dslr: str | None = field(default=None, metadata={
+        "help": "DSLR folder name in the DPED layout (default: from dataset.json, else canon)."})
+    limit: int | None = field(default=None, metadata={"help": "Use at most this many test patches."})
+    device: str = field(default="auto", metadata={
+        "help": "auto: CUDA when available, else the CPU.", "choices": ["auto", "cpu", "cuda"]})
+
+
+def evaluate_model(model: str | Path, data_dir: str | Path, phone: str | None = None, dslr: str | None = None,
                    device: str = "auto", limit: int | None = None, log=print) -> dict:
     """Scores of the enhanced test patches and of the phone patches as they are (identity).
 
     Conventions: RGB in [0, 1] (data range 1); PSNR and SSIM/MS-SSIM as :mod:`dpedkit.metrics`
-    states them, per batch of 50 patches and averaged; fp32 on every device.
+    states them, per batch of 50 patches and averaged; fp32 on every device. ``phone`` and
+    ``dslr`` name the DPED layout's folders; by default they come from the dataset
+    (:func:`dpedkit.layout.dataset_cameras`).
     """
     dev = resolve_device(device)
     g, what = load_generator(model)
     g = g.to(dev)
-    root = dataset_root(data_dir, phone)
+    root, phone, dslr = dataset_cameras(data_dir, phone, dslr)
     ph, ds = load_split(root, phone, dslr, "test", limit, size=None)
     log(f"evaluating {what} on {ph.shape[0]} test patches of {root}")
     t0 = time.perf_counter()

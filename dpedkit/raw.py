@@ -178,6 +178,14 @@ def even_rect(rect: tuple[int, int, int, int]) -> tuple[int, int, int, int] | No
     return (x1, y1, w1, h1) if w1 > 0 and h1 > 0 else None
 
 
+def encode_mosaic(values: np.ndarray) -> bytes:
+    """A mosaic (2-D uint16) as 16-bit single-channel PNG bytes (lossless, fast compression)."""
+    ok, enc = cv2.imencode(".png", np.ascontiguousarray(values, np.uint16), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise OSError("OpenCV could not encode a 16-bit PNG")
+    return enc.tobytes()
+
+
 def _rawpy():
     try:
         import rawpy

@@ -89,3 +89,11 @@ def write_heic(path, rgb: np.ndarray, when: dt.datetime | None = None, orientati
     if when is not None:
         exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
     im.save(path, format="HEIF", quality=quality, exif=exif.tobytes())
+
+
+def luminance_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Zero-mean normalised correlation of two RGB images' luminance (any numeric range)."""
+    a = cv2.cvtColor(np.asarray(a, np.float32), cv2.COLOR_RGB2GRAY)
+    b = cv2.cvtColor(np.asarray(b, np.float32), cv2.COLOR_RGB2GRAY)
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))

@@ -198,18 +198,3 @@ def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = Align
     dslr_crop = cv2.warpPerspective(small, translation(-x, -y) @ Hs, (w, h), flags=cv2.INTER_CUBIC)
     return AlignResult(homography=H / H[2, 2], crop=rect, phone=phone[y:y + h, x:x + w].copy(), dslr=dslr_crop,
                        matches=n_matches, inliers=n_inliers, reprojection_rmse=rmse, refine_points=n_refine)
-
-
-def checkerboard(a: np.ndarray, b: np.ndarray, cells: int = 8, max_side: int = 1024) -> np.ndarray:
-    """A preview that alternates squares of two aligned images: seams show misalignment."""
-    h, w = a.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    size = (max(1, round(w * s)), max(1, round(h * s)))
-    a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
-    b = cv2.resize(b, size, interpolation=cv2.INTER_AREA)
-    cell = max(size) // cells or 1
-    yy, xx = np.mgrid[:size[1], :size[0]]
-    mask = ((yy // cell + xx // cell) % 2).astype(bool)
-    out = a.copy()
-    out[mask] = b[mask]
-    return out

@@ -1,4 +1,4 @@
-"""Pair the photos of the two cameras in ``raw/`` (DESIGN.md §1).
+"""Pair the photos of the two cameras in ``raw/`` (docs/contracts.md §1).
 
 Every photo ends up in exactly one :class:`Pair`: matched (both paths), or unpaired (one
 path and a reason). Paths are POSIX strings relative to ``raw/``, e.g. ``"phone/IMG_1.jpg"``.
@@ -13,9 +13,6 @@ from pathlib import Path, PurePosixPath
 
 from dpedkit.imageio import list_images
 
-DSLR_NAMES = ("dslr", "canon")
-
-
 class PairingError(ValueError):
     """The pairing cannot start (bad folders or CSV); the message says what to do."""
 
@@ -27,27 +24,6 @@ class Pair:
     dslr: str | None
     reason: str | None = None  # why it is not a usable pair (unpaired or ambiguous)
     paired_by: str | None = None  # "time" or "name" when pair_by_time paired it
-
-
-def resolve_cameras(raw: Path, phone: str | None, dslr: str | None, ignore: tuple[str, ...] = ()) -> tuple[str, str]:
-    """The two camera folder names, from the options or guessed as DESIGN.md §1 says
-    (folders named in ``ignore`` are not cameras)."""
-    raw = Path(raw)
-    if not raw.is_dir():
-        raise PairingError(f"{raw} is not a folder")
-    if phone and dslr:
-        for n in (phone, dslr):
-            if not (raw / n).is_dir():
-                raise PairingError(f"camera folder {raw / n} does not exist")
-        return phone, dslr
-    dirs = sorted(p.name for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in ignore)
-    if len(dirs) == 2:
-        d = [n for n in dirs if n.lower() in DSLR_NAMES and n != phone]
-        if dslr in dirs or len(d) == 1:
-            dslr = dslr or d[0]
-            return (phone or next(n for n in dirs if n != dslr)), dslr
-    raise PairingError(f"cannot tell the phone and DSLR folders apart in {raw} (found: {', '.join(dirs) or 'none'}); "
-                       "pass --phone NAME --dslr NAME")
 
 
 def _rel(camera: str, p: Path) -> str:

@@ -26,7 +26,6 @@ scaled so the white level is 1020 (PyNET divides by 4·255), clipped to 0–1020
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import shutil
@@ -38,21 +37,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpedkit.align.pairing import resolve_cameras
-from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import (ImageReadError, OutputWriteError, encode_image, file_fingerprint, read_image,
-                             remove_stale_temps, write_bytes_atomic, write_image, write_text_atomic)
-from dpedkit.lock import exclusive
-from dpedkit.manifest import read_records
-from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
-from dpedkit.patches.run import STAGING, assign_splits, is_plain_name
+from dpedkit.fs import OutputWriteError, write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import ImageReadError, read_image, write_image
+from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, ZrrLayout, aligned_paths,
+                            read_records, resolve_cameras)
+from dpedkit.parallel import cv_threads_per_job, resolve_jobs
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
-from dpedkit.raw import PYNET_MAX, Mosaic, RawMosaicError, pattern_at, quick_rgb, rggb_offset, to_pynet_values
+from dpedkit.patches.common import _link, assign_splits, is_plain_name
+from dpedkit.raw import (PYNET_MAX, Mosaic, RawMosaicError, encode_mosaic, pattern_at, quick_rgb, rggb_offset,
+                         to_pynet_values)
+from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 
 ZRR_SIZE = 448
 RAW_VALUES = ("pynet", "native")
 CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
-WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l"}   # as patches_report.json of the DPED layout
 
 
 @dataclass
@@ -70,18 +68,15 @@ class ZrrOptions:
     progress: bool = True
     phone: str | None = None
     dslr: str | None = None
+    dped_dslr: str = DPED_DSLR          # the DSLR folder name in the layout (PyNET's loader: canon)
 
 
 def zrr_options(o) -> ZrrOptions:
     """The ZRR options of a :class:`dpedkit.patches.run.PatchOptions` (same meanings)."""
     return ZrrOptions(search=o.search, threshold=o.threshold, raw_values=o.raw_values, test_fraction=o.test_fraction,
                       test_photos=o.test_photos, seed=o.seed, quality=o.quality, jobs=o.jobs,
-                      dask_scheduler=o.dask_scheduler, progress=o.progress, phone=o.phone, dslr=o.dslr)
-
-
-def folders(phone: str, dslr: str) -> dict[str, str]:
-    """Folder names of the layout, relative to the dataset root."""
-    return {"raw": f"{phone}_raw", "dslr": dslr, "full": f"test/{phone}_full_resolution"}
+                      dask_scheduler=o.dask_scheduler, progress=o.progress, phone=o.phone, dslr=o.dslr,
+                      dped_dslr=o.dped_dslr)
 
 
 def read_mosaic_png(path: Path, rec: dict) -> Mosaic:
@@ -103,13 +98,6 @@ def mosaic_values(m: Mosaic, x: int, y: int, w: int, h: int, raw_values: str) ->
     if raw_values == "native":
         return crop.copy()
     return to_pynet_values(crop, m.black, m.white, (x % 2, y % 2))
-
-
-def encode_mosaic(values: np.ndarray) -> bytes:
-    ok, enc = cv2.imencode(".png", values, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise OSError("OpenCV could not encode a 16-bit PNG")
-    return enc.tobytes()
 
 
 def zrr_windows(m: Mosaic, dslr: np.ndarray, o: SearchOptions):
@@ -159,11 +147,8 @@ class _Job:
     cv_threads: int
 
 
-def _inputs(job: _Job) -> dict | None:
-    try:
-        return {"phone": file_fingerprint(job.phone_path), "dslr": file_fingerprint(job.dslr_path)}
-    except OSError:
-        return None
+def _input_paths(job: _Job) -> dict[str, Path]:
+    return {"phone": job.phone_path, "dslr": job.dslr_path}
 
 
 def cut_photo(job: _Job) -> dict:
@@ -171,7 +156,7 @@ def cut_photo(job: _Job) -> dict:
     cv2.setNumThreads(job.cv_threads)
     t0 = time.perf_counter()
     o = job.opts
-    res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": _inputs(job),
+    res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": fingerprints(_input_paths(job)),
            "windows": 0, "accepted": 0, "flat": 0, "outside": 0, "low_ncc": 0, "median_ncc": None,
            "median_accepted_ncc": None, "patches": []}
     try:
@@ -236,36 +221,30 @@ def cut_photo(job: _Job) -> dict:
 
 
 def _params_key(o: ZrrOptions) -> str:
-    d = {"layout": "zrr", "search": asdict(o.search), "threshold": o.threshold, "quality": o.quality,
-         "raw_values": o.raw_values}
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return params_hash({"layout": "zrr", "search": asdict(o.search), "threshold": o.threshold, "quality": o.quality,
+                        "raw_values": o.raw_values})
 
 
-def _staged(job: _Job) -> dict | None:
+def _staged_result(job: _Job) -> dict | None:
     try:
         res = json.loads((job.stage / "result.json").read_text())
     except (OSError, ValueError):
         return None
-    if res.get("status") != "ok" or res.get("params") != job.params or res.get("inputs") != _inputs(job):
-        return None
+    return res if isinstance(res, dict) else None
+
+
+def _staged_outputs(job: _Job, res: dict) -> list[Path]:
     n = len(res.get("patches", []))
-    if not (job.stage / "full.png").is_file() or not all(
-            (job.stage / d / f"{k}.{e}").is_file() for d, e in (("raw", "png"), ("dslr", "jpg")) for k in range(n)):
-        return None
-    return res
+    return [job.stage / "full.png"] + [job.stage / d / f"{k}.{e}" for d, e in (("raw", "png"), ("dslr", "jpg"))
+                                       for k in range(n)]
 
 
-def _link(src: Path, dst: Path) -> None:
-    from dpedkit.patches.run import _link as link
-    link(src, dst)
-
-
-def assemble(root: Path, phone: str, dslr: str, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
-    """Number and link staged patches into the layout; write patches.csv."""
-    f = folders(phone, dslr)
-    outs = {(split, kind): root / split / f[kind] for split in ("train", "test") for kind in ("raw", "dslr")}
-    full = root / f["full"]
-    for d in list(outs.values()) + [full]:
+def assemble(layout: ZrrLayout, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
+    """Number the staged patches 0..N-1 per split (photos in name order), link them into the
+    layout and write patches.csv; returns the patch count per split."""
+    dirs = [layout.patch_dir(split, cam) for split in ("train", "test") for cam in ("phone", "dslr")]
+    full = layout.full_size_dir
+    for d in dirs + [full]:
         if d.is_dir():
             for p in d.iterdir():
                 if p.suffix in (".png", ".jpg") and (p.stem.isdigit() or d == full):
@@ -278,26 +257,27 @@ def assemble(root: Path, phone: str, dslr: str, results: list[dict], splits: dic
     for res in sorted(results, key=lambda r: r["name"]):
         if res["status"] != "ok":
             continue
-        split, stage = splits[res["name"]], root / STAGING / res["name"]
+        split, stage = splits[res["name"]], layout.staging / res["name"]
         if split == "test":
             _link(stage / "full.png", full / f"{res['name']}.png")
         for k, p in enumerate(res["patches"]):
             i = counts[split]
-            _link(stage / "raw" / f"{k}.png", outs[split, "raw"] / f"{i}.png")
-            _link(stage / "dslr" / f"{k}.jpg", outs[split, "dslr"] / f"{i}.jpg")
+            _link(stage / "raw" / f"{k}.png", layout.patch(split, "phone", i))
+            _link(stage / "dslr" / f"{k}.jpg", layout.patch(split, "dslr", i))
             writer.writerow({"split": split, "index": i, "name": res["name"], **p})
             counts[split] += 1
-    write_text_atomic(root / "patches.csv", rows.getvalue())
+    write_text_atomic(layout.patches_csv, rows.getvalue())
     return dict(counts)
 
 
-def raw_json(phone: str, dslr: str, o: ZrrOptions, results: list[dict]) -> dict:
+def raw_json(layout: ZrrLayout, o: ZrrOptions, results: list[dict]) -> dict:
     """What raw.json states: the layout, the unpacking and the value convention."""
     ok = [r for r in results if r["status"] == "ok"]
-    f = folders(phone, dslr)
-    d = {"layout": "zrr", "phone": phone, "dslr": dslr, "size": o.search.size,
-         "folders": {"raw": f"{{train,test}}/{f['raw']}/<i>.png", "dslr": f"{{train,test}}/{f['dslr']}/<i>.jpg",
-                     "full_resolution": f"{f['full']}/<name>.png"},
+    rel = lambda p: p.relative_to(layout.root).as_posix().replace("train/", "{train,test}/")  # noqa: E731
+    d = {"layout": "zrr", "phone": layout.phone, "dslr": layout.dslr, "size": o.search.size,
+         "folders": {"raw": rel(layout.patch("train", "phone", 0)).replace("/0.png", "/<i>.png"),
+                     "dslr": rel(layout.patch("train", "dslr", 0)).replace("/0.jpg", "/<i>.jpg"),
+                     "full_resolution": rel(layout.full_size_dir) + "/<name>.png"},
          "cfa_pattern": "RGGB",
          "unpack": "R = raw[0::2, 0::2], Gb = raw[0::2, 1::2], Gr = raw[1::2, 0::2], B = raw[1::2, 1::2]",
          "orientation": "sensor (the RAW file's orientation flag is not applied)",
@@ -342,52 +322,49 @@ class ZrrSummary:
 
 
 def cut_zrr(aligned: str | Path, out: str | Path, opts: ZrrOptions = ZrrOptions(), log=print) -> ZrrSummary:
-    """Cut the RAW-to-RGB dataset of all ``ok`` mosaic pairs of ``aligned`` into ``out``."""
-    aligned, out = Path(aligned).absolute(), Path(out).absolute()
+    """Cut the RAW-to-RGB dataset of all ``ok`` mosaic pairs of ``aligned`` into ``out``
+    (:class:`dpedkit.layout.ZrrLayout`)."""
     if opts.raw_values not in RAW_VALUES:
         raise ValueError(f"raw_values must be one of {', '.join(RAW_VALUES)}")
     if opts.search.size % 2:
         raise ValueError(f"--size must be even for a Bayer mosaic (got {opts.search.size})")
-    phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=("previews",))
+    aligned, out = absolute_folders(aligned, out)
+    phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=(PREVIEWS,))
     records = read_records(aligned / MANIFEST)
     if not records:
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
     ok = {n: r for n, r in records.items() if r.get("status") == "ok"}
     if ok and not any("cfa_pattern" in r for r in ok.values()):
-        raise ValueError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos for "
-                         "--layout zrr, or use the default DPED layout")
-    if out.resolve().is_relative_to(aligned.resolve()):
-        raise ValueError(f"the output folder {out} must not lie inside the input folder {aligned}")
-    with exclusive(out, "dpedkit patches"):
-        return _cut_all(aligned, out, phone, dslr, ok, opts, log)
+        raise ValueError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos (with "
+                         "--phone-raw mosaic) for --layout zrr, or use the default DPED layout")
+    if opts.dped_dslr == f"{phone}_raw":
+        raise ValueError(f"the DSLR folder name '{opts.dped_dslr}' is the mosaics' folder: pass another --dped-dslr")
+    layout = ZrrLayout(out, phone, opts.dped_dslr)
+    with stage_folder(layout.root, "dpedkit patches"):
+        Cameras(phone, dslr, opts.dped_dslr).write(layout.root)
+        return _cut_all(aligned, layout, dslr, ok, opts, log)
 
 
-def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, opts: ZrrOptions, log) -> ZrrSummary:
-    remove_stale_temps(root)
+def _cut_all(aligned: Path, layout: ZrrLayout, dslr: str, records: dict, opts: ZrrOptions, log) -> ZrrSummary:
     params = _params_key(opts)
-    jobs = resolve_jobs(opts.jobs)
-    cv_threads = cv_threads_per_job(jobs, opts.dask_scheduler)
+    cv_threads = cv_threads_per_job(resolve_jobs(opts.jobs), opts.dask_scheduler)
     summary = ZrrSummary()
     names = sorted(records)
-    results, todo = [], []
+    results, items = [], []
     for n in names:
-        if not is_plain_name(n):
+        if not is_plain_name(n):  # a hand-edited manifest must not lead reads or writes out of their folders
             results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
             continue
-        pp, dp = output_paths(aligned, phone, dslr, n)
-        job = _Job(n, pp, dp, records[n], root / STAGING / n, params, opts, cv_threads)
-        done = _staged(job)
-        if done:
-            results.append(done)
-            summary.skipped += 1
-        else:
-            todo.append(job)
-    log(f"patches (zrr): {len(names)} aligned mosaics in {aligned}; {summary.skipped} already done, {len(todo)} "
-        f"to do on {workers_text(jobs, opts.dask_scheduler)}")
-    results += list(imap(cut_photo, todo, jobs, label="cutting RAW patches", progress=opts.progress,
-                         scheduler=opts.dask_scheduler))
+        pp, dp = aligned_paths(aligned, layout.phone, dslr, n)
+        job = _Job(n, pp, dp, records[n], layout.staging / n, params, opts, cv_threads)
+        items.append(Item(n, job, _input_paths(job)))
+    todo = plan(items, params, lambda it: _staged_result(it.job), lambda it, res: _staged_outputs(it.job, res))
+    results += todo.done
+    summary.skipped = len(todo.done)
+    log(plan_text("patches (zrr)", f"{len(names)} aligned mosaics in {aligned}", todo, opts.jobs, opts.dask_scheduler))
+    results += list(run(todo.todo, cut_photo, opts.jobs, opts.dask_scheduler, "cutting RAW patches", opts.progress))
     splits = assign_splits(names, opts.seed, opts.test_fraction, opts.test_photos)
-    summary.counts = assemble(root, phone, dslr, results, splits)
+    summary.counts = assemble(layout, results, splits)
     summary.photos = len(names)
     for r in sorted(results, key=lambda r: r["name"]):
         if r["status"] != "ok":
@@ -396,13 +373,13 @@ def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, op
             summary.photos_per_split[splits[r["name"]]] += 1
             if r["accepted"] == 0:
                 summary.empty.append((r["name"], r["reason"]))
-    write_text_atomic(root / "raw.json", json.dumps(raw_json(phone, dslr, opts, results), indent=1))
+    write_text_atomic(layout.raw_json, json.dumps(raw_json(layout, opts, results), indent=1))
     report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "seed": opts.seed,
                           "raw_values": opts.raw_values, "test_fraction": opts.test_fraction,
                           "test_photos": opts.test_photos},
               "patches": summary.counts,
               "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}
                          for r in sorted(results, key=lambda r: r["name"])]}
-    summary.report = root / "patches_report.json"
+    summary.report = layout.report
     write_text_atomic(summary.report, json.dumps(report, indent=1))
     return summary

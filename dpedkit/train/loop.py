@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.imageio import remove_stale_temps, write_bytes_atomic, write_image, write_text_atomic
-from dpedkit.lock import exclusive
+from dpedkit.fs import exclusive, remove_stale_temps, write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import write_image
 from dpedkit.metrics import score_patches
-from dpedkit.train.data import dataset_root, load_split
+from dpedkit.layout import dataset_root
+from dpedkit.model.device import resolve_device
+from dpedkit.train.data import load_split
 from dpedkit.train.distributed import Ranks, batch_slice, mean_over_ranks, ranks_from_env, start, stop
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_accuracy, discriminator_loss,
                                   dped_blur_kernel, tv_loss)
-from dpedkit.train.networks import Discriminator, Generator, to_gray
+from dpedkit.model.networks import Discriminator, Generator, to_gray
 
 METRIC_FIELDS = ["iteration", "loss_generator", "loss_content", "loss_color", "loss_texture", "loss_tv",
                  "loss_discriminator", "disc_accuracy", "test_psnr", "test_ssim", "test_ms_ssim", "seconds"]
@@ -61,14 +63,6 @@ class TrainError(RuntimeError):
     pass
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
 class Trainer:
     """Holds the networks, optimisers, data and random streams of one run."""
 
@@ -93,7 +87,7 @@ class Trainer:
         self.D = Discriminator(self.train_phone.shape[-1]).to(self.device)
         self.vgg = None
         if cfg.content_loss == "vgg":
-            from dpedkit.train.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
+            from dpedkit.model.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
             path = find_vgg_weights(cfg.vgg)
             if path is None:
                 raise TrainError(WEIGHT_HELP)
@@ -209,7 +203,7 @@ class Trainer:
         write_bytes_atomic(path, buf.getvalue())
 
     def load(self, path: Path) -> None:
-        from dpedkit.train.checkpoint import load_checkpoint
+        from dpedkit.model.checkpoint import load_checkpoint
         ck = load_checkpoint(path)
         if "discriminator" not in ck or "opt_g" not in ck:
             raise TrainError(f"{path} holds no training state to resume from")

@@ -3,7 +3,7 @@ import struct
 
 import numpy as np
 
-from dpedkit.tfbundle import MAGIC, masked_crc32c
+from dpedkit.model.tfbundle import MAGIC, masked_crc32c
 
 CODES = {"float32": 1, "float64": 2, "int32": 3, "uint8": 4, "int64": 9, "float16": 19, "bfloat16": 14,
          "string": 7}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpedkit.demo import run_demo
-from dpedkit.manifest import read_records
+from dpedkit.layout import read_records
 from dpedkit.report.page import build_report
 
 

@@ -1,54 +1,64 @@
-"""``dpedkit align``: align every pair of a ``raw/`` folder into ``aligned/`` (DESIGN.md §2)."""
+"""``dpedkit align``: align every pair of a ``raw/`` folder into ``aligned/`` (the layout: :mod:`dpedkit.layout`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import click
 import cv2
 
-from dpedkit.align.core import AlignError, AlignOptions, align_images, checkerboard
-from dpedkit.align.pairing import Pair, other_file_pairs, pair_by_name, pair_by_time, pair_from_csv, resolve_cameras
+from dpedkit.align.core import AlignError, AlignOptions, align_images
+from dpedkit.align.pairing import Pair, other_file_pairs, pair_by_name, pair_by_time, pair_from_csv
 from dpedkit.camera_files import RawRendering, kind_of, other_file_status
-from dpedkit.imageio import (PHOTO_SUFFIXES, ImageReadError, OutputWriteError, file_fingerprint, read_image,
-                             remove_stale_temps, write_bytes_atomic, write_image)
-from dpedkit.lock import exclusive
-from dpedkit.manifest import Journal
-from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
-from dpedkit.summary import RunSummary
-
-MANIFEST = "manifest.jsonl"
+from dpedkit.fs import OutputWriteError, write_bytes_atomic
+from dpedkit.imageio import PHOTO_SUFFIXES, ImageReadError, read_image, write_image
+from dpedkit.imageops import checkerboard
+from dpedkit.layout import MANIFEST, Cameras, Journal, aligned_paths, preview_path, resolve_cameras
+from dpedkit.parallel import cv_threads_per_job, resolve_jobs
+from dpedkit.runner import (Item, RunSummary, absolute_folders, fingerprints, params_hash, plan, plan_text, run,
+                            stage_folder)
 
 
 @dataclass
 class AlignRunOptions:
-    phone: str | None = None
-    dslr: str | None = None
-    pairs_csv: Path | None = None
-    pair_by: str = "name"              # name | time
-    max_skew: float = 2.0              # seconds, for pair_by == "time"
-    clock_offset: float = 0.0          # seconds added to the DSLR's clock
-    jobs: int | None = None            # None: all cores
-    dask_scheduler: str | None = None  # run the pairs on this Dask cluster instead (tcp://host:8786)
-    previews: bool = False
-    force: bool = False                # redo pairs that are already done
-    progress: bool = True
+    """Options of ``dpedkit align``; each field is one command-line option (:mod:`dpedkit.options`)."""
+    phone: str | None = field(default=None, metadata={
+        "help": "Phone camera folder in RAW_DIR (guessed when RAW_DIR has two folders, one named dslr or canon)."})
+    dslr: str | None = field(default=None, metadata={"help": "DSLR camera folder in RAW_DIR."})
+    pairs_csv: Path | None = field(default=None, metadata={
+        "flag": "--pairs", "help": "CSV with columns phone,dslr (paths relative to the camera folders).",
+        "click_type": click.Path(exists=True, dir_okay=False, path_type=Path)})
+    pair_by: str = field(default="name", metadata={
+        "help": "Pair by file stem, or by EXIF capture time.", "choices": ["name", "time"]})
+    max_skew: float = field(default=2.0, metadata={
+        "help": "Largest capture-time difference of a pair (seconds), with --pair-by time."})
+    clock_offset: float = field(default=0.0, metadata={
+        "help": "Seconds added to the DSLR's clock, with --pair-by time."})
+    jobs: int | None = field(default=None, metadata={
+        "short": "-j", "help": "Parallel workers (default: all cores; 1 runs in this process)."})
+    dask_scheduler: str | None = field(default=None, metadata={
+        "envvar": "DPEDKIT_DASK_SCHEDULER", "metavar": "ADDRESS",
+        "help": "Run the per-photo work on this Dask cluster (tcp://host:8786; also $DPEDKIT_DASK_SCHEDULER); "
+                "its workers must see the same paths. Needs pip install 'dpedkit[dask]'."})
+    previews: bool = field(default=False, metadata={
+        "help": "Write previews/<name>.jpg: a checkerboard of the aligned pair."})
+    force: bool = field(default=False, metadata={"help": "Redo pairs an earlier run finished."})
+    progress: bool = field(default=True, metadata={"cli": False})   # a progress bar on a terminal
     align: AlignOptions = field(default_factory=AlignOptions)
     phone_raw: str = field(default="mosaic", metadata={
-        "choices": ["mosaic", "rgb"], "help": "Phone RAW/DNG photos: mosaic (aligned/<phone>/<name>.png is the 16-bit Bayer mosaic crop, for "
-                "RAW-to-RGB datasets) or rgb (rendered as --raw-* say, for the DPED layout)."})
+        "choices": ["mosaic", "rgb"],
+        "help": "Phone RAW/DNG photos: mosaic (aligned/<phone>/<name>.png is the 16-bit Bayer mosaic crop, for "
+                "patches --layout zrr) or rgb (rendered as the --raw-* options say, for the DPED layout)."})
     raw: RawRendering = field(default_factory=RawRendering)
 
 
 def params_key(opts: AlignRunOptions) -> str:
     """Hash of every option that changes an aligned output."""
-    d = {"align": opts.align.to_dict(), "previews": opts.previews, "phone_raw": opts.phone_raw,
-         "raw": asdict(opts.raw)}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return params_hash({"align": opts.align.to_dict(), "previews": opts.previews, "phone_raw": opts.phone_raw,
+                        "raw": asdict(opts.raw)})
 
 
 def unique_names(pairs: list[Pair]) -> list[Pair]:
@@ -61,7 +71,7 @@ def unique_names(pairs: list[Pair]) -> list[Pair]:
             name = f"{p.name}~{seen[p.name.lower()]}"
         seen[p.name.lower()] += 1
         seen[name.lower()] += 1
-        out.append(p if name == p.name else Pair(name, p.phone, p.dslr, p.reason))
+        out.append(p if name == p.name else replace(p, name=name))
     return out
 
 
@@ -76,17 +86,6 @@ def make_pairs(raw: Path, opts: AlignRunOptions) -> tuple[str, str, list[Pair]]:
     return phone, dslr, unique_names(pairs + other_file_pairs(raw, phone, dslr))
 
 
-def _fingerprints(raw: Path, pair: Pair) -> dict:
-    out = {}
-    for key in ("phone", "dslr"):
-        rel = getattr(pair, key)
-        try:
-            out[key] = file_fingerprint(raw / rel) if rel else None
-        except OSError:
-            out[key] = None
-    return out
-
-
 @dataclass(frozen=True)
 class _Job:
     raw: Path
@@ -99,8 +98,13 @@ class _Job:
     cv_threads: int
 
 
-def output_paths(out: Path, phone_dir: str, dslr_dir: str, name: str) -> tuple[Path, Path]:
-    return out / phone_dir / f"{name}.png", out / dslr_dir / f"{name}.png"
+def _input_paths(job: _Job) -> dict[str, Path | None]:
+    return {key: job.raw / rel if rel else None for key, rel in (("phone", job.pair.phone), ("dslr", job.pair.dslr))}
+
+
+def _outputs(job: _Job) -> list[Path]:
+    paths = list(aligned_paths(job.out, job.phone_dir, job.dslr_dir, job.pair.name))
+    return paths + [preview_path(job.out, job.pair.name)] if job.opts.previews else paths
 
 
 def align_one(job: _Job) -> dict:
@@ -110,7 +114,7 @@ def align_one(job: _Job) -> dict:
     p = job.pair
     rec = {"name": p.name, "phone": p.phone, "dslr": p.dslr, "status": "failed", "reason": None,
            "homography": None, "crop": None, "matches": None, "inliers": None, "reprojection_rmse": None,
-           "inputs": _fingerprints(job.raw, p), "params": job.params}
+           "inputs": fingerprints(_input_paths(job)), "params": job.params}
     if p.reason:
         rec.update(status="unpaired" if (p.phone is None) != (p.dslr is None) else "failed", reason=p.reason)
         rel = p.phone or p.dslr
@@ -128,11 +132,11 @@ def align_one(job: _Job) -> dict:
                     raise AlignError(f"{key} photo {getattr(p, key)}: {e}") from None
                 rec[f"{key}_size"] = [images[key].shape[1], images[key].shape[0]]
             res = align_images(images["phone"], images["dslr"], job.opts.align)
-            phone_path, dslr_path = output_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
+            phone_path, dslr_path = aligned_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
             write_image(phone_path, res.phone)
             write_image(dslr_path, res.dslr)
             if job.opts.previews:
-                write_image(job.out / "previews" / f"{p.name}.jpg", checkerboard(res.phone, res.dslr), quality=90)
+                write_image(preview_path(job.out, p.name), checkerboard(res.phone, res.dslr), quality=90)
             rec.update(status="ok", homography=res.homography.round(10).tolist(), crop=list(res.crop),
                        matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
                        refine_points=res.refine_points)
@@ -151,7 +155,7 @@ def align_one(job: _Job) -> dict:
 def _align_mosaic_pair(job: _Job, rec: dict) -> None:
     """A RAW phone photo: align the DSLR to its mosaic; the phone output is the 16-bit mosaic crop."""
     from dpedkit.align.mosaic import align_mosaic
-    from dpedkit.raw import RawMosaicError, read_mosaic
+    from dpedkit.raw import RawMosaicError, encode_mosaic, read_mosaic
     p = job.pair
     try:
         try:
@@ -164,14 +168,11 @@ def _align_mosaic_pair(job: _Job, rec: dict) -> None:
             raise AlignError(f"dslr photo {p.dslr}: {e}") from None
         rec.update(phone_size=[m.data.shape[1], m.data.shape[0]], dslr_size=[dslr.shape[1], dslr.shape[0]])
         res = align_mosaic(m, dslr, job.opts.align)
-        phone_path, dslr_path = output_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
-        ok, enc = cv2.imencode(".png", res.mosaic.data, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        if not ok:
-            raise AlignError("OpenCV could not encode the 16-bit mosaic")
-        write_bytes_atomic(phone_path, enc.tobytes())
+        phone_path, dslr_path = aligned_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
+        write_bytes_atomic(phone_path, encode_mosaic(res.mosaic.data))
         write_image(dslr_path, res.dslr)
         if job.opts.previews:
-            write_image(job.out / "previews" / f"{p.name}.jpg", checkerboard(res.preview, res.dslr), quality=90)
+            write_image(preview_path(job.out, p.name), checkerboard(res.preview, res.dslr), quality=90)
         rec.update(status="ok", phone_kind="mosaic", homography=res.homography.round(10).tolist(), crop=list(res.crop),
                    matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
                    refine_points=res.refine_points, **res.mosaic.record())
@@ -185,54 +186,41 @@ def _align_mosaic_pair(job: _Job, rec: dict) -> None:
         rec.update(reason=f"unexpected error: {type(e).__name__}: {e}")
 
 
-def is_done(rec: dict | None, job: _Job) -> bool:
-    """A pair whose record is ok, whose outputs exist, with unchanged inputs and parameters."""
-    if not rec or rec.get("status") != "ok" or rec.get("params") != job.params:
-        return False
-    if rec.get("phone") != job.pair.phone or rec.get("dslr") != job.pair.dslr:
-        return False
-    if rec.get("inputs") != _fingerprints(job.raw, job.pair):
-        return False
-    paths = output_paths(job.out, job.phone_dir, job.dslr_dir, job.pair.name)
-    if job.opts.previews:
-        paths += (job.out / "previews" / f"{job.pair.name}.jpg",)
-    return all(q.is_file() for q in paths)
-
-
 def align_folder(raw: str | Path, out: str | Path, opts: AlignRunOptions = AlignRunOptions(),
                  log=print) -> RunSummary:
-    """Align all pairs of ``raw`` into ``out``; resumes an interrupted run in ``out``."""
-    # absolute: pooled worker processes keep the working directory they started in
-    raw, out = Path(raw).absolute(), Path(out).absolute()
-    if out.resolve().is_relative_to(raw.resolve()):
-        raise ValueError(f"the output folder {out} must not lie inside the input folder {raw}")
+    """Align all pairs of ``raw`` into ``out``; resumes an interrupted run in ``out``.
+
+    Writes ``out/<phone>/<name>.png``, ``out/<dslr>/<name>.png`` (the aligned, cropped pair:
+    the same pixel grid, the phone photo's), ``out/manifest.jsonl`` (one record per pair,
+    failures included) and ``out/dataset.json`` (the camera folder names)."""
+    raw, out = absolute_folders(raw, out)
     phone_dir, dslr_dir, pairs = make_pairs(raw, opts)
-    with exclusive(out, "dpedkit align"):
+    with stage_folder(out, "dpedkit align"):
+        Cameras(phone_dir, dslr_dir).write(out)   # later stages read the camera names from here
         return _align_pairs(raw, out, phone_dir, dslr_dir, pairs, opts, log)
 
 
 def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: list[Pair], opts: AlignRunOptions,
                  log) -> RunSummary:
-    remove_stale_temps(out)
     journal = Journal(out / MANIFEST)
-    jobs = resolve_jobs(opts.jobs)
     params = params_key(opts)
-    cv_threads = cv_threads_per_job(jobs, opts.dask_scheduler)
-    todo, summary = [], RunSummary()
+    cv_threads = cv_threads_per_job(resolve_jobs(opts.jobs), opts.dask_scheduler)
+    items = []
     for pair in pairs:
         job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads)
-        if not opts.force and is_done(journal.records.get(pair.name), job):
-            summary.add(journal.records[pair.name])
-            summary.skipped += 1
-        else:
-            todo.append(job)
+        items.append(Item(pair.name, job, _input_paths(job), {"phone": pair.phone, "dslr": pair.dslr}))
+    todo = plan(items, params, lambda it: journal.records.get(it.name), lambda it, rec: _outputs(it.job), opts.force)
+    summary = RunSummary()
+    for rec in todo.done:
+        summary.add(rec)
+    summary.skipped = len(todo.done)
     if opts.pair_by == "time" and not opts.pairs_csv:
         log(f"paired {sum(p.paired_by == 'time' for p in pairs)} by capture time, "
             f"{sum(p.paired_by == 'name' for p in pairs)} by name (photos without a capture time)")
-    log(f"align: {len(pairs)} pairs from {raw} ({phone_dir} → {dslr_dir}); {summary.skipped} already done, "
-        f"{len(todo)} to do on {workers_text(jobs, opts.dask_scheduler)}")
+    log(plan_text("align", f"{len(pairs)} pairs from {raw} ({phone_dir} → {dslr_dir})", todo, opts.jobs,
+                  opts.dask_scheduler))
     try:
-        for rec in imap(align_one, todo, jobs, label="aligning", progress=opts.progress, scheduler=opts.dask_scheduler):
+        for rec in run(todo.todo, align_one, opts.jobs, opts.dask_scheduler, "aligning", opts.progress):
             journal.append(rec)
             summary.add(rec)
     finally:

@@ -6,12 +6,12 @@ import scipy.signal
 import scipy.stats
 import torch
 
-from dpedkit.imageio import write_image
-from dpedkit.train.checkpoint import CheckpointError, load_checkpoint
+from tests.helpers import make_dataset, save_torchvision, tiny_config, tiny_vgg_weights
+from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
+from dpedkit.model.networks import Discriminator, Generator, same_padding, to_gray
+from dpedkit.model.vgg import CONV_NAMES, VGGWeightsError, load_vgg19
+from dpedkit.train.loop import TrainError, train
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_loss, dped_blur_kernel, tv_loss)
-from dpedkit.train.loop import TrainConfig, TrainError, train
-from dpedkit.train.networks import Discriminator, Generator, same_padding, to_gray
-from dpedkit.train.vgg import CONV_NAMES, TORCHVISION_INDICES, VGGWeightsError, load_vgg19
 
 
 def n_params(m):
@@ -62,21 +62,6 @@ def test_losses_against_hand_computed_values():
     assert float(discriminator_loss(prob, adv)) == pytest.approx(-np.log(0.8) - np.log(0.7) - np.log(1e-10))
 
 
-def tiny_vgg_weights(rng, div=16):
-    widths = [64, 64, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512, 512, 512, 512, 512]
-    convs, cin = [], 3
-    for w in widths:
-        w //= div
-        convs.append((rng.normal(0, 0.3, (w, cin, 3, 3)).astype(np.float32), rng.normal(0, 0.1, w).astype(np.float32)))
-        cin = w
-    return convs
-
-
-def save_torchvision(path, convs):
-    torch.save({f"features.{i}.{k}": torch.from_numpy(v) for i, (w, b) in zip(TORCHVISION_INDICES, convs)
-                for k, v in (("weight", w), ("bias", b))}, path)
-
-
 def save_matconvnet(path, convs, old=False):
     """The .mat layout of MatConvNet's VGG files: a 1×N cell of layer structs; kernels [W, H, in, out]."""
     layers = np.empty((1, len(convs) * 2), dtype=object)
@@ -114,29 +99,6 @@ def test_vgg_loaders_agree_across_formats(tmp_path):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(VGGWeightsError, match="not a torchvision VGG-19"):
         load_vgg19(tmp_path / "bad.pth")
-
-
-def make_dataset(root, samples, n_train=64, n_test=16, size=32):
-    """Patches of real photos; the phone patch is a known colour/tone degradation of the DSLR patch."""
-    rng = np.random.default_rng(0)
-    imgs = [samples[k] for k in ("astronaut", "coffee", "rocket", "chelsea")]
-    for split, n in (("train", n_train), ("test", n_test)):
-        base = root / "p" / ("training_data" if split == "train" else "test_data/patches")
-        for i in range(n):
-            im = imgs[rng.integers(len(imgs))]
-            y, x = rng.integers(0, im.shape[0] - size), rng.integers(0, im.shape[1] - size)
-            d = im[y:y + size, x:x + size]
-            p = np.clip(255 * ((d / 255.0) ** 1.6) * [0.8, 0.95, 1.15] + 10, 0, 255).astype(np.uint8)
-            write_image(base / "p" / f"{i}.jpg", p, quality=98)
-            write_image(base / "d" / f"{i}.jpg", d, quality=98)
-    return root
-
-
-def tiny_config(data, out, **kw):
-    base = dict(data_dir=str(data), phone="p", dslr="d", out=str(out), content_loss="none", iters=6,
-                batch_size=8, eval_every=3, eval_patches=16, lr=5e-4, keep_checkpoints=False)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_short_training_beats_the_identity_baseline(tmp_path, samples):

@@ -17,10 +17,11 @@ import torch
 from click.testing import CliRunner
 
 from dpedkit.cli import main
-from dpedkit.train.checkpoint import load_checkpoint
-from dpedkit.train.distributed import Ranks, batch_slice, shutdown_decoding_pool, train_on_processes
+from dpedkit.model.checkpoint import load_checkpoint
+from dpedkit.train.distributed import Ranks, batch_slice
+from dpedkit.train.launch import shutdown_decoding_pool, train_on_processes
 from dpedkit.train.loop import TrainError, train
-from tests.test_train import make_dataset, tiny_config
+from tests.helpers import make_dataset, tiny_config
 
 LOSSES = ("loss_generator", "loss_color", "loss_texture", "loss_tv", "loss_discriminator")
 

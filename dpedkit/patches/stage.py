@@ -1,19 +1,17 @@
 """``dpedkit patches``: cut matched patch pairs from ``aligned/`` into the DPED layout.
 
 Each photo is processed on its own (in parallel) into a staging folder
-``OUT/<phone>/.dpedkit/<name>/`` with its patches and a ``result.json``; a photo whose
+``OUT/<phone>/.dpedkit/<name>/`` (``layout.STAGING``) with its patches and a ``result.json``; a photo whose
 result exists for the same inputs and parameters is not redone. Assembly then numbers the
 patches 0..N-1 per split (photos in name order) and hard-links them into the DPED layout
-(DESIGN.md §3), writing ``patches.csv`` and ``patches_report.json`` atomically.
+(:class:`dpedkit.layout.DpedLayout`), writing ``patches.csv`` and ``patches_report.json`` atomically.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -23,65 +21,54 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpedkit.align.pairing import resolve_cameras
-from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import (ImageReadError, OutputWriteError, file_fingerprint, read_image, remove_stale_temps,
-                             write_image, write_text_atomic)
-from dpedkit.lock import exclusive
-from dpedkit.manifest import read_records
-from dpedkit.parallel import cv_threads_per_job, imap, resolve_jobs, workers_text
+from dpedkit.fs import OutputWriteError, write_text_atomic
+from dpedkit.imageio import ImageReadError, read_image, write_image
+from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, aligned_paths,
+                            read_records, resolve_cameras)
+from dpedkit.parallel import cv_threads_per_job, resolve_jobs
+from dpedkit.patches.common import _link, assign_splits, is_plain_name  # noqa: F401 (assign_splits: re-exported)
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
+from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 
-STAGING = ".dpedkit"
 CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
-
-
-# one character per grid window in row-major order, in patches_report.json
-WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l"}   # a: accepted
 
 
 @dataclass
 class PatchOptions:
+    """Options of ``dpedkit patches``; each field is one command-line option (:mod:`dpedkit.options`)."""
     search: SearchOptions = field(default_factory=SearchOptions)
-    threshold: float = 0.9
-    test_fraction: float = 0.1
-    test_photos: int | None = None    # exactly N test photos (lowest hashes) instead of a fraction
-    seed: int = 0
-    quality: int = 95                 # JPEG quality of the patches
-    jobs: int | None = None
-    dask_scheduler: str | None = None  # cut on this Dask cluster instead (tcp://host:8786)
-    progress: bool = True
-    phone: str | None = None
-    dslr: str | None = None
+    threshold: float = field(default=0.9, metadata={
+        "help": "Keep a patch pair when its normalised cross-correlation is at least this."})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "Share of photos in the test split (stable: adding photos moves none)."})
+    test_photos: int | None = field(default=None, metadata={
+        "help": "Exactly N test photos (the N lowest split hashes) instead of a fraction."})
+    seed: int = field(default=0, metadata={"help": "Seed of the train/test split hash."})
+    quality: int = field(default=95, metadata={"help": "JPEG quality of the patches."})
+    jobs: int | None = field(default=None, metadata={
+        "short": "-j", "help": "Parallel workers (default: all cores; 1 runs in this process)."})
+    dask_scheduler: str | None = field(default=None, metadata={
+        "envvar": "DPEDKIT_DASK_SCHEDULER", "metavar": "ADDRESS",
+        "help": "Cut on this Dask cluster (tcp://host:8786; also $DPEDKIT_DASK_SCHEDULER); its workers must "
+                "see the same paths. Needs pip install 'dpedkit[dask]'."})
+    progress: bool = field(default=True, metadata={"cli": False})
+    phone: str | None = field(default=None, metadata={
+        "help": "Phone folder in ALIGNED_DIR (default: from its dataset.json, else guessed as for align)."})
+    dslr: str | None = field(default=None, metadata={"help": "DSLR folder in ALIGNED_DIR (default: as --phone)."})
+    dped_dslr: str = field(default=DPED_DSLR, metadata={
+        "help": "Name of the DSLR folder in the DPED layout (the original code and dataset use canon)."})
     layout: str = field(default="dped", metadata={
-        "choices": ["dped", "zrr"], "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
-                "RAW phone photos; --size defaults to 448)."})
+        "choices": ["dped", "zrr"],
+        "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
+                "RAW phone photos aligned with --phone-raw mosaic; --size defaults to 448)."})
     raw_values: str = field(default="pynet", metadata={
-        "choices": ["pynet", "native"], "help": "With --layout zrr: pynet (black subtracted, white at 1020) or native (camera raw values)."})
-
-
-def is_plain_name(name: str) -> bool:
-    """A pair name usable as a file name inside one folder: no separators, no '..'."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\x00")
-
-
-def split_hash(name: str, seed: int) -> float:
-    """A stable number in [0, 1) for a photo: the same for the same name and seed forever."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2 ** 64
-
-
-def assign_splits(names: list[str], seed: int, test_fraction: float, test_photos: int | None) -> dict[str, str]:
-    """``train``/``test`` per photo. With a fraction, a photo's split depends only on its own
-    name, so adding photos later moves no existing one; ``test_photos`` takes the N lowest."""
-    if test_photos is not None:
-        test = set(sorted(names, key=lambda n: split_hash(n, seed))[:test_photos])
-        return {n: "test" if n in test else "train" for n in names}
-    return {n: "test" if split_hash(n, seed) < test_fraction else "train" for n in names}
+        "choices": ["pynet", "native"],
+        "help": "With --layout zrr: pynet (black level subtracted, white level at 1020, as PyNET expects) or "
+                "native (the camera's raw values)."})
 
 
 def _params_key(o: PatchOptions) -> str:
-    d = {"search": asdict(o.search), "threshold": o.threshold, "quality": o.quality}
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "quality": o.quality})
 
 
 @dataclass(frozen=True)
@@ -95,18 +82,28 @@ class _Job:
     cv_threads: int
 
 
-def _inputs(job: _Job) -> dict | None:
+def _input_paths(job: _Job) -> dict[str, Path]:
+    return {"phone": job.phone_path, "dslr": job.dslr_path}
+
+
+def _staged_outputs(job: _Job, res: dict) -> list[Path]:
+    n = len(res.get("patches", []))
+    return [job.stage / cam / f"{k}.jpg" for cam in ("phone", "dslr") for k in range(n)]
+
+
+def _staged_result(job: _Job) -> dict | None:
     try:
-        return {"phone": file_fingerprint(job.phone_path), "dslr": file_fingerprint(job.dslr_path)}
-    except OSError:
+        res = json.loads((job.stage / "result.json").read_text())
+    except (OSError, ValueError):
         return None
+    return res if isinstance(res, dict) else None
 
 
 def cut_photo(job: _Job) -> dict:
     """Search one aligned pair and stage its accepted patches; returns the photo's result."""
     cv2.setNumThreads(job.cv_threads)
     t0 = time.perf_counter()
-    res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": _inputs(job),
+    res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": fingerprints(_input_paths(job)),
            "windows": 0, "accepted": 0, "flat": 0, "outside": 0, "low_ncc": 0, "median_ncc": None,
            "median_accepted_ncc": None, "patches": []}
     try:
@@ -166,29 +163,6 @@ def cut_photo(job: _Job) -> dict:
     return res
 
 
-def _staged(job: _Job) -> dict | None:
-    try:
-        res = json.loads((job.stage / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if res.get("status") != "ok" or res.get("params") != job.params or res.get("inputs") != _inputs(job):
-        return None
-    n = len(res.get("patches", []))
-    if not all((job.stage / cam / f"{k}.jpg").is_file() for cam in ("phone", "dslr") for k in range(n)):
-        return None
-    return res
-
-
-def _link(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".dpedkit-tmp-{dst.name}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:  # another filesystem or no hard links: copy
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def _clear_numbered(folder: Path) -> None:
     if folder.is_dir():
         for p in folder.iterdir():
@@ -196,14 +170,14 @@ def _clear_numbered(folder: Path) -> None:
                 p.unlink()
 
 
-def assemble(root: Path, phone: str, dslr: str, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
-    """Number and link staged patches into the DPED layout; write patches.csv."""
-    dirs = {"train": root / "training_data", "test": root / "test_data" / "patches"}
-    full = root / "test_data" / "full_size_test_images"
-    for d in dirs.values():
-        for cam in (phone, dslr):
-            _clear_numbered(d / cam)
-            (d / cam).mkdir(parents=True, exist_ok=True)
+def assemble(layout: DpedLayout, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
+    """Number the staged patches 0..N-1 per split (photos in name order), link them into the
+    DPED layout and write patches.csv; returns the patch count per split."""
+    for split in ("train", "test"):
+        for cam in ("phone", "dslr"):
+            _clear_numbered(layout.patch_dir(split, cam))
+            layout.patch_dir(split, cam).mkdir(parents=True, exist_ok=True)
+    full = layout.full_size_dir
     _clear_numbered(full)
     full.mkdir(parents=True, exist_ok=True)
     counts = Counter()
@@ -213,16 +187,16 @@ def assemble(root: Path, phone: str, dslr: str, results: list[dict], splits: dic
     for res in sorted(results, key=lambda r: r["name"]):
         if res["status"] != "ok":
             continue
-        split, stage = splits[res["name"]], root / STAGING / res["name"]
+        split, stage = splits[res["name"]], layout.staging / res["name"]
         if split == "test":
             _link(stage / "full.jpg", full / f"{res['name']}.jpg")
         for k, p in enumerate(res["patches"]):
             i = counts[split]
-            _link(stage / "phone" / f"{k}.jpg", dirs[split] / phone / f"{i}.jpg")
-            _link(stage / "dslr" / f"{k}.jpg", dirs[split] / dslr / f"{i}.jpg")
+            _link(stage / "phone" / f"{k}.jpg", layout.patch(split, "phone", i))
+            _link(stage / "dslr" / f"{k}.jpg", layout.patch(split, "dslr", i))
             writer.writerow({"split": split, "index": i, "name": res["name"], **p})
             counts[split] += 1
-    write_text_atomic(root / "patches.csv", rows.getvalue())
+    write_text_atomic(layout.patches_csv, rows.getvalue())
     return dict(counts)
 
 
@@ -260,55 +234,55 @@ class PatchSummary:
 
 
 def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = PatchOptions(), log=print) -> PatchSummary:
-    """Cut the DPED dataset of all ``ok`` pairs of ``aligned`` into ``out/<phone>/``."""
-    # absolute: pooled worker processes keep the working directory they started in
-    aligned, out = Path(aligned).absolute(), Path(out).absolute()
+    """Cut the DPED dataset of all ``ok`` pairs of ``aligned`` into ``out/<phone>/``.
+
+    Patches are ``opts.search.size`` px squares at the same pixel position of the aligned
+    pair (the phone one shifted and rotated by the best-scoring search offset); the DSLR
+    folder is named ``opts.dped_dslr`` (``canon``), the real camera names go into
+    ``out/<phone>/dataset.json``."""
     if opts.layout == "zrr":
         from dpedkit.patches.zrr import cut_zrr, zrr_options
         return cut_zrr(aligned, out, zrr_options(opts), log)
     if opts.layout != "dped":
         raise ValueError(f"unknown layout {opts.layout!r} (dped or zrr)")
-    phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=("previews",))
+    aligned, out = absolute_folders(aligned, out)
+    phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=(PREVIEWS,))
     records = read_records(aligned / MANIFEST)
     if not records:
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
     if any(r.get("status") == "ok" and "cfa_pattern" in r for r in records.values()):
         raise ValueError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
                          "--layout zrr, or align again with --phone-raw rgb for the DPED layout")
-    if out.resolve().is_relative_to(aligned.resolve()):
-        raise ValueError(f"the output folder {out} must not lie inside the input folder {aligned}")
-    root = out / phone
-    with exclusive(root, "dpedkit patches"):
-        return _cut_all(aligned, root, phone, dslr, records, opts, log)
+    if opts.dped_dslr == phone:
+        raise ValueError(f"the DPED layout's DSLR folder name '{opts.dped_dslr}' is the phone's: "
+                         "pass another --dped-dslr")
+    layout = DpedLayout(out / phone, phone, opts.dped_dslr)
+    with stage_folder(layout.root, "dpedkit patches"):
+        Cameras(phone, dslr, opts.dped_dslr).write(layout.root)
+        return _cut_all(aligned, layout, dslr, records, opts, log)
 
 
-def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, opts: PatchOptions,
+def _cut_all(aligned: Path, layout: DpedLayout, dslr: str, records: dict, opts: PatchOptions,
              log) -> PatchSummary:
-    remove_stale_temps(root)
     params = _params_key(opts)
-    jobs = resolve_jobs(opts.jobs)
     summary = PatchSummary()
     names = sorted(n for n, r in records.items() if r.get("status") == "ok")
-    cv_threads = cv_threads_per_job(jobs, opts.dask_scheduler)
-    results, todo = [], []
+    cv_threads = cv_threads_per_job(resolve_jobs(opts.jobs), opts.dask_scheduler)
+    results, items = [], []
     for n in names:
         if not is_plain_name(n):  # a hand-edited manifest must not lead reads or writes out of their folders
             results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
             continue
-        pp, dp = output_paths(aligned, phone, dslr, n)
-        job = _Job(n, pp, dp, root / STAGING / n, params, opts, cv_threads)
-        done = _staged(job)
-        if done:
-            results.append(done)
-            summary.skipped += 1
-        else:
-            todo.append(job)
-    log(f"patches: {len(names)} aligned photos in {aligned}; {summary.skipped} already done, {len(todo)} to do "
-        f"on {workers_text(jobs, opts.dask_scheduler)}")
-    results += list(imap(cut_photo, todo, jobs, label="cutting patches", progress=opts.progress,
-                         scheduler=opts.dask_scheduler))
+        pp, dp = aligned_paths(aligned, layout.phone, dslr, n)
+        job = _Job(n, pp, dp, layout.staging / n, params, opts, cv_threads)
+        items.append(Item(n, job, _input_paths(job)))
+    todo = plan(items, params, lambda it: _staged_result(it.job), lambda it, res: _staged_outputs(it.job, res))
+    results += todo.done
+    summary.skipped = len(todo.done)
+    log(plan_text("patches", f"{len(names)} aligned photos in {aligned}", todo, opts.jobs, opts.dask_scheduler))
+    results += list(run(todo.todo, cut_photo, opts.jobs, opts.dask_scheduler, "cutting patches", opts.progress))
     splits = assign_splits(names, opts.seed, opts.test_fraction, opts.test_photos)
-    summary.counts = assemble(root, phone, dslr, results, splits)
+    summary.counts = assemble(layout, results, splits)
     summary.photos = len(names)
     for r in sorted(results, key=lambda r: r["name"]):
         if r["status"] != "ok":
@@ -323,6 +297,6 @@ def _cut_all(aligned: Path, root: Path, phone: str, dslr: str, records: dict, op
               "patches": summary.counts,
               "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}
                          for r in sorted(results, key=lambda r: r["name"])]}
-    summary.report = root / "patches_report.json"
+    summary.report = layout.report
     write_text_atomic(summary.report, json.dumps(report, indent=1))
     return summary

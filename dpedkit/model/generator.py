@@ -8,14 +8,16 @@ of each normalised convolution, in the order the model creates them (W2, W3, …
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dpedkit.tfbundle import is_bundle, read_bundle
-from dpedkit.train.checkpoint import CheckpointError, load_checkpoint
-from dpedkit.train.networks import Generator
+from dpedkit.fs import file_fingerprint
+from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
+from dpedkit.model.networks import Generator
+from dpedkit.model.tfbundle import is_bundle, read_bundle
 
 
 def official_state_dict(variables: dict[str, np.ndarray], scope: str = "generator/") -> dict[str, torch.Tensor]:
@@ -69,3 +71,26 @@ def load_generator(model: str | Path) -> tuple[Generator, str]:
             raise CheckpointError(f"{model}: the generator weights do not fit: {str(e).splitlines()[0]}") from None
         what = f"dpedkit checkpoint {model} (iteration {ck.get('iteration', '?')})"
     return g.eval(), what
+
+
+def model_files(model: str | Path) -> list[Path]:
+    """The files :func:`load_generator` reads for ``model``: a run folder's
+    ``checkpoints/last.pt``, a ``.pt`` file, or a TensorFlow bundle's ``.index`` and
+    ``.data-*`` shards."""
+    p = Path(model)
+    if is_bundle(p):
+        prefix = p.with_name(p.name.split(".data-")[0].removesuffix(".index"))
+        return [prefix.with_name(prefix.name + ".index")] + sorted(prefix.parent.glob(prefix.name + ".data-*"))
+    return [p / "checkpoints" / "last.pt"] if p.is_dir() else [p]
+
+
+def model_fingerprint(model: str | Path) -> str:
+    """A short identity of the weights ``model`` names (size, mtime and head of each file):
+    a retrained or replaced model gets another fingerprint, so its outputs are redone."""
+    h = hashlib.sha1()
+    for f in model_files(model):
+        try:
+            h.update(f"{f.name}={file_fingerprint(f)};".encode())
+        except OSError:
+            h.update(f"{f.name}=missing;".encode())
+    return h.hexdigest()[:16]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dpedkit.train.checkpoint import CheckpointError
+from dpedkit.model.checkpoint import CheckpointError
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

@@ -1,25 +1,23 @@
-"""HEIC and camera RAW in; RAW-to-RGB datasets (Zurich RAW-to-RGB / PyNET layout) out.
-
-Every fixture is made here: DNG files with tifffile (tests/camera_writer.py), HEIC with
-pillow-heif, from real photos of scikit-image warped by known homographies.
-"""
+"""RAW phone photos → aligned 16-bit mosaics → the Zurich RAW-to-RGB / PyNET layout, read
+back by a minimal re-implementation of PyNET's loader; HEIC and RAW-rendered-to-RGB pairs
+through align → patches (DPED layout). Simulated sensors: real photos (scikit-image) warped
+by known homographies, linearised, mosaicked, 10–12-bit with a black level and noise,
+written as DNG (tests/camera_writer.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from camera_writer import SENSOR_WB, simulate_raw_phone, write_dng, write_heic
 from dpedkit.align.geometry import corner_error
-from dpedkit.camera_files import capture_time
-from dpedkit.imageio import ImageReadError, list_images, other_files, read_image, write_image
-from dpedkit.raw import (RawMosaicError, even_rect, pattern_at, read_mosaic, rggb_offset, to_pynet_values)
+from dpedkit.imageio import read_image, write_image
+from dpedkit.layout import read_records
+from dpedkit.raw import pattern_at, to_pynet_values
 from dpedkit.synth import random_homography
+from tests.camera_writer import SENSOR_WB, luminance_corr, simulate_raw_phone, write_dng, write_heic
 
 PHONE_SIZE = (576, 384)    # sensor (w, h)
 
@@ -48,11 +46,6 @@ def simple_rgb(packed):
     return np.clip(rgb / 0.7, 0, 1) ** (1 / 2.2)
 
 
-def corr(a, b):
-    a, b = cv2.cvtColor(a.astype(np.float32), cv2.COLOR_RGB2GRAY), cv2.cvtColor(b.astype(np.float32), cv2.COLOR_RGB2GRAY)
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-
 
 # --- fixtures ------------------------------------------------------------------------------------
 
@@ -74,104 +67,12 @@ def raw_pair(raw, name, dslr, pattern, bits, black, seed, when=None, dslr_dir="c
     return H, mosaic
 
 
-# --- reading -------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("pattern,bits,black", [("RGGB", 10, 64), ("GBRG", 12, 256), ("BGGR", 12, 200),
-                                                ("GRBG", 10, 16)])
-def test_dng_reads_back_exactly(tmp_path, pattern, bits, black):
-    rng = np.random.default_rng(bits)
-    m = rng.integers(0, 2 ** bits, (40, 62)).astype(np.uint16)
-    write_dng(tmp_path / "a.dng", m, pattern, black, 2 ** bits - 1, orientation=6)
-    got = read_mosaic(tmp_path / "a.dng")
-    assert np.array_equal(got.data, m)
-    assert got.pattern == pattern and got.black == (black,) * 4 and got.white == 2 ** bits - 1
-    np.testing.assert_allclose(got.wb, SENSOR_WB, rtol=1e-5)
-    assert got.flip == 6                                       # the mosaic itself stays in sensor order
-    rgb = read_image(tmp_path / "a.dng")                       # the RGB rendering is oriented
-    assert rgb.shape == (62, 40, 3) and rgb.dtype == np.uint8
-
-
-def test_bayer_phase_and_pynet_values():
-    for p in ("RGGB", "BGGR", "GRBG", "GBRG"):
-        ox, oy = rggb_offset(p)
-        assert pattern_at(p, ox, oy) == "RGGB" and pattern_at(p, ox + 2, oy + 4) == "RGGB"
-        assert pattern_at(p, 0, 0) == p
-    assert rggb_offset("BGGR") == (1, 1) and rggb_offset("GRBG") == (1, 0) and rggb_offset("GBRG") == (0, 1)
-    assert pattern_at("RGGB", 1, 0) == "GRBG" and pattern_at("RGGB", 0, 1) == "GBRG"
-    assert even_rect((3, 2, 10, 9)) == (4, 2, 8, 8)
-    v = np.array([[64, 1023], [543, 20]], np.uint16)
-    # black 64, white 1023: (543-64)/959*1020 = 509.47 → 509; below black clips to 0
-    assert to_pynet_values(v, (64,) * 4, 1023).tolist() == [[0, 1020], [509, 0]]
-    # per-position black seen from an odd crop offset
-    assert to_pynet_values(np.full((2, 2), 100, np.uint16), (10, 20, 30, 40), 1000, (1, 0)).tolist() == \
-        [[round(80 / 980 * 1020), round(90 / 990 * 1020)], [round(60 / 960 * 1020), round(70 / 970 * 1020)]]
-
-
-def test_heic_orientation_and_capture_time(tmp_path, samples):
-    img = samples["chelsea"][:120, :160]
-    write_heic(tmp_path / "IMG_1.HEIC", img, dt.datetime(2024, 5, 1, 12, 0, 3), orientation=6)
-    got = read_image(tmp_path / "IMG_1.HEIC")
-    assert got.shape == (160, 120, 3)                                    # rotated upright, once
-    assert corr(got.astype(np.float32), np.rot90(img, -1).astype(np.float32)) > 0.98
-    assert capture_time(tmp_path / "IMG_1.HEIC") == dt.datetime(2024, 5, 1, 12, 0, 3, tzinfo=dt.timezone.utc).timestamp()
-    assert list_images(tmp_path) == [tmp_path / "IMG_1.HEIC"]
-
-
-def test_undecodable_files_say_what_to_do(tmp_path, monkeypatch):
-    import tifffile
-    m = np.random.default_rng(0).integers(0, 1023, (32, 48)).astype(np.uint16)
-    write_dng(tmp_path / "jxl.dng", m, "RGGB", 64, 1023)
-    with tifffile.TiffFile(tmp_path / "jxl.dng") as tf:     # mark it JPEG XL, as iOS 18 ProRAW writes
-        off = tf.pages[0].tags[259].valueoffset
-    with open(tmp_path / "jxl.dng", "r+b") as f:
-        f.seek(off)
-        f.write((52546).to_bytes(2, "little"))
-    for read in (read_image, read_mosaic):
-        with pytest.raises((ImageReadError, RawMosaicError), match="JPEG XL.*LibRaw.*Export"):
-            read(tmp_path / "jxl.dng")
-    (tmp_path / "junk.nef").write_bytes(b"II*\x00" + b"\x00" * 200)
-    with pytest.raises(ImageReadError, match="LibRaw"):
-        read_image(tmp_path / "junk.nef")
-    (tmp_path / "IMG_1.AAE").write_text("<plist/>")
-    (tmp_path / "scan.psd").write_bytes(b"8BPS")
-    reasons = dict((p.name, r) for p, r in other_files(tmp_path))
-    assert "sidecar" in reasons["IMG_1.AAE"] and "convert it" in reasons["scan.psd"]
-    monkeypatch.setitem(sys.modules, "rawpy", None)          # the extra not installed
-    monkeypatch.setitem(sys.modules, "pillow_heif", None)
-    with pytest.raises(ImageReadError, match=r"pip install 'dpedkit\[raw\]'"):
-        read_image(tmp_path / "jxl.dng")
-    (tmp_path / "a.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
-    with pytest.raises(ImageReadError, match=r"pip install 'dpedkit\[heic\]'"):
-        read_image(tmp_path / "a.heic")
-
-
-def test_pair_by_time_falls_back_to_names(tmp_path, samples):
-    from dpedkit.align.pairing import pair_by_time
-    raw = tmp_path / "raw"
-    t0 = dt.datetime(2024, 5, 1, 12, 0, 0)
-    img = samples["coffee"][:64, :96]
-    (raw / "phone").mkdir(parents=True)
-    write_heic(raw / "phone" / "IMG_1.HEIC", img, t0)
-    write_dng(raw / "phone" / "IMG_2.dng", np.zeros((32, 48), np.uint16), "RGGB", 0, 1023, when=t0 + dt.timedelta(60))
-    write_heic(raw / "phone" / "IMG_3.HEIC", img)                           # no capture time
-    write_image(raw / "dslr" / "C_1.jpg", img)
-    from PIL import Image
-    for name, t in (("C_1.jpg", t0 + dt.timedelta(seconds=1)), ("C_2.jpg", t0 + dt.timedelta(60, 0.5))):
-        ex = Image.Exif()
-        ex.get_ifd(0x8769)[0x9003] = t.strftime("%Y:%m:%d %H:%M:%S")
-        Image.fromarray(img).save(raw / "dslr" / name, exif=ex)
-    write_image(raw / "dslr" / "img_3.jpg", img)                            # no time either: same stem
-    pairs = {(p.phone, p.dslr): p.paired_by for p in pair_by_time(raw, "phone", "dslr")}
-    assert pairs == {("phone/IMG_1.HEIC", "dslr/C_1.jpg"): "time", ("phone/IMG_2.dng", "dslr/C_2.jpg"): "time",
-                     ("phone/IMG_3.HEIC", "dslr/img_3.jpg"): "name"}
-
-
 # --- RAW → aligned mosaic → ZRR layout ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def raw_aligned(tmp_path_factory, dslr_photos):
     """Two simulated RAW phones (RGGB 10-bit, GBRG 12-bit) against DSLR JPEGs, aligned."""
-    from dpedkit.align.run import AlignRunOptions, align_folder
+    from dpedkit.align.stage import AlignRunOptions, align_folder
     root = tmp_path_factory.mktemp("rawset")
     raw = root / "raw"
     truth = {"a": raw_pair(raw, "a", dslr_photos["coffee"], "RGGB", 10, 64, 1),
@@ -182,7 +83,6 @@ def raw_aligned(tmp_path_factory, dslr_photos):
 
 
 def test_raw_align_recovers_the_homography_and_keeps_the_mosaic(raw_aligned):
-    from dpedkit.manifest import read_records
     root, truth, summary = raw_aligned
     recs = read_records(root / "aligned" / "manifest.jsonl")
     assert summary.counts["ok"] == 2 and summary.problems == 0
@@ -203,7 +103,7 @@ def test_raw_align_recovers_the_homography_and_keeps_the_mosaic(raw_aligned):
 
 
 def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
-    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
     root, truth, _ = raw_aligned
     S = 96
@@ -228,7 +128,7 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
         assert np.array_equal(raw_png, to_pynet_values(src[y:y + S, x:x + S], (black,) * 4, white))
         packed, rgb = pynet_load(ds, split, "phone", "canon", i)
         assert packed.shape == (S // 2, S // 2, 4) and rgb.shape == (S, S, 3) and packed.max() <= 1.0
-        c = corr(simple_rgb(packed), rgb)
+        c = luminance_corr(simple_rgb(packed), rgb)
         assert c > 0.9, (name, i, c)
         checked += 1
     assert checked == summary.counts["train"] + summary.counts["test"]
@@ -252,8 +152,8 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
 
 def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_photos):
     """A HEIC phone and a RAW phone rendered to RGB (--phone-raw rgb) → DPED layout → the trainer's loader."""
-    from dpedkit.align.run import AlignRunOptions, align_folder
-    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.align.stage import AlignRunOptions, align_folder
+    from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
     from dpedkit.synth import render_phone
     raw = tmp_path / "raw"
@@ -266,7 +166,6 @@ def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_phot
     H2, _ = raw_pair(raw, "r", dslr_photos["astronaut"], "BGGR", 12, 128, 6, dslr_dir="dslr")
     s = align_folder(raw, tmp_path / "al", AlignRunOptions(jobs=1, progress=False, phone_raw="rgb"), log=lambda *_: None)
     assert s.counts["ok"] == 2, s.lines()
-    from dpedkit.manifest import read_records
     recs = read_records(tmp_path / "al" / "manifest.jsonl")
     assert corner_error(np.array(recs["h"]["homography"]), H, PHONE_SIZE) < 1.0
     assert corner_error(np.array(recs["r"]["homography"]), H2, PHONE_SIZE) < 1.0
@@ -275,35 +174,14 @@ def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_phot
     assert ps.counts["train"] > 5 and ps.counts["test"] > 5, ps.lines()
     # training reads this DPED layout unchanged (tests/test_train.py); one iteration costs ~40 s here, so not repeated
     from dpedkit.train.data import load_split
-    ph, ds = load_split(tmp_path / "ds" / "phone", "phone", "dslr", "train", size=None, jobs=1)
+    ph, ds = load_split(tmp_path / "ds" / "phone", "phone", "canon", "train", size=None, jobs=1)
     assert ph.shape == ds.shape and ph.shape[0] == ps.counts["train"]
-
-
-def test_enhance_reports_every_file_of_a_folder(tmp_path, samples):
-    import torch
-    from click.testing import CliRunner
-    from dpedkit.cli import main
-    from dpedkit.train.networks import Generator
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save({"generator": Generator().eval().state_dict(), "iteration": 1}, run / "checkpoints" / "last.pt")
-    src = tmp_path / "in"
-    src.mkdir()
-    write_heic(src / "a.HEIC", samples["coffee"][:64, :96])
-    write_dng(src / "b.dng", np.random.default_rng(0).integers(64, 1023, (48, 64)).astype(np.uint16), "RGGB", 64, 1023)
-    (src / "a.AAE").write_text("<plist/>")
-    (src / "c.psd").write_bytes(b"8BPS")
-    r = CliRunner().invoke(main, ["enhance", str(run), str(src), "-o", str(tmp_path / "out")])
-    assert "4 photos: 2 ok, 1 failed, 1 ignored" in r.output, r.output
-    assert r.exit_code == 1 and "c.psd" in r.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.jpg"]
 
 
 def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_aligned):
     """Deliberate errors of known size: the aligned DSLR shifted by 3 px is found at dx = 3
     (within 0.2 px) with the mosaic window unmoved on R sites; the DSLR photo of another
     scene reaches the threshold in no window."""
-    from dpedkit.manifest import read_records
     from dpedkit.patches.search import SearchOptions, ncc
     from dpedkit.patches.zrr import dslr_patch, read_mosaic_png, zrr_windows
     root, _, _ = raw_aligned

@@ -12,17 +12,16 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from dpedkit.cli import main
-from dpedkit.enhance.inference import (EnhanceError, enhance_tiled, enhance_whole, generate, prepare, tile_starts,
-                                       to_tensor)
-from dpedkit.enhance.model import load_generator, official_state_dict
-from dpedkit.enhance.run import enhance_array
+from dpedkit.enhance.stage import enhance_array
 from dpedkit.imageio import read_image, write_image
 from dpedkit.metrics import psnr
-from dpedkit.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
-from dpedkit.train.checkpoint import CheckpointError
-from dpedkit.train.networks import Generator
+from dpedkit.model.checkpoint import CheckpointError
+from dpedkit.model.generator import load_generator, official_state_dict
+from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, generate, prepare, tile_starts, to_tensor
+from dpedkit.model.networks import Generator
+from dpedkit.model.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
 
-OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "dped_official"
+OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "dped_official"
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
                                     reason="the official DPED checkpoints are not in ../shared/dped_official")
 CPU = torch.device("cpu")
@@ -53,7 +52,7 @@ def test_reads_every_official_variable(phone):
 
 
 def test_crc32c_known_value():
-    from dpedkit.tfbundle import crc32c
+    from dpedkit.model.tfbundle import crc32c
     assert crc32c(b"123456789") == 0xE3069283          # the CRC-32C check value
     assert masked_crc32c(b"") == 0xA282EAD8             # mask of 0
 
@@ -109,7 +108,7 @@ def test_fuzzed_index_never_crashes(bundle_copy, data):
 
 
 def test_synthetic_bundles_roundtrip_and_nonsense_entries_are_bounded(tmp_path):
-    from tests.bundle_writer import write_bundle
+    from tests.model.bundle_writer import write_bundle
     tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b/c": np.array([1, -2], np.int64),
                "h": np.array([0.5, -1.25], np.float16), "s": np.zeros((), np.float64)}
     write_bundle(tmp_path / "ok", tensors)
@@ -194,7 +193,7 @@ def test_tiling_is_explicitly_approximate(samples):
 
 
 def test_a_photo_that_does_not_fit_says_so(samples, monkeypatch):
-    from dpedkit.enhance import inference
+    from dpedkit.model import inference
     monkeypatch.setattr(inference, "available_bytes", lambda device: 10 << 20)
     with pytest.raises(EnhanceError, match="--tile"):
         enhance_whole(Generator().eval(), samples["coffee"], CPU)
@@ -234,7 +233,7 @@ def test_enhance_cli_matches_the_library_and_survives_bad_files(tmp_path, sample
 
 @needs_official
 def test_evaluate_reports_model_and_identity(tmp_path, samples):
-    from tests.test_train import make_dataset
+    from tests.helpers import make_dataset
     data = make_dataset(tmp_path / "ds", samples, n_train=1, n_test=60, size=40)
     out = tmp_path / "scores.json"
     r = CliRunner().invoke(main, ["evaluate", str(OFFICIAL / "iphone_orig"), str(data), "--phone", "p",

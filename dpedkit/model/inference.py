@@ -17,7 +17,7 @@ import os
 import numpy as np
 import torch
 
-from dpedkit.train.networks import Generator
+from dpedkit.model.networks import Generator
 
 LIVE_MAPS = 3  # full-size 64-channel activations alive at the peak of generate()
 

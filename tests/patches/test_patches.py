@@ -2,46 +2,18 @@
 must, and writes a dataset that the original DPED loader reads."""
 import csv
 import json
-import os
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import upscaled
 from dpedkit.cli import main
-from dpedkit.imageio import read_image, write_image
-from dpedkit.manifest import Journal
-from dpedkit.patches.run import PatchOptions, assign_splits, cut_patches
+from dpedkit.imageio import read_image
+from dpedkit.patches.stage import PatchOptions, assign_splits, cut_patches
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, match_windows, ncc
+from tests.helpers import dped_loader, flatten_half, make_aligned, scramble_half, upscaled, warp_with_field
 
 ANGLE = 0.4
-
-
-def warp_with_field(dslr, angle=ANGLE, amp=1.5, seed=0):
-    """phone(M(q)) = dslr(q), M(q) = o + R(q − o) + t(q): a rotation plus a smooth shift
-    field of up to ``amp`` px, and a colour/contrast change. Returns (phone, M)."""
-    h, w = dslr.shape[:2]
-    o = np.array([(w - 1) / 2, (h - 1) / 2])
-    a = np.deg2rad(angle)
-    R = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    ph = np.random.default_rng(seed).uniform(0, 2 * np.pi, 2)
-
-    def t(q):
-        return amp * np.stack([np.sin(q[..., 1] / h * np.pi + ph[0]), np.cos(q[..., 0] / w * np.pi + ph[1])], -1)
-
-    def M(q):
-        return o + (q - o) @ R.T + t(q)
-    ys, xs = np.mgrid[:h, :w].astype(np.float64)
-    p = np.stack([xs, ys], -1)
-    q = p.copy()
-    for _ in range(6):  # invert M by fixed-point iteration (the field is smooth and small)
-        q = o + (p - t(q) - o) @ R
-    phone = cv2.remap(dslr, q[..., 0].astype(np.float32), q[..., 1].astype(np.float32), cv2.INTER_CUBIC,
-                      borderMode=cv2.BORDER_REFLECT)
-    phone = np.clip(phone.astype(np.float32) * [1.1, 0.95, 0.85] * 0.9 + 12, 0, 255).astype(np.uint8)
-    return phone, M
 
 
 @pytest.fixture(scope="module")
@@ -89,47 +61,9 @@ def test_ncc_rejects_flat_windows_and_ignores_gain():
     assert np.isnan(ncc(np.full_like(a, 77), np.full_like(a, 77)))
 
 
-def make_aligned(root, samples, names, broken=None):
-    """An aligned/ folder with a manifest; ``broken`` maps a name to a function that edits
-    its phone image."""
-    root.mkdir(parents=True, exist_ok=True)
-    j = Journal(root / "manifest.jsonl")
-    for i, (name, sample) in enumerate(names.items()):
-        dslr = upscaled(samples[sample], 1.6)
-        phone, _ = warp_with_field(dslr, angle=0.2, amp=1.0, seed=i)
-        if broken and name in broken:
-            phone, dslr = broken[name](phone, dslr)
-        write_image(root / "phone" / f"{name}.png", phone)
-        write_image(root / "dslr" / f"{name}.png", dslr)
-        j.append({"name": name, "status": "ok"})
-    j.append({"name": "gone", "status": "failed", "reason": "x"})
-    j.close()
-
-
-def scramble_half(phone, dslr):
-    phone = phone.copy()
-    h = phone.shape[0] // 2
-    phone[:h] = np.ascontiguousarray(phone[:h][::-1, ::-1])   # a broken correspondence
-    return phone, dslr
-
-
-def flatten_half(phone, dslr):
-    dslr = dslr.copy()
-    dslr[:, : dslr.shape[1] // 2] = 128
-    return phone, dslr
 
 
 NAMES = {"a": "astronaut", "b": "coffee", "c": "rocket", "d": "chelsea", "e": "motorcycle", "f": "immunohistochemistry"}
-
-
-def dped_loader(root, phone, dslr, split):
-    """A minimal re-implementation of the original DPED loader (load_dataset.py): count the
-    files, read <i>.jpg for i in range(count)."""
-    base = os.path.join(root, "training_data" if split == "train" else "test_data/patches")
-    n = len([f for f in os.listdir(os.path.join(base, phone)) if os.path.isfile(os.path.join(base, phone, f))])
-    xs = np.array([cv2.imread(os.path.join(base, phone, f"{i}.jpg")) for i in range(n)])
-    ys = np.array([cv2.imread(os.path.join(base, dslr, f"{i}.jpg")) for i in range(n)])
-    return xs, ys
 
 
 def test_dataset_layout_split_and_records(tmp_path, samples):
@@ -153,14 +87,14 @@ def test_dataset_layout_split_and_records(tmp_path, samples):
     assert len({r["name"] for r in by_split["test"]}) == 2
     for sp, rs in by_split.items():
         assert [int(r["index"]) for r in rs] == list(range(len(rs))) == list(range(s.counts[sp]))
-        xs, ys = dped_loader(root, "phone", "dslr", sp)
+        xs, ys = dped_loader(root, "phone", "canon", sp)
         assert xs.shape == ys.shape == (len(rs), 100, 100, 3)
     assert sorted(p.stem for p in (root / "test_data" / "full_size_test_images").iterdir()) == \
         sorted({r["name"] for r in by_split["test"]})
     # every written pair re-read from disk matches its record
     for r in rows[::7]:
         base = root / ("training_data" if r["split"] == "train" else "test_data/patches")
-        p, d = read_image(base / "phone" / f"{r['index']}.jpg"), read_image(base / "dslr" / f"{r['index']}.jpg")
+        p, d = read_image(base / "phone" / f"{r['index']}.jpg"), read_image(base / "canon" / f"{r['index']}.jpg")
         assert float(r["ncc"]) >= 0.9
         assert abs(ncc(d, p) - float(r["ncc"])) < 0.02
         src = read_image(aligned / "phone" / f"{r['name']}.png")

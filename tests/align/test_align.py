@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import upscaled
+from tests.helpers import upscaled
 from dpedkit.align.core import AlignError, AlignOptions, align_images, grid_shifts
 from dpedkit.align.features import to_gray
 from dpedkit.align.geometry import apply_h, corner_error

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from dpedkit.align.geometry import corner_error
-from dpedkit.align.pairing import PairingError, pair_by_time, pair_from_csv, resolve_cameras
-from dpedkit.align.run import AlignRunOptions, align_folder
+from dpedkit.align.pairing import pair_by_time, pair_from_csv
+from dpedkit.align.stage import AlignRunOptions, align_folder
 from dpedkit.cli import main
 from dpedkit.imageio import write_image
-from dpedkit.manifest import read_records
+from dpedkit.layout import LayoutError, read_records, resolve_cameras
 
 
 def run(raw, out, **kw):
@@ -162,7 +162,7 @@ def test_camera_folders_are_guessed_or_asked_for(tmp_path):
     (tmp_path / "canon").mkdir()
     assert resolve_cameras(tmp_path, None, None) == ("iphone", "canon")
     (tmp_path / "other").mkdir()
-    with pytest.raises(PairingError, match="--phone NAME --dslr NAME"):
+    with pytest.raises(LayoutError, match="--phone NAME --dslr NAME"):
         resolve_cameras(tmp_path, None, None)
 
 

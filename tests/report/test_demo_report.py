@@ -32,8 +32,9 @@ def test_demo_runs_the_whole_pipeline(demo):
     assert len(errors) == 6 and max(errors) < 0.5, errors      # against the simulated homographies
     result = json.loads((root / "evaluate.json").read_text())
     assert result["patches"] > 20 and result["identity"]["psnr"] < 20   # the simulated phone is visibly worse
-    enhanced = sorted(p.name for p in (root / "enhanced").iterdir())
+    enhanced = sorted(p.name for p in (root / "enhanced").iterdir() if p.suffix == ".jpg")
     assert len(enhanced) == 4 and sum(n.endswith("_before_after.jpg") for n in enhanced) == 2
+    assert len(read_records(root / "enhanced" / "manifest.jsonl")) == 2       # one record per photo
     assert "open " in text and (root / "report.html").is_file()
 
 

@@ -7,7 +7,6 @@ path and a reason). Paths are POSIX strings relative to ``raw/``, e.g. ``"phone/
 from __future__ import annotations
 
 import csv
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 

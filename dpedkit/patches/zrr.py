@@ -5,8 +5,8 @@ align`` on RAW/DNG phone photos) with records carrying ``cfa_pattern``, ``black_
 ``white_level``. Output (``S`` = ``--size``, 448 by default as in the Zurich dataset)::
 
     OUT/train/<phone>_raw/<i>.png            1-channel 16-bit mosaic, S×S, R at (0,0), B at (1,1)
-    OUT/train/<dslr>/<i>.jpg                 S×S RGB, the same scene at the mosaic's resolution
-    OUT/test/<phone>_raw/<i>.png, OUT/test/<dslr>/<i>.jpg
+    OUT/train/canon/<i>.jpg                  S×S RGB, the same scene at the mosaic's resolution (``--dped-dslr``)
+    OUT/test/<phone>_raw/<i>.png, OUT/test/canon/<i>.jpg
     OUT/test/<phone>_full_resolution/<name>.png   whole aligned test mosaics (RGGB phase, same values)
     OUT/raw.json        pattern, value convention and levels;   OUT/patches.csv, OUT/patches_report.json
 
@@ -55,10 +55,13 @@ CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
 
 @dataclass
 class ZrrOptions:
+    """Options of the ZRR layout (library use); the command line sets them through
+    :class:`dpedkit.patches.stage.PatchOptions` with ``layout="zrr"`` (:func:`zrr_options`)."""
     search: SearchOptions = field(default_factory=lambda: SearchOptions(size=ZRR_SIZE))
     threshold: float = 0.9
     raw_values: str = field(default="pynet", metadata={
-        "choices": ["pynet", "native"], "help": "Mosaic values: pynet (black subtracted, white at 1020, as PyNET expects) or native (camera units)."})
+        "choices": ["pynet", "native"],
+        "help": "Mosaic values: pynet (black subtracted, white at 1020, as PyNET expects) or native (camera units)."})
     test_fraction: float = 0.1
     test_photos: int | None = None
     seed: int = 0
@@ -72,7 +75,7 @@ class ZrrOptions:
 
 
 def zrr_options(o) -> ZrrOptions:
-    """The ZRR options of a :class:`dpedkit.patches.run.PatchOptions` (same meanings)."""
+    """The ZRR options of a :class:`dpedkit.patches.stage.PatchOptions` (same meanings)."""
     return ZrrOptions(search=o.search, threshold=o.threshold, raw_values=o.raw_values, test_fraction=o.test_fraction,
                       test_photos=o.test_photos, seed=o.seed, quality=o.quality, jobs=o.jobs,
                       dask_scheduler=o.dask_scheduler, progress=o.progress, phone=o.phone, dslr=o.dslr,

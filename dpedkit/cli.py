@@ -134,7 +134,8 @@ def _patches_command() -> click.Command:
     @click.command(epilog=_example("dpedkit patches aligned/ dataset/ --test-photos 10"))
     @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-    @click_options(PatchOptions)
+    @click_options(PatchOptions, overrides={"size": {"default": None, "help": "Patch side (px); default 100, "
+                                                                            "448 with --layout zrr."}})
     @allow_failures_option
     def patches(aligned_dir, out_dir, allow_failures, **options):
         """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
@@ -144,9 +145,19 @@ def _patches_command() -> click.Command:
         OUT_DIR/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
         OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
         OUT_DIR/<phone>/patches.csv, patches_report.json, dataset.json
-        """
-        from dpedkit.patches.stage import cut_patches
 
+        \b
+        With --layout zrr (RAW phone photos aligned as mosaics; Zurich RAW-to-RGB / PyNET):
+        OUT_DIR/{train,test}/<phone>_raw/<i>.png (16-bit mosaic, R at (0,0)),
+        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/<phone>_full_resolution/<name>.png,
+        OUT_DIR/raw.json, patches.csv, patches_report.json
+        """
+        from dpedkit.patches.search import SearchOptions
+        from dpedkit.patches.stage import cut_patches
+        from dpedkit.patches.zrr import ZRR_SIZE
+
+        if options.get("search__size") is None:
+            options["search__size"] = ZRR_SIZE if options.get("layout") == "zrr" else SearchOptions().size
         opts = from_options(PatchOptions, options)
         try:
             summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from dpedkit.fs import write_bytes_atomic
-from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
+from dpedkit.camera_files import other_file_status
+from dpedkit.imageio import ImageReadError, encode_image, list_images, other_files, read_image
 from dpedkit.layout import MANIFEST, Journal
 from dpedkit.model.device import resolve_device
 from dpedkit.model.generator import load_generator, model_fingerprint
@@ -131,6 +132,10 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         + (f", tiles of {opts.tile} px (approximate)" if opts.tile else ", exact (whole, or strips beyond the budget)"))
     summary = RunSummary(noun="photos", statuses=("ok", "failed"))
     items, seen = [], {}
+    for folder in (Path(i) for i in inputs if Path(i).is_dir()):   # every file is used or reported
+        for p, why in other_files(folder):
+            summary.add({"status": other_file_status(p), "reason": f"{why} ({p})"})
+            log(f"not read: {p}: {why}")
     for src, rel in collect_inputs(inputs):
         dst = output_path(out_dir, rel, opts.format)
         if dst in seen:

@@ -121,11 +121,13 @@ def plan(height: int, width: int, budget: int, device: torch.device = torch.devi
     per_row = _strip_bytes(1, width, item) - _strip_bytes(0, width, item)
     rows = (left - _strip_bytes(0, width, item)) // per_row if left > 0 else 0
     if rows < 2 * FINAL_HALO:
-        need = base + photos + OVERHEAD + (cache_bytes if cache == "ram" and on_host else 0) + _strip_bytes(2 * FINAL_HALO, width, item)
+        in_ram = cache_bytes if cache == "ram" and on_host else 0
+        need = base + photos + OVERHEAD + in_ram + _strip_bytes(2 * FINAL_HALO, width, item)
         raise BudgetError(f"a {width}×{height} photo needs at least {need / 2**30:.2f} GiB to be enhanced exactly "
                           f"in strips; the budget is {budget / 2**30:.2f} GiB (--max-memory)")
     rows = min(rows, height)
-    est = base + photos + OVERHEAD + (cache_bytes if cache == "ram" and on_host else 0) + _strip_bytes(rows, width, item)
+    in_ram = cache_bytes if cache == "ram" and on_host else 0
+    est = base + photos + OVERHEAD + in_ram + _strip_bytes(rows, width, item)
     return Plan("strips", int(rows), cache, est, budget)
 
 

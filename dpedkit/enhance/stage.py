@@ -129,7 +129,8 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     g = prepare(g, device, dtype)
     params = enhance_params(model, opts, dtype)
     log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
-        + (f", tiles of {opts.tile} px (approximate)" if opts.tile else ", exact (whole, or strips beyond the budget)"))
+        + (f", tiles of {opts.tile} px (approximate)" if opts.tile
+           else ", exact (whole, or strips beyond the budget)"))
     summary = RunSummary(noun="photos", statuses=("ok", "failed"))
     items, seen = [], {}
     for folder in (Path(i) for i in inputs if Path(i).is_dir()):   # every file is used or reported

@@ -76,20 +76,23 @@ def load_generator(model: PathLike):
 
 
 def enhance_image(model, image: np.ndarray | PathLike, device: str = "auto", tile: int | None = None,
-                  overlap: int | None = None) -> np.ndarray:
+                  overlap: int | None = None, max_memory: str | int | None = None) -> np.ndarray:
     """The enhanced photo (uint8 RGB, same size). ``model``: a generator from
-    :func:`load_generator`, or anything :func:`load_generator` takes. Whole and exact by
-    default; ``tile`` (px) runs approximate cross-faded tiles for photos too big for memory,
-    overlapping by ``overlap`` px (default: ``EnhanceOptions``'s)."""
+    :func:`load_generator`, or anything :func:`load_generator` takes. Exact by default: whole
+    when it fits ``max_memory`` (bytes or e.g. ``"4G"``; default ¾ of the free memory), else in
+    strips with the whole image's statistics; ``tile`` (px) runs approximate cross-faded tiles
+    instead, overlapping by ``overlap`` px (default: ``EnhanceOptions``'s)."""
     import torch
 
+    from dpedkit.enhance.bounded import parse_size
     from dpedkit.enhance.stage import EnhanceOptions, enhance_array
     from dpedkit.model.device import resolve_device
     from dpedkit.model.inference import prepare
     dev = resolve_device(device)
     g = model if isinstance(model, torch.nn.Module) else load_generator(model)
     overlap = EnhanceOptions().overlap if overlap is None else overlap
-    return enhance_array(prepare(g, dev), _image(image), dev, torch.float32, tile, overlap)
+    max_bytes = parse_size(max_memory) if max_memory is not None else None
+    return enhance_array(prepare(g, dev), _image(image), dev, torch.float32, tile, overlap, max_bytes)
 
 
 def enhance_photos(model: PathLike, inputs: list[PathLike], out: PathLike, options=None, log=print):

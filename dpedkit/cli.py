@@ -134,7 +134,8 @@ def _patches_command() -> click.Command:
     @click.command(epilog=_example("dpedkit patches aligned/ dataset/ --test-photos 10"))
     @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-    @click_options(PatchOptions)
+    @click_options(PatchOptions, overrides={"size": {"default": None, "help": "Patch side (px); default 100, "
+                                                                            "448 with --layout zrr."}})
     @allow_failures_option
     def patches(aligned_dir, out_dir, allow_failures, **options):
         """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
@@ -144,9 +145,19 @@ def _patches_command() -> click.Command:
         OUT_DIR/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
         OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
         OUT_DIR/<phone>/patches.csv, patches_report.json, dataset.json
-        """
-        from dpedkit.patches.stage import cut_patches
 
+        \b
+        With --layout zrr (RAW phone photos aligned as mosaics; Zurich RAW-to-RGB / PyNET):
+        OUT_DIR/{train,test}/<phone>_raw/<i>.png (16-bit mosaic, R at (0,0)),
+        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/<phone>_full_resolution/<name>.png,
+        OUT_DIR/raw.json, patches.csv, patches_report.json
+        """
+        from dpedkit.patches.search import SearchOptions
+        from dpedkit.patches.stage import cut_patches
+        from dpedkit.patches.zrr import ZRR_SIZE
+
+        if options.get("search__size") is None:
+            options["search__size"] = ZRR_SIZE if options.get("layout") == "zrr" else SearchOptions().size
         opts = from_options(PatchOptions, options)
         try:
             summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
@@ -205,7 +216,7 @@ def _train_command() -> click.Command:
 def _enhance_command() -> click.Command:
     from dpedkit.enhance.stage import EnhanceOptions
 
-    @click.command(epilog=_example("dpedkit enhance runs/iphone photos/ -o enhanced/ --side-by-side"))
+    @click.command(epilog=_example("dpedkit enhance runs/iphone photos/ -o enhanced/ --side-by-side --max-memory 4G"))
     @model_argument
     @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
     @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -217,7 +228,9 @@ def _enhance_command() -> click.Command:
 
         MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
         checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
-        Each photo is enhanced whole (exact: the generator normalises over the whole image).
+        Each photo is enhanced exactly (the generator normalises over the whole image): whole
+        when it fits --max-memory, else in strips that reproduce the whole-image result.
+        Outputs keep the input's EXIF (orientation 1) and ICC profile.
         A re-run skips photos done with the same model weights and options.
         """
         from dpedkit.enhance.stage import enhance_paths
@@ -237,12 +250,13 @@ def _enhance_command() -> click.Command:
 def _evaluate_command() -> click.Command:
     from dpedkit.evaluate import EvaluateOptions
 
-    @click.command(epilog=_example("dpedkit evaluate runs/iphone dataset/ -o scores.json"))
+    @click.command(epilog=_example("dpedkit evaluate runs/iphone dataset/ --phone iphone"))
     @model_argument
     @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click_options(EvaluateOptions)
-    @click.option("-o", "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write the scores as JSON here (default: evaluate_<phone>.json).")
+    @click.option("-o", "--json", "json_path", type=click.Path(path_type=Path), default=None,
+                  help="Write the scores as JSON to this file, or into this folder (default: into the run folder, "
+                       "evaluate_<phone>.json; for an official model ./evaluate_<phone>_<name>.json).")
     def evaluate(model, data_dir, json_path, **options):
         """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
 
@@ -251,7 +265,7 @@ def _evaluate_command() -> click.Command:
         """
         import json
 
-        from dpedkit.evaluate import evaluate_model, table
+        from dpedkit.evaluate import default_json_path, evaluate_model, table
         from dpedkit.fs import write_text_atomic
         from dpedkit.model.checkpoint import CheckpointError
         from dpedkit.model.device import DeviceError
@@ -262,36 +276,76 @@ def _evaluate_command() -> click.Command:
             result = evaluate_model(model, data_dir, opts.phone, opts.dslr, opts.device, opts.limit, log=_echo)
         except (CheckpointError, DatasetError, DeviceError, ValueError) as e:
             raise click.UsageError(str(e)) from None
-        json_path = json_path or Path(f"evaluate_{result['phone']}.json")
+        json_path = default_json_path(model, result["phone"], json_path)
         write_text_atomic(json_path, json.dumps(result, indent=1))
         for line in table(result) + [f"scores: {json_path}"]:
             click.echo(line)
     return evaluate
 
 
-@_lazy_command('report', 'One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].')
+@_lazy_command('export', "Export MODEL's generator to OUT as ONNX (dynamic height and width).")
+def _export_command() -> click.Command:
+    @click.command(epilog=_example("dpedkit export models_orig/iphone_orig iphone.onnx"))
+    @model_argument
+    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+    def export(model, out, opset):
+        """Export MODEL's generator to OUT as ONNX (dynamic height and width).
+
+        MODEL: a run folder or .pt checkpoint, or an official DPED TensorFlow checkpoint prefix.
+        The graph maps ``input`` (1, 3, H, W) float32 RGB in [0, 1] to ``output`` of the same
+        shape; instance normalisation is over the whole image, as in ``enhance``.
+        Needs the onnx package: pip install 'dpedkit[onnx]'.
+        """
+        from dpedkit.model.checkpoint import CheckpointError
+
+        try:
+            import onnx  # noqa: F401  (torch's exporter needs it)
+        except ImportError:
+            raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'") from None
+        from dpedkit.export import export_model
+        try:
+            export_model(model, out, opset, log=_echo)
+        except CheckpointError as e:
+            raise click.UsageError(str(e)) from None
+    return export
+
+
+@_lazy_command('report', 'A report folder about ALIGNED_DIR [DATASET_DIR [RUN_DIR]] that opens offline.')
 def _report_command() -> click.Command:
     from dpedkit.report.page import build_report
+    from dpedkit.report.site import build_site
 
-    @click.command(epilog=_example("dpedkit report aligned/ dataset/iphone runs/iphone -o report.html"))
+    @click.command(epilog=_example("dpedkit report aligned/ dataset/iphone runs/iphone -o report/"))
     @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-                  show_default=True, help="The HTML page to write.")
+    @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+                  help="Report folder (index.html, pages/, pairs/, img/); a path ending in .html writes the older "
+                       "single self-contained page instead (small sets only).")
     @click.option("--thumb", type=int, default=default_of(build_report, "thumb"),
                   show_default=True, help="Thumbnail width (px).")
-    def report(aligned_dir, dataset_dir, run_dir, out, thumb):
-        """One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].
+    @click.option("--enhanced", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                  help="Folder of 'dpedkit enhance' outputs to show (before/after photos).")
+    @click.option("--evaluate", "evaluations", multiple=True,
+                  type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="evaluate JSON files to show (the run folder's evaluate_*.json are found by themselves).")
+    def report(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, evaluations):
+        """A report about ALIGNED_DIR [DATASET_DIR [RUN_DIR]]: a folder that opens offline.
 
         \b
-        Every pair's status, matches, reprojection error and patch counts; thumbnails of the
-        aligned pair with a checkerboard and a difference image; the patch correlation histogram
-        and accepted windows; with a run folder, the loss and PSNR/SSIM curves and samples.
-        Opens offline (images embedded, charts inline SVG).
+        index.html: counts, the patch correlation histogram, training curves (PSNR with the
+        identity baseline, SSIM/MS-SSIM, loss terms), evaluate's scores, enhanced photos, and
+        the pairs table (paginated; each name links to the pair's page). pairs/<id>.html: the
+        aligned pair, a checkerboard, a difference image and the map of patch windows (click an
+        image to zoom).
         """
         try:
-            path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
+            if out.suffix == ".html":
+                path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
+            else:
+                path = build_site(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, list(evaluations),
+                                  log=_echo)
         except (FileNotFoundError, ValueError) as e:
             raise click.UsageError(str(e)) from None
         click.echo(f"report: {path}")

@@ -51,6 +51,27 @@ def evaluate_model(model: str | Path, data_dir: str | Path, phone: str | None = 
             "enhanced": enhanced, "identity": identity}
 
 
+def default_json_path(model: str | Path, phone: str, out: str | Path | None = None) -> Path:
+    """Where ``evaluate`` writes its scores: ``out`` when it names a file; else, inside ``out``
+    (a folder) or — without ``out`` — inside the run folder, one file per model:
+    ``<run>/evaluate_<phone>.json`` for a run folder, ``<run>/evaluate_<phone>_<stem>.json`` for a
+    ``.pt`` file in ``<run>/checkpoints/``, ``./evaluate_<phone>_<name>.json`` for an official
+    checkpoint (its folder is often read-only)."""
+    model = Path(model)
+    if model.is_dir():
+        folder, name = model, f"evaluate_{phone}.json"
+    elif model.suffix == ".pt":
+        folder = model.parent.parent if model.parent.name == "checkpoints" else model.parent
+        name = f"evaluate_{phone}_{model.stem}.json"
+    else:
+        folder, name = Path("."), f"evaluate_{phone}_{model.name.removesuffix('.index')}.json"
+    if out is None:
+        return folder / name
+    folder_like = str(out).endswith(("/", "\\"))
+    out = Path(out)
+    return out / name if folder_like or out.is_dir() else out
+
+
 def table(result: dict) -> list[str]:
     lines = [f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}{'MS-SSIM':>10s}"]
     for row in ("identity", "enhanced"):

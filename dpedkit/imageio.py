@@ -14,9 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dpedkit.camera_files import (HEIF_SUFFIXES, RAW_SUFFIXES, CameraFileError, RawRendering, kind_of,
+                                  read_camera_file, unreadable_reason)
 from dpedkit.fs import write_bytes_atomic
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm"}
+PHOTO_SUFFIXES = IMAGE_SUFFIXES | HEIF_SUFFIXES | RAW_SUFFIXES    # what list_images lists
 
 
 class ImageReadError(ValueError):
@@ -24,11 +27,19 @@ class ImageReadError(ValueError):
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix, case-insensitive), sorted by name."""
+    """Photo files directly inside ``folder`` (by suffix, case-insensitive: OpenCV's formats,
+    HEIC/HEIF and camera RAW), sorted by name. :func:`other_files` lists the rest."""
     return sorted(
         p for p in Path(folder).iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )
+
+
+def other_files(folder: Path) -> list[tuple[Path, str]]:
+    """Files directly inside ``folder`` that :func:`list_images` does not list (hidden ones
+    aside), each with the reason, so that no file is skipped silently."""
+    return sorted((p, unreadable_reason(p)) for p in Path(folder).iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in PHOTO_SUFFIXES)
 
 
 def _jpeg_truncated(buf: np.ndarray) -> bool:
@@ -56,13 +67,24 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, raw: RawRendering = RawRendering()) -> np.ndarray:
     """Read an image as 8-bit RGB with its EXIF orientation applied.
 
-    16-bit, grayscale and alpha inputs are converted (alpha is dropped). Raises
-    :class:`ImageReadError` for a missing, empty, truncated or non-image file.
+    16-bit, grayscale and alpha inputs are converted (alpha is dropped). HEIC/HEIF and
+    camera RAW/DNG files (by suffix) are decoded by :mod:`dpedkit.camera_files`, RAW rendered
+    as ``raw`` says. Raises :class:`ImageReadError` for a missing, empty, truncated or
+    non-image file, or one whose decoder is not installed (the message names the extra).
     """
     path = Path(path)
+    if kind_of(path) != "other":
+        if not path.is_file():
+            raise ImageReadError("cannot read file: No such file or directory")
+        if path.stat().st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
+        try:
+            return read_camera_file(path, raw)
+        except CameraFileError as e:
+            raise ImageReadError(str(e)) from None
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -76,6 +98,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except cv2.error as e:
         raise ImageReadError(f"cannot decode image: {str(e).strip().splitlines()[-1]}") from None
     if img is None:
+        head = buf[:16].tobytes()
+        if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc", b"ftypavif"):
+            raise ImageReadError("a HEIC/HEIF photo with another suffix: rename it to .heic")
         raise ImageReadError("not an image OpenCV can decode (corrupt or unsupported format)")
     if buf[:2].tobytes() == b"\xff\xd8" and _jpeg_truncated(buf):
         raise ImageReadError("truncated JPEG (no end-of-image marker after the image data)")

@@ -12,6 +12,7 @@ names and record formats from here (docs/contracts.md describes them in prose).
     dataset/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
     dataset/<phone>/test_data/full_size_test_images/<name>.jpg
     dataset/<phone>/patches.csv, patches_report.json, dataset.json
+    dataset/{train,test}/<phone>_raw/<i>.png, …/canon/<i>.jpg  patches --layout zrr (:class:`ZrrLayout`)
 
 The DSLR folder of the DPED layout is ``canon`` (as in the published dataset and the
 original ``load_dataset.py``) unless the user names it otherwise; the real DSLR camera
@@ -220,3 +221,49 @@ def dataset_cameras(data_dir: str | os.PathLike, phone: str | None = None,
         raise LayoutError(f"cannot tell the phone folder of {data_dir}: pass --phone NAME")
     dslr = dslr or (rec.dped_dslr if rec else DPED_DSLR)
     return root, phone, dslr
+
+
+# ---------------------------------------------------------------- the Zurich RAW-to-RGB (PyNET) layout
+
+RAW_JSON = "raw.json"                # dataset/: pattern, value convention and levels of the mosaics
+
+
+@dataclass(frozen=True)
+class ZrrLayout:
+    """Paths of a RAW-to-RGB dataset in the Zurich RAW-to-RGB / PyNET layout, ``root = dataset``::
+
+        <root>/{train,test}/<phone>_raw/<i>.png     1-channel 16-bit Bayer mosaic, R at (0,0), B at (1,1)
+        <root>/{train,test}/<dslr>/<i>.jpg          the DSLR patch (``dslr`` is ``canon`` by default)
+        <root>/test/<phone>_full_resolution/<name>.png   whole aligned test mosaics
+        <root>/raw.json, patches.csv, patches_report.json, dataset.json
+    """
+    root: Path
+    phone: str
+    dslr: str = DPED_DSLR
+
+    def patch_dir(self, split: str, camera: str) -> Path:
+        """Folder of the numbered patches of ``camera`` ("phone": the mosaics, or "dslr")."""
+        return Path(self.root) / split / (f"{self.phone}_raw" if camera == "phone" else self.dslr)
+
+    def patch(self, split: str, camera: str, index: int) -> Path:
+        return self.patch_dir(split, camera) / f"{index}.{'png' if camera == 'phone' else 'jpg'}"
+
+    @property
+    def full_size_dir(self) -> Path:
+        return Path(self.root) / "test" / f"{self.phone}_full_resolution"
+
+    @property
+    def staging(self) -> Path:
+        return Path(self.root) / STAGING
+
+    @property
+    def patches_csv(self) -> Path:
+        return Path(self.root) / PATCHES_CSV
+
+    @property
+    def report(self) -> Path:
+        return Path(self.root) / PATCHES_REPORT
+
+    @property
+    def raw_json(self) -> Path:
+        return Path(self.root) / RAW_JSON

@@ -148,10 +148,12 @@ class RunSummary:
 
     @property
     def problems(self) -> int:
-        return sum(n for s, n in self.counts.items() if s != "ok")
+        # "ignored": a sidecar file beside the photos (.xmp, .aae, …), reported but no problem
+        return sum(n for s, n in self.counts.items() if s not in ("ok", "ignored"))
 
     def lines(self) -> list[str]:
-        out = [f"{self.total} {self.noun}: " + ", ".join(f"{self.counts[s]} {s}" for s in self.statuses)
+        shown = self.statuses + tuple(s for s in self.counts if s not in self.statuses)
+        out = [f"{self.total} {self.noun}: " + ", ".join(f"{self.counts[s]} {s}" for s in shown)
                + f" ({self.skipped} already done, skipped)"]
         out += [f"  {n} × {r}" for r, n in self.reasons.most_common()]
         return out

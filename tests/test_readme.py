@@ -71,7 +71,8 @@ def test_every_dpedkit_command_in_the_readme_runs(workspace):
         assert r.exit_code == 0, (cmd, r.output[-4000:])
         ran += 1
     assert ran >= 7
-    assert (workspace / "report.html").is_file() and (workspace / "runs/iphone/evaluate.json").is_file()
+    assert (workspace / "report" / "index.html").is_file() and (workspace / "runs/iphone/evaluate_iphone.json").is_file()
+    assert (workspace / "iphone.onnx").is_file()
     assert len([p for p in os.listdir(workspace / "enhanced") if p.endswith(".jpg")]) == 12   # 6 photos + before/after
 
 

@@ -7,7 +7,6 @@ path and a reason). Paths are POSIX strings relative to ``raw/``, e.g. ``"phone/
 from __future__ import annotations
 
 import csv
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +22,7 @@ class Pair:
     phone: str | None
     dslr: str | None
     reason: str | None = None  # why it is not a usable pair (unpaired or ambiguous)
+    paired_by: str | None = None  # "time" or "name" when pair_by_time paired it
 
 
 def _rel(camera: str, p: Path) -> str:
@@ -105,20 +105,10 @@ def pair_from_csv(raw: Path, phone: str, dslr: str, csv_path: Path) -> list[Pair
 
 
 def capture_time(path: Path) -> float | None:
-    """EXIF DateTimeOriginal (+ SubSecTimeOriginal) as seconds, or ``None`` when absent."""
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            exif = im.getexif()
-            sub = exif.get_ifd(0x8769)
-            stamp = sub.get(0x9003) or exif.get(0x0132)
-            if not stamp:
-                return None
-            t = dt.datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-            frac = str(sub.get(0x9291) or "").strip("\x00 ")
-            return t.replace(tzinfo=dt.timezone.utc).timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
-    except Exception:
-        return None
+    """EXIF DateTimeOriginal (+ SubSecTimeOriginal) as seconds, or ``None`` when absent
+    (JPEG, HEIC and TIFF-based RAW files: :func:`dpedkit.camera_files.capture_time`)."""
+    from dpedkit.camera_files import capture_time as camera_capture_time
+    return camera_capture_time(path)
 
 
 def pair_by_time(raw: Path, phone: str, dslr: str, max_skew: float = 2.0, clock_offset: float = 0.0) -> list[Pair]:
@@ -138,9 +128,37 @@ def pair_by_time(raw: Path, phone: str, dslr: str, max_skew: float = 2.0, clock_
     for _, rp, rd in cands:
         if rp not in used and rd not in used:
             used.update((rp, rd))
-            pairs.append(Pair(Path(rp).stem, rp, rd))
+            pairs.append(Pair(Path(rp).stem, rp, rd, paired_by="time"))
+    # photos without a capture time fall back to their names (same stem, case-insensitive)
+    by_stem: dict[tuple[str, str], list[str]] = {}
     for rel, (cam, t) in times.items():
         if rel not in used:
-            why = "no EXIF capture time" if t is None else f"no {other_of(cam)} photo within {max_skew:g} s"
+            by_stem.setdefault((cam, Path(rel).stem.lower()), []).append(rel)
+    for rel, (cam, t) in sorted(times.items()):
+        if t is not None or rel in used:
+            continue
+        other = [r for r in by_stem.get(("dslr" if cam == "phone" else "phone", Path(rel).stem.lower()), [])
+                 if r not in used]
+        mine = [r for r in by_stem.get((cam, Path(rel).stem.lower()), []) if r not in used]
+        if len(other) == 1 and len(mine) == 1:
+            rp, rd = (rel, other[0]) if cam == "phone" else (other[0], rel)
+            used.update((rp, rd))
+            pairs.append(Pair(Path(rp).stem, rp, rd, paired_by="name"))
+    for rel, (cam, t) in times.items():
+        if rel not in used:
+            why = ("no EXIF capture time and no photo of the same name" if t is None
+                   else f"no {other_of(cam)} photo within {max_skew:g} s")
             pairs.append(Pair(Path(rel).stem, rel if cam == "phone" else None, rel if cam == "dslr" else None, reason=why))
     return sorted(pairs, key=lambda p: p.name.lower())
+
+
+def other_file_pairs(raw: Path, phone: str, dslr: str) -> list[Pair]:
+    """Files of the camera folders that are not photos, each as an unusable "pair" with the
+    reason, so that every file is either used or reported."""
+    from dpedkit.imageio import other_files
+    out = []
+    for cam, folder in (("phone", phone), ("dslr", dslr)):
+        for p, why in other_files(Path(raw) / folder):
+            rel = _rel(folder, p)
+            out.append(Pair(p.stem, rel if cam == "phone" else None, rel if cam == "dslr" else None, reason=why))
+    return out

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import click
 import cv2
 
 from dpedkit.align.core import AlignError, AlignOptions, align_images
-from dpedkit.align.pairing import Pair, pair_by_name, pair_by_time, pair_from_csv
-from dpedkit.fs import OutputWriteError
-from dpedkit.imageio import ImageReadError, read_image, write_image
+from dpedkit.align.pairing import Pair, other_file_pairs, pair_by_name, pair_by_time, pair_from_csv
+from dpedkit.camera_files import RawRendering, kind_of, other_file_status
+from dpedkit.fs import OutputWriteError, write_bytes_atomic
+from dpedkit.imageio import PHOTO_SUFFIXES, ImageReadError, read_image, write_image
 from dpedkit.imageops import checkerboard
 from dpedkit.layout import MANIFEST, Cameras, Journal, aligned_paths, preview_path, resolve_cameras
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
@@ -47,11 +48,17 @@ class AlignRunOptions:
     force: bool = field(default=False, metadata={"help": "Redo pairs an earlier run finished."})
     progress: bool = field(default=True, metadata={"cli": False})   # a progress bar on a terminal
     align: AlignOptions = field(default_factory=AlignOptions)
+    phone_raw: str = field(default="mosaic", metadata={
+        "choices": ["mosaic", "rgb"],
+        "help": "Phone RAW/DNG photos: mosaic (aligned/<phone>/<name>.png is the 16-bit Bayer mosaic crop, for "
+                "patches --layout zrr) or rgb (rendered as the --raw-* options say, for the DPED layout)."})
+    raw: RawRendering = field(default_factory=RawRendering)
 
 
 def params_key(opts: AlignRunOptions) -> str:
     """Hash of every option that changes an aligned output."""
-    return params_hash({"align": opts.align.to_dict(), "previews": opts.previews})
+    return params_hash({"align": opts.align.to_dict(), "previews": opts.previews, "phone_raw": opts.phone_raw,
+                        "raw": asdict(opts.raw)})
 
 
 def unique_names(pairs: list[Pair]) -> list[Pair]:
@@ -64,7 +71,7 @@ def unique_names(pairs: list[Pair]) -> list[Pair]:
             name = f"{p.name}~{seen[p.name.lower()]}"
         seen[p.name.lower()] += 1
         seen[name.lower()] += 1
-        out.append(p if name == p.name else Pair(name, p.phone, p.dslr, p.reason))
+        out.append(p if name == p.name else replace(p, name=name))
     return out
 
 
@@ -76,7 +83,7 @@ def make_pairs(raw: Path, opts: AlignRunOptions) -> tuple[str, str, list[Pair]]:
         pairs = pair_by_time(raw, phone, dslr, opts.max_skew, opts.clock_offset)
     else:
         pairs = pair_by_name(raw, phone, dslr)
-    return phone, dslr, unique_names(pairs)
+    return phone, dslr, unique_names(pairs + other_file_pairs(raw, phone, dslr))
 
 
 @dataclass(frozen=True)
@@ -110,12 +117,17 @@ def align_one(job: _Job) -> dict:
            "inputs": fingerprints(_input_paths(job)), "params": job.params}
     if p.reason:
         rec.update(status="unpaired" if (p.phone is None) != (p.dslr is None) else "failed", reason=p.reason)
+        rel = p.phone or p.dslr
+        if rel and Path(rel).suffix.lower() not in PHOTO_SUFFIXES:   # a sidecar or an unreadable format
+            rec["status"] = other_file_status(rel)
+    elif job.opts.phone_raw == "mosaic" and kind_of(p.phone) == "raw":
+        _align_mosaic_pair(job, rec)
     else:
         try:
             images = {}
             for key in ("phone", "dslr"):
                 try:
-                    images[key] = read_image(job.raw / getattr(p, key))
+                    images[key] = read_image(job.raw / getattr(p, key), job.opts.raw)
                 except ImageReadError as e:
                     raise AlignError(f"{key} photo {getattr(p, key)}: {e}") from None
                 rec[f"{key}_size"] = [images[key].shape[1], images[key].shape[0]]
@@ -136,6 +148,40 @@ def align_one(job: _Job) -> dict:
             rec.update(reason=f"unexpected error: {type(e).__name__}: {e}")
     rec["elapsed_s"] = round(time.perf_counter() - t0, 3)
     return rec
+
+
+def _align_mosaic_pair(job: _Job, rec: dict) -> None:
+    """A RAW phone photo: align the DSLR to its mosaic; the phone output is the 16-bit mosaic crop."""
+    from dpedkit.align.mosaic import align_mosaic
+    from dpedkit.raw import RawMosaicError, encode_mosaic, read_mosaic
+    p = job.pair
+    try:
+        try:
+            m = read_mosaic(job.raw / p.phone)
+        except RawMosaicError as e:
+            raise AlignError(f"phone photo {p.phone}: {e}") from None
+        try:
+            dslr = read_image(job.raw / p.dslr, job.opts.raw)
+        except ImageReadError as e:
+            raise AlignError(f"dslr photo {p.dslr}: {e}") from None
+        rec.update(phone_size=[m.data.shape[1], m.data.shape[0]], dslr_size=[dslr.shape[1], dslr.shape[0]])
+        res = align_mosaic(m, dslr, job.opts.align)
+        phone_path, dslr_path = aligned_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
+        write_bytes_atomic(phone_path, encode_mosaic(res.mosaic.data))
+        write_image(dslr_path, res.dslr)
+        if job.opts.previews:
+            write_image(preview_path(job.out, p.name), checkerboard(res.preview, res.dslr), quality=90)
+        rec.update(status="ok", phone_kind="mosaic", homography=res.homography.round(10).tolist(), crop=list(res.crop),
+                   matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
+                   refine_points=res.refine_points, **res.mosaic.record())
+    except AlignError as e:
+        rec.update(reason=str(e), **e.stats)
+    except MemoryError:
+        rec.update(reason="out of memory while aligning this pair (try fewer --jobs)")
+    except OutputWriteError:
+        raise
+    except Exception as e:
+        rec.update(reason=f"unexpected error: {type(e).__name__}: {e}")
 
 
 def align_folder(raw: str | Path, out: str | Path, opts: AlignRunOptions = AlignRunOptions(),
@@ -166,6 +212,9 @@ def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: lis
     for rec in todo.done:
         summary.add(rec)
     summary.skipped = len(todo.done)
+    if opts.pair_by == "time" and not opts.pairs_csv:
+        log(f"paired {sum(p.paired_by == 'time' for p in pairs)} by capture time, "
+            f"{sum(p.paired_by == 'name' for p in pairs)} by name (photos without a capture time)")
     log(plan_text("align", f"{len(pairs)} pairs from {raw} ({phone_dir} → {dslr_dir})", todo, opts.jobs,
                   opts.dask_scheduler))
     try:

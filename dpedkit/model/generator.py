@@ -53,6 +53,20 @@ def official_state_dict(variables: dict[str, np.ndarray], scope: str = "generato
     return state
 
 
+def _refuse_model_folder(model: str | Path) -> None:
+    """A folder of official models (``models_orig/``) is not a model: name what it holds."""
+    folder = Path(model)
+    if not folder.is_dir() or (folder / "checkpoints" / "last.pt").is_file():
+        return
+    prefixes = sorted(p.with_suffix("").name for p in folder.glob("*.index"))
+    checkpoints = sorted(p.name for p in folder.glob("*.pt"))
+    if not prefixes and not checkpoints:
+        return      # load_checkpoint's "no checkpoint at …" says it
+    found = [f"{folder / p} (official DPED TensorFlow checkpoint)" for p in prefixes] + \
+            [f"{folder / c} (dpedkit checkpoint)" for c in checkpoints]
+    raise CheckpointError(f"{folder} is a folder of models, not one model; pass one of:\n  " + "\n  ".join(found))
+
+
 def load_generator(model: str | Path) -> tuple[Generator, str]:
     """A generator in eval mode, and a line describing where it came from.
 
@@ -60,6 +74,7 @@ def load_generator(model: str | Path) -> tuple[Generator, str]:
     checkpoint prefix (``…/iphone_orig``, or its ``.index`` file).
     """
     g = Generator()
+    _refuse_model_folder(model)
     if is_bundle(model):
         g.load_state_dict(official_state_dict(read_bundle(model)))
         what = f"official DPED TensorFlow checkpoint {model}"

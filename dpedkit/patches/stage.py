@@ -10,10 +10,8 @@ patches 0..N-1 per split (photos in name order) and hard-links them into the DPE
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -28,6 +26,7 @@ from dpedkit.imageio import ImageReadError, read_image, write_image
 from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, aligned_paths,
                             read_records, resolve_cameras)
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
+from dpedkit.patches.common import _link, assign_splits, is_plain_name  # noqa: F401 (assign_splits: re-exported)
 from dpedkit.patches.search import SearchOptions, extract_patch_pair, grid_positions, match_windows, ncc
 from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 
@@ -58,25 +57,14 @@ class PatchOptions:
     dslr: str | None = field(default=None, metadata={"help": "DSLR folder in ALIGNED_DIR (default: as --phone)."})
     dped_dslr: str = field(default=DPED_DSLR, metadata={
         "help": "Name of the DSLR folder in the DPED layout (the original code and dataset use canon)."})
-
-
-def is_plain_name(name: str) -> bool:
-    """A pair name usable as a file name inside one folder: no separators, no '..'."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\x00")
-
-
-def split_hash(name: str, seed: int) -> float:
-    """A stable number in [0, 1) for a photo: the same for the same name and seed forever."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big") / 2 ** 64
-
-
-def assign_splits(names: list[str], seed: int, test_fraction: float, test_photos: int | None) -> dict[str, str]:
-    """``train``/``test`` per photo. With a fraction, a photo's split depends only on its own
-    name, so adding photos later moves no existing one; ``test_photos`` takes the N lowest."""
-    if test_photos is not None:
-        test = set(sorted(names, key=lambda n: split_hash(n, seed))[:test_photos])
-        return {n: "test" if n in test else "train" for n in names}
-    return {n: "test" if split_hash(n, seed) < test_fraction else "train" for n in names}
+    layout: str = field(default="dped", metadata={
+        "choices": ["dped", "zrr"],
+        "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
+                "RAW phone photos aligned with --phone-raw mosaic; --size defaults to 448)."})
+    raw_values: str = field(default="pynet", metadata={
+        "choices": ["pynet", "native"],
+        "help": "With --layout zrr: pynet (black level subtracted, white level at 1020, as PyNET expects) or "
+                "native (the camera's raw values)."})
 
 
 def _params_key(o: PatchOptions) -> str:
@@ -177,16 +165,6 @@ def cut_photo(job: _Job) -> dict:
     return res
 
 
-def _link(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".dpedkit-tmp-{dst.name}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:  # another filesystem or no hard links: copy
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def _clear_numbered(folder: Path) -> None:
     if folder.is_dir():
         for p in folder.iterdir():
@@ -264,11 +242,19 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
     pair (the phone one shifted and rotated by the best-scoring search offset); the DSLR
     folder is named ``opts.dped_dslr`` (``canon``), the real camera names go into
     ``out/<phone>/dataset.json``."""
+    if opts.layout == "zrr":
+        from dpedkit.patches.zrr import cut_zrr, zrr_options
+        return cut_zrr(aligned, out, zrr_options(opts), log)
+    if opts.layout != "dped":
+        raise ValueError(f"unknown layout {opts.layout!r} (dped or zrr)")
     aligned, out = absolute_folders(aligned, out)
     phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=(PREVIEWS,))
     records = read_records(aligned / MANIFEST)
     if not records:
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
+    if any(r.get("status") == "ok" and "cfa_pattern" in r for r in records.values()):
+        raise ValueError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
+                         "--layout zrr, or align again with --phone-raw rgb for the DPED layout")
     if opts.dped_dslr == phone:
         raise ValueError(f"the DPED layout's DSLR folder name '{opts.dped_dslr}' is the phone's: "
                          "pass another --dped-dslr")

@@ -1,5 +1,6 @@
 """The TF checkpoint reader, official-model import, whole-photo enhancement and evaluate."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from dpedkit.model.inference import EnhanceError, enhance_tiled, enhance_whole, 
 from dpedkit.model.networks import Generator
 from dpedkit.model.tfbundle import BundleError, list_bundle, masked_crc32c, read_bundle
 
-OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "dped_official"
+OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[3] / "shared" / "dped_official")
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
                                     reason="the official DPED checkpoints are not in ../shared/dped_official")
 CPU = torch.device("cpu")

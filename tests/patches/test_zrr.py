@@ -191,7 +191,10 @@ def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_al
     other = cv2.resize(read_image(root / "aligned" / "canon" / "a.png"), (w, h), interpolation=cv2.INTER_AREA)
     for dslr, shift in ((read_image(root / "aligned" / "canon" / "b.png"), 3), (other, 0)):
         moved = np.roll(dslr, shift, axis=1)
-        rendering, wins = zrr_windows(m, moved, SearchOptions(size=96, max_angle=0))
+        # the DPED-style search: this measures its correlation on a wrong scene (the verified
+        # search rejects every such window before any score)
+        o = SearchOptions(size=96, max_angle=0, method="exhaustive", verify=False)
+        rendering, wins = zrr_windows(m, moved, o)
         scores, dxs = [], []
         for X, Y, win in wins:
             assert (X % 2, Y % 2) == (0, 1)                  # GBRG: R sits at odd rows

@@ -40,7 +40,7 @@ def make_raw(raw: Path, n: int) -> None:
 
 
 def time_align(raw: Path, out: Path, jobs: int, scheduler: str | None) -> float:
-    from dpedkit.align.run import AlignRunOptions, align_folder
+    from dpedkit.align.stage import AlignRunOptions, align_folder
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     summary = align_folder(raw, out, AlignRunOptions(jobs=jobs, dask_scheduler=scheduler, progress=False),
@@ -65,7 +65,7 @@ def bench_align(work: Path, pairs: int, workers: int) -> None:
 
 def bench_train(work: Path, iters: int) -> None:
     from dpedkit.synth import sample_images
-    from dpedkit.train.distributed import train_on_processes
+    from dpedkit.train.launch import train_on_processes
     from dpedkit.train.loop import TrainConfig, train
     from tests.test_train import make_dataset
     data = make_dataset(work / "data", sample_images(), n_train=64, n_test=8)
@@ -74,7 +74,7 @@ def bench_train(work: Path, iters: int) -> None:
         shutil.rmtree(work / name, ignore_errors=True)
         return TrainConfig(data_dir=str(data), phone="p", dslr="d", out=str(work / name), content_loss="none",
                            iters=n, batch_size=8, eval_every=n, eval_patches=8, device="cpu",
-                           keep_checkpoints=False)
+                           keep_checkpoints=0)
 
     def rate(run_rows):  # iterations/s from the first evaluation to the last (start-up excluded)
         return iters / (float(run_rows[-1]["seconds"]) - float(run_rows[0]["seconds"]))

@@ -1,10 +1,13 @@
 """The ``dpedkit`` command line: parses options and calls the library.
 
-Exit codes: 0 everything succeeded; 1 some items failed (see the summary and the
-manifest), unless ``--allow-failures``; 2 the run could not start (bad options or folders);
-3 the run stopped because its outputs cannot be written (disk full, no permission),
-another run holds the output folder, or the Dask cluster cannot be reached or failed;
-130 interrupted. Finished work is kept in every case: re-run the same command to resume.
+Every command's options are generated from its options dataclass (:mod:`dpedkit.options`),
+so each default and help text is written once, in the dataclass field.
+
+Exit codes (:mod:`dpedkit.runner`): 0 everything succeeded; 1 some items failed (see the
+summary and the manifest), unless ``--allow-failures``; 2 the run could not start (bad
+options or folders); 3 the run stopped because its outputs cannot be written (disk full, no
+permission), another run holds the output folder, or the Dask cluster cannot be reached or
+failed; 130 interrupted. Finished work is kept in every case: re-run the same command to resume.
 """
 
 from __future__ import annotations
@@ -12,22 +15,47 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from dpedkit import __version__
+from dpedkit.options import click_options, default_of, from_options
 
-EXIT_ITEMS_FAILED = 1
-EXIT_STOPPED = 3
+
+_COMMANDS: dict[str, tuple[str, Callable[[], click.Command]]] = {}
+
+
+def _lazy_command(name: str, short_help: str):
+    """Register a command built on first use: its options come from dataclasses whose modules
+    import torch and OpenCV, which ``dpedkit align --help`` should not wait for."""
+    def register(build: Callable[[], click.Command]) -> Callable[[], click.Command]:
+        _COMMANDS[name] = (short_help, build)
+        return build
+    return register
 
 
 class _Group(click.Group):
-    """Turns the errors that stop a whole run into a message and an exit code, not a traceback."""
+    """Builds commands lazily, and turns the errors that stop a whole run into a message and an
+    exit code, not a traceback."""
+
+    def list_commands(self, ctx):
+        return list(_COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in _COMMANDS:
+            self.add_command(_COMMANDS[name][1](), name)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, help_) for name, (help_, _) in _COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx):
-        from dpedkit.imageio import OutputWriteError
-        from dpedkit.lock import LockError
+        from dpedkit.fs import LockError, OutputWriteError
         from dpedkit.parallel import ClusterError
+        from dpedkit.runner import EXIT_INTERRUPTED, EXIT_STOPPED
         try:
             return super().invoke(ctx)
         except (OutputWriteError, LockError, ClusterError) as e:
@@ -36,7 +64,7 @@ class _Group(click.Group):
             sys.exit(EXIT_STOPPED)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; finished work is kept: re-run the same command to resume", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 def _echo(msg: str) -> None:
@@ -44,24 +72,22 @@ def _echo(msg: str) -> None:
 
 
 def _finish(lines: list[str], problems: int, allow_failures: bool) -> None:
+    from dpedkit.runner import exit_code
     for line in lines:
         click.echo(line)
-    if problems and not allow_failures:
-        sys.exit(EXIT_ITEMS_FAILED)
+    code = exit_code(problems, allow_failures)
+    if code:
+        sys.exit(code)
 
 
-jobs_option = click.option("--jobs", "-j", type=int, default=None,
-                           help="Parallel workers (default: all cores; 1 runs in this process).")
-dask_option = click.option("--dask-scheduler", envvar="DPEDKIT_DASK_SCHEDULER", metavar="ADDRESS",
-                           help="Run the per-photo work on this Dask cluster (tcp://host:8786; also "
-                                "$DPEDKIT_DASK_SCHEDULER); its workers must see the same paths. "
-                                "Needs pip install 'dpedkit[dask]'.")
+def _example(*lines: str) -> str:
+    """A command's epilog: one real example, shown at the end of its --help."""
+    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 allow_failures_option = click.option("--allow-failures", is_flag=True,
                                      help="Exit 0 even when some items failed.")
 model_argument = click.argument("model", type=click.Path(path_type=Path))
-device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dpedkit")
 def main() -> None:
@@ -72,304 +98,311 @@ def main() -> None:
     """
 
 
-@main.command()
-@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--phone", help="Phone camera folder in RAW_DIR (guessed when RAW_DIR has two folders, one named dslr or canon).")
-@click.option("--dslr", help="DSLR camera folder in RAW_DIR.")
-@click.option("--pairs", "pairs_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV with columns phone,dslr (paths relative to the camera folders).")
-@click.option("--pair-by", type=click.Choice(["name", "time"]), default="name", show_default=True,
-              help="Pair by file stem, or by EXIF capture time.")
-@click.option("--max-skew", type=float, default=2.0, show_default=True, help="Seconds, with --pair-by time.")
-@click.option("--clock-offset", type=float, default=0.0, show_default=True,
-              help="Seconds added to the DSLR's clock, with --pair-by time.")
-@click.option("--feature-side", type=int, default=1200, show_default=True,
-              help="Longer side (px) of the reduced copies SIFT runs on.")
-@click.option("--min-inliers", type=int, default=25, show_default=True)
-@click.option("--min-overlap", type=float, default=0.2, show_default=True,
-              help="Smallest common crop, as a fraction of the phone photo.")
-@click.option("--previews", is_flag=True, help="Write previews/<name>.jpg: a checkerboard of the aligned pair.")
-@click.option("--force", is_flag=True, help="Redo pairs an earlier run finished.")
-@jobs_option
-@dask_option
-@allow_failures_option
-def align(raw_dir, out_dir, phone, dslr, pairs_csv, pair_by, max_skew, clock_offset, feature_side,
-          min_inliers, min_overlap, previews, force, jobs, dask_scheduler, allow_failures):
-    """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
+@_lazy_command('align', 'Pair, align and crop the photos of RAW_DIR into OUT_DIR.')
+def _align_command() -> click.Command:
+    from dpedkit.align.stage import AlignRunOptions
 
-    \b
-    RAW_DIR/<phone>/*.jpg, RAW_DIR/<dslr>/*.jpg  →  OUT_DIR/<phone>/<name>.png,
-    OUT_DIR/<dslr>/<name>.png and OUT_DIR/manifest.jsonl (one record per pair,
-    failures and unpaired photos included). A re-run skips finished pairs.
-    """
-    from dpedkit.align.core import AlignOptions
-    from dpedkit.align.pairing import PairingError
-    from dpedkit.align.run import AlignRunOptions, align_folder
+    @click.command(epilog=_example("dpedkit align raw/ aligned/ --previews -j 4"))
+    @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click_options(AlignRunOptions)
+    @allow_failures_option
+    def align(raw_dir, out_dir, allow_failures, **options):
+        """Pair, align and crop the photos of RAW_DIR into OUT_DIR.
 
-    opts = AlignRunOptions(phone=phone, dslr=dslr, pairs_csv=pairs_csv, pair_by=pair_by, max_skew=max_skew,
-                           clock_offset=clock_offset, jobs=jobs, dask_scheduler=dask_scheduler, previews=previews, force=force,
-                           align=AlignOptions(feature_side=feature_side, min_inliers=min_inliers,
-                                              min_overlap=min_overlap))
-    try:
-        summary = align_folder(raw_dir, out_dir, opts, log=_echo)
-    except (PairingError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    _finish(summary.lines() + [f"manifest: {out_dir / 'manifest.jsonl'}"], summary.problems, allow_failures)
+        \b
+        RAW_DIR/<phone>/*.jpg, RAW_DIR/<dslr>/*.jpg  →  OUT_DIR/<phone>/<name>.png,
+        OUT_DIR/<dslr>/<name>.png, OUT_DIR/manifest.jsonl (one record per pair,
+        failures and unpaired photos included) and OUT_DIR/dataset.json (the camera
+        names). A re-run skips finished pairs.
+        """
+        from dpedkit.align.stage import align_folder
+
+        opts = from_options(AlignRunOptions, options)
+        try:
+            summary = align_folder(raw_dir, out_dir, opts, log=_echo)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        _finish(summary.lines() + [f"manifest: {out_dir / 'manifest.jsonl'}"], summary.problems, allow_failures)
+    return align
 
 
-@main.command()
-@click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--phone", help="Phone folder in ALIGNED_DIR (guessed as for align).")
-@click.option("--dslr", help="DSLR folder in ALIGNED_DIR.")
-@click.option("--size", type=int, default=100, show_default=True, help="Patch side (px).")
-@click.option("--threshold", type=float, default=0.9, show_default=True,
-              help="Keep a patch pair when its normalised cross-correlation is at least this.")
-@click.option("--max-shift", type=int, default=5, show_default=True, help="Largest phone-window shift searched (px).")
-@click.option("--max-angle", type=float, default=1.0, show_default=True, help="Largest rotation searched (degrees).")
-@click.option("--angle-step", type=float, default=0.5, show_default=True, help="Rotation step (degrees).")
-@click.option("--test-fraction", type=float, default=0.1, show_default=True,
-              help="Share of photos in the test split (stable: adding photos moves none).")
-@click.option("--test-photos", type=int, default=None, help="Exactly N test photos instead of a fraction.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split hash.")
-@click.option("--quality", type=int, default=95, show_default=True, help="JPEG quality of the patches.")
-@jobs_option
-@dask_option
-@allow_failures_option
-def patches(aligned_dir, out_dir, phone, dslr, size, threshold, max_shift, max_angle, angle_step, test_fraction,
-            test_photos, seed, quality, jobs, dask_scheduler, allow_failures):
-    """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
+@_lazy_command('patches', 'Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.')
+def _patches_command() -> click.Command:
+    from dpedkit.patches.stage import PatchOptions
 
-    \b
-    OUT_DIR/<phone>/training_data/{<phone>,<dslr>}/<i>.jpg
-    OUT_DIR/<phone>/test_data/patches/{<phone>,<dslr>}/<i>.jpg
-    OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
-    OUT_DIR/<phone>/patches.csv, patches_report.json
-    """
-    from dpedkit.align.pairing import PairingError
-    from dpedkit.patches.run import PatchOptions, cut_patches
-    from dpedkit.patches.search import SearchOptions
+    @click.command(epilog=_example("dpedkit patches aligned/ dataset/ --test-photos 10"))
+    @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+    @click_options(PatchOptions, overrides={"size": {"default": None, "help": "Patch side (px); default 100, "
+                                                                            "448 with --layout zrr."}})
+    @allow_failures_option
+    def patches(aligned_dir, out_dir, allow_failures, **options):
+        """Cut matched patch pairs from ALIGNED_DIR into the DPED layout in OUT_DIR.
 
-    opts = PatchOptions(search=SearchOptions(size=size, max_shift=max_shift, max_angle=max_angle,
-                                             angle_step=angle_step),
-                        threshold=threshold, test_fraction=test_fraction, test_photos=test_photos, seed=seed,
-                        quality=quality, jobs=jobs, dask_scheduler=dask_scheduler, phone=phone, dslr=dslr)
-    try:
-        summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
-    except (PairingError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    _finish(summary.lines(), summary.problems, allow_failures)
+        \b
+        OUT_DIR/<phone>/training_data/{<phone>,canon}/<i>.jpg
+        OUT_DIR/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
+        OUT_DIR/<phone>/test_data/full_size_test_images/<name>.jpg
+        OUT_DIR/<phone>/patches.csv, patches_report.json, dataset.json
+
+        \b
+        With --layout zrr (RAW phone photos aligned as mosaics; Zurich RAW-to-RGB / PyNET):
+        OUT_DIR/{train,test}/<phone>_raw/<i>.png (16-bit mosaic, R at (0,0)),
+        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/<phone>_full_resolution/<name>.png,
+        OUT_DIR/raw.json, patches.csv, patches_report.json
+        """
+        from dpedkit.patches.search import SearchOptions
+        from dpedkit.patches.stage import cut_patches
+        from dpedkit.patches.zrr import ZRR_SIZE
+
+        if options.get("search__size") is None:
+            options["search__size"] = ZRR_SIZE if options.get("layout") == "zrr" else SearchOptions().size
+        opts = from_options(PatchOptions, options)
+        try:
+            summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+        _finish(summary.lines(), summary.problems, allow_failures)
+    return patches
 
 
-@main.command()
-@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--phone", help="Phone folder name in the DPED layout (e.g. iphone); required unless --config.")
-@click.option("--dslr", default="canon", show_default=True, help="DSLR folder name.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run folder (default: runs/<phone>).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Re-run the recipe recorded in a run's config.json (options given here override it).")
-@click.option("--vgg", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="VGG-19 weights: torchvision .pth or MatConvNet .mat (else $DPEDKIT_VGG, else torch hub's cache).")
-@click.option("--content-loss", type=click.Choice(["vgg", "none"]), default="vgg", show_default=True)
-@click.option("--iters", type=int, default=20000, show_default=True)
-@click.option("--batch-size", type=int, default=50, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True)
-@click.option("--w-content", type=float, default=10.0, show_default=True)
-@click.option("--w-color", type=float, default=0.5, show_default=True)
-@click.option("--w-texture", type=float, default=1.0, show_default=True)
-@click.option("--w-tv", type=float, default=2000.0, show_default=True)
-@click.option("--eval-every", type=int, default=1000, show_default=True)
-@click.option("--eval-patches", type=int, default=500, show_default=True, help="Test patches per evaluation.")
-@click.option("--train-size", type=int, default=None, help="Use at most this many training patches.")
-@device_option
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Autocast dtype (auto: bf16 on CUDA, fp32 on CPU); bf16 runs on a CPU too.")
-@click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory format (default: on CUDA).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks (inductor; CPU too).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Expect a run in --out to continue (re-running the same command "
-                                             "on a run folder resumes it anyway).")
-@click.option("--override", is_flag=True, help="Resume although the recipe changed; the change is recorded in "
-                                               "config_changes.jsonl.")
-@click.option("--keep-checkpoints", type=click.IntRange(min=0), default=3, show_default=True,
-              help="Keep the last N evaluations' full checkpoints iter_<n>.pt (0: none).")
-@click.option("--log-every", type=float, default=60.0, show_default=True,
-              help="Seconds between progress lines when stderr is not a terminal.")
-@click.option("--tensorboard", is_flag=True, help="Also log to <out>/tensorboard (pip install 'dpedkit[tensorboard]').")
-@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
-                   "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
-def train(data_dir, phone, dslr, out, config_path, vgg, content_loss, iters, batch_size, lr, w_content, w_color,
-          w_texture, w_tv, eval_every, eval_patches, train_size, device, precision, channels_last, compile_, seed,
-          resume, override, keep_checkpoints, log_every, tensorboard, nproc_per_node):
-    """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
+@_lazy_command('train', 'Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).')
+def _train_command() -> click.Command:
+    from dpedkit.train.loop import TrainConfig
 
-    Writes config.json, metrics.csv (losses, test PSNR/SSIM/MS-SSIM), samples/<iter>.png and
-    checkpoints/ (last.pt, iter_<n>.pt, best.pt, generator.pt) to the run folder every
-    --eval-every iterations. Re-running the same command resumes; Ctrl-C or SIGTERM saves
-    last.pt after the current iteration.
-    """
-    from click.core import ParameterSource
+    @click.command(epilog=_example("dpedkit train dataset/ --out runs/iphone --iters 20000",
+                                   "dpedkit train --config runs/iphone/config.json --iters 40000"))
+    @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  default=None, help="Re-run the recipe recorded in a run's config.json; options given on this "
+                                     "command line override it (DATA_DIR and --phone then optional).")
+    @click_options(TrainConfig, skip=("data_dir",),
+                   overrides={"phone": {"default": None}, "dslr": {"default": None}, "out": {"default": None}})
+    @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
+                       "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
+    def train(data_dir, config_path, nproc_per_node, **options):
+        """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
 
-    from dpedkit.train.checkpoint import CheckpointError
-    from dpedkit.train.data import DatasetError
-    from dpedkit.train.loop import Interrupted, TrainConfig, TrainError, config_from_json, train as run_training
-    from dpedkit.train.vgg import VGGWeightsError
+        Writes config.json, metrics.csv (losses, test PSNR/SSIM/MS-SSIM), samples/<iter>.png and
+        checkpoints/ (last.pt, iter_<n>.pt, best.pt, generator.pt) to the run folder every
+        --eval-every iterations. Re-running the same command resumes; Ctrl-C or SIGTERM saves
+        last.pt after the current iteration.
+        """
+        from click.core import ParameterSource
 
-    given = dict(data_dir=str(data_dir) if data_dir else None, phone=phone, dslr=dslr,
-                 out=str(out) if out else None, vgg=str(vgg) if vgg else None, content_loss=content_loss,
-                 iters=iters, batch_size=batch_size, lr=lr, w_content=w_content, w_color=w_color,
-                 w_texture=w_texture, w_tv=w_tv, eval_every=eval_every, eval_patches=eval_patches,
-                 train_size=train_size, device=device, precision=precision, channels_last=channels_last,
-                 compile=compile_, seed=seed, resume=resume, override=override, keep_checkpoints=keep_checkpoints,
-                 log_every=log_every, tensorboard=tensorboard)
-    ctx = click.get_current_context()
-    param_of = {"compile": "compile_"}
-    try:
-        if config_path:
-            explicit = {k: v for k, v in given.items()
-                        if ctx.get_parameter_source(param_of.get(k, k)) in (ParameterSource.COMMANDLINE,
-                                                                            ParameterSource.ENVIRONMENT)}
-            cfg = config_from_json(config_path, **explicit)
-        else:
-            if data_dir is None or phone is None:
-                raise click.UsageError("give DATA_DIR and --phone, or --config RUN/config.json")
-            given["out"] = given["out"] or str(Path("runs") / phone)
-            cfg = TrainConfig(**given)
-        if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-            from dpedkit.train.distributed import train_on_processes
-            rows = train_on_processes(cfg, nproc_per_node)
-        else:
-            rows = run_training(cfg, log=_echo)
-    except Interrupted as e:
-        click.echo(f"\n{e}", err=True)
-        sys.exit(e.exit_code)
-    except (TrainError, DatasetError, VGGWeightsError, CheckpointError) as e:
-        raise click.UsageError(str(e)) from None
-    if not rows:  # a process of a torchrun run other than rank 0
-        return
-    click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
-               f"run folder {cfg.out}")
+        from dpedkit.layout import LayoutError, dataset_cameras
+        from dpedkit.model.checkpoint import CheckpointError
+        from dpedkit.model.device import DeviceError
+        from dpedkit.model.vgg import VGGWeightsError
+        from dpedkit.train.data import DatasetError
+        from dpedkit.train.loop import Interrupted, TrainError, config_from_json, train as run_training
+
+        ctx = click.get_current_context()
+        try:
+            if config_path:
+                # only what this command line says overrides the recorded recipe, not click's defaults
+                given = {k: v for k, v in options.items()
+                         if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+                if data_dir is not None:
+                    given["data_dir"] = str(data_dir)
+                cfg = config_from_json(config_path, **{k: str(v) if isinstance(v, Path) else v
+                                                       for k, v in given.items()})
+            else:
+                if data_dir is None:
+                    raise click.UsageError("give DATA_DIR, or --config RUN/config.json")
+                try:
+                    _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
+                except LayoutError as e:
+                    raise click.UsageError(str(e)) from None
+                out = options.pop("out") or str(Path("runs") / phone)
+                cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr,
+                                   out=str(out))
+            if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+                from dpedkit.train.launch import train_on_processes
+                rows = train_on_processes(cfg, nproc_per_node)
+            else:
+                rows = run_training(cfg, log=_echo)
+        except Interrupted as e:
+            click.echo(f"\n{e}", err=True)
+            sys.exit(e.exit_code)
+        except (TrainError, DatasetError, VGGWeightsError, CheckpointError, DeviceError) as e:
+            raise click.UsageError(str(e)) from None
+        if not rows:  # a process of a torchrun run other than rank 0
+            return
+        click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
+                   f"run folder {cfg.out}")
+    return train
 
 
-@main.command()
-@model_argument
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder (names kept; folders keep their sub-paths).")
-@device_option
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-              help="auto: fp16 on CUDA (within 1/255 of fp32), fp32 on CPU.")
-@click.option("--format", "fmt", type=click.Choice(["jpg", "png"]), default="jpg", show_default=True)
-@click.option("--quality", type=int, default=95, show_default=True, help="JPEG quality.")
-@click.option("--side-by-side", is_flag=True, help="Also write <name>_before_after.<format>.")
-@click.option("--tile", type=int, default=None,
-              help="Approximate mode for photos too big for memory: tiles of this side (px), cross-faded.")
-@click.option("--overlap", type=int, default=64, show_default=True, help="Tile overlap (px), with --tile.")
-@click.option("--force", is_flag=True, help="Redo photos whose output already exists.")
-@allow_failures_option
-def enhance(model, inputs, out_dir, device, precision, fmt, quality, side_by_side, tile, overlap, force,
-            allow_failures):
-    """Enhance photos (files or folders) of any size with MODEL.
+@_lazy_command('enhance', 'Enhance photos (files or folders) of any size with MODEL.')
+def _enhance_command() -> click.Command:
+    from dpedkit.enhance.stage import EnhanceOptions
 
-    MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
-    checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
-    Each photo is enhanced whole (exact: the generator normalises over the whole image).
-    """
-    from dpedkit.enhance.run import EnhanceOptions, enhance_paths
-    from dpedkit.train.checkpoint import CheckpointError
-    from dpedkit.train.loop import TrainError
+    @click.command(epilog=_example("dpedkit enhance runs/iphone photos/ -o enhanced/ --side-by-side --max-memory 4G"))
+    @model_argument
+    @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Output folder (names kept; folders keep their sub-paths).")
+    @click_options(EnhanceOptions)
+    @allow_failures_option
+    def enhance(model, inputs, out_dir, allow_failures, **options):
+        """Enhance photos (files or folders) of any size with MODEL.
 
-    opts = EnhanceOptions(device=device, precision=precision, format=fmt, quality=quality,
-                          side_by_side=side_by_side, tile=tile, overlap=overlap, force=force)
-    try:
-        summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
-    except (CheckpointError, TrainError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    _finish(summary.lines(), summary.problems, allow_failures)
+        MODEL is a run folder or .pt checkpoint of ours, or an official DPED TensorFlow
+        checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
+        Each photo is enhanced exactly (the generator normalises over the whole image): whole
+        when it fits --max-memory, else in strips that reproduce the whole-image result.
+        Outputs keep the input's EXIF (orientation 1) and ICC profile.
+        A re-run skips photos done with the same model weights and options.
+        """
+        from dpedkit.enhance.stage import enhance_paths
+        from dpedkit.model.checkpoint import CheckpointError
+        from dpedkit.model.device import DeviceError
+
+        opts = from_options(EnhanceOptions, options)
+        try:
+            summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
+        except (CheckpointError, DeviceError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        _finish(summary.lines(), summary.problems, allow_failures)
+    return enhance
 
 
-@main.command()
-@model_argument
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--phone", required=True, help="Phone folder name in the DPED layout (e.g. iphone).")
-@click.option("--dslr", default="canon", show_default=True, help="DSLR folder name.")
-@click.option("--limit", type=int, default=None, help="Use at most this many test patches.")
-@click.option("-o", "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the scores as JSON here (default: evaluate_<phone>.json).")
-@device_option
-def evaluate(model, data_dir, phone, dslr, limit, json_path, device):
-    """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
+@_lazy_command('evaluate', 'PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.')
+def _evaluate_command() -> click.Command:
+    from dpedkit.evaluate import EvaluateOptions
 
-    Conventions: RGB in [0, 1], data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5),
-    MS-SSIM with the DPED code's 5 scales and weights; each per batch of 50 patches, averaged.
-    """
-    import json
+    @click.command(epilog=_example("dpedkit evaluate runs/iphone dataset/ --phone iphone"))
+    @model_argument
+    @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click_options(EvaluateOptions)
+    @click.option("-o", "--json", "json_path", type=click.Path(path_type=Path), default=None,
+                  help="Write the scores as JSON to this file, or into this folder (default: into the run folder, "
+                       "evaluate_<phone>.json; for an official model ./evaluate_<phone>_<name>.json).")
+    def evaluate(model, data_dir, json_path, **options):
+        """PSNR, SSIM and MS-SSIM of MODEL on the test patches of DATA_DIR, beside the identity baseline.
 
-    from dpedkit.evaluate import evaluate_model, table
-    from dpedkit.imageio import write_text_atomic
-    from dpedkit.train.checkpoint import CheckpointError
-    from dpedkit.train.data import DatasetError
-    from dpedkit.train.loop import TrainError
+        Conventions: RGB in [0, 1], data range 1; SSIM with an 11x11 Gaussian window (sigma 1.5),
+        MS-SSIM with the DPED code's 5 scales and weights; each per batch of 50 patches, averaged.
+        """
+        import json
 
-    try:
-        result = evaluate_model(model, data_dir, phone, dslr, device, limit, log=_echo)
-    except (CheckpointError, DatasetError, TrainError) as e:
-        raise click.UsageError(str(e)) from None
-    json_path = json_path or Path(f"evaluate_{phone}.json")
-    write_text_atomic(json_path, json.dumps(result, indent=1))
-    for line in table(result) + [f"scores: {json_path}"]:
-        click.echo(line)
+        from dpedkit.evaluate import default_json_path, evaluate_model, table
+        from dpedkit.fs import write_text_atomic
+        from dpedkit.model.checkpoint import CheckpointError
+        from dpedkit.model.device import DeviceError
+        from dpedkit.train.data import DatasetError
+
+        opts = from_options(EvaluateOptions, options)
+        try:
+            result = evaluate_model(model, data_dir, opts.phone, opts.dslr, opts.device, opts.limit, log=_echo)
+        except (CheckpointError, DatasetError, DeviceError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        json_path = default_json_path(model, result["phone"], json_path)
+        write_text_atomic(json_path, json.dumps(result, indent=1))
+        for line in table(result) + [f"scores: {json_path}"]:
+            click.echo(line)
+    return evaluate
 
 
-@main.command()
-@click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
-              show_default=True)
-@click.option("--thumb", type=int, default=240, show_default=True, help="Thumbnail width (px).")
-def report(aligned_dir, dataset_dir, run_dir, out, thumb):
-    """One self-contained HTML page about ALIGNED_DIR [DATASET_DIR [RUN_DIR]].
+@_lazy_command('export', "Export MODEL's generator to OUT as ONNX (dynamic height and width).")
+def _export_command() -> click.Command:
+    @click.command(epilog=_example("dpedkit export models_orig/iphone_orig iphone.onnx"))
+    @model_argument
+    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+    def export(model, out, opset):
+        """Export MODEL's generator to OUT as ONNX (dynamic height and width).
 
-    \b
-    Every pair's status, matches, reprojection error and patch counts; thumbnails of the
-    aligned pair with a checkerboard and a difference image; the patch correlation histogram
-    and accepted windows; with a run folder, the loss and PSNR/SSIM curves and samples.
-    Opens offline (images embedded, charts inline SVG).
-    """
+        MODEL: a run folder or .pt checkpoint, or an official DPED TensorFlow checkpoint prefix.
+        The graph maps ``input`` (1, 3, H, W) float32 RGB in [0, 1] to ``output`` of the same
+        shape; instance normalisation is over the whole image, as in ``enhance``.
+        Needs the onnx package: pip install 'dpedkit[onnx]'.
+        """
+        from dpedkit.model.checkpoint import CheckpointError
+
+        try:
+            import onnx  # noqa: F401  (torch's exporter needs it)
+        except ImportError:
+            raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'") from None
+        from dpedkit.export import export_model
+        try:
+            export_model(model, out, opset, log=_echo)
+        except CheckpointError as e:
+            raise click.UsageError(str(e)) from None
+    return export
+
+
+@_lazy_command('report', 'A report folder about ALIGNED_DIR [DATASET_DIR [RUN_DIR]] that opens offline.')
+def _report_command() -> click.Command:
     from dpedkit.report.page import build_report
+    from dpedkit.report.site import build_site
 
-    try:
-        path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
-    except (FileNotFoundError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
-    click.echo(f"report: {path}")
+    @click.command(epilog=_example("dpedkit report aligned/ dataset/iphone runs/iphone -o report/"))
+    @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+                  help="Report folder (index.html, pages/, pairs/, img/); a path ending in .html writes the older "
+                       "single self-contained page instead (small sets only).")
+    @click.option("--thumb", type=int, default=default_of(build_report, "thumb"),
+                  show_default=True, help="Thumbnail width (px).")
+    @click.option("--enhanced", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                  help="Folder of 'dpedkit enhance' outputs to show (before/after photos).")
+    @click.option("--evaluate", "evaluations", multiple=True,
+                  type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="evaluate JSON files to show (the run folder's evaluate_*.json are found by themselves).")
+    def report(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, evaluations):
+        """A report about ALIGNED_DIR [DATASET_DIR [RUN_DIR]]: a folder that opens offline.
+
+        \b
+        index.html: counts, the patch correlation histogram, training curves (PSNR with the
+        identity baseline, SSIM/MS-SSIM, loss terms), evaluate's scores, enhanced photos, and
+        the pairs table (paginated; each name links to the pair's page). pairs/<id>.html: the
+        aligned pair, a checkerboard, a difference image and the map of patch windows (click an
+        image to zoom).
+        """
+        try:
+            if out.suffix == ".html":
+                path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
+            else:
+                path = build_site(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, list(evaluations),
+                                  log=_echo)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.UsageError(str(e)) from None
+        click.echo(f"report: {path}")
+    return report
 
 
-@main.command()
-@click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
-@click.option("--train-iters", type=int, default=150, show_default=True, help="Training iterations (CPU minutes).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@jobs_option
-def demo(demo_dir, train_iters, batch_size, jobs):
-    """Run the whole pipeline on real photos that ship with scikit-image (no download).
-
-    \b
-    DEMO_DIR/raw/       DSLR photos and simulated phone photos (known homographies)
-    DEMO_DIR/aligned/   align, with the error against the true homographies
-    DEMO_DIR/dataset/   patches (DPED layout)
-    DEMO_DIR/runs/demo/ a short CPU training run
-    DEMO_DIR/enhanced/  the test photos enhanced, with before/after
-    DEMO_DIR/report.html
-    Re-running resumes where it stopped.
-    """
+@_lazy_command('demo', 'Run the whole pipeline on real photos that ship with scikit-image (no download).')
+def _demo_command() -> click.Command:
     from dpedkit.demo import run_demo
 
-    problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size, log=click.echo)
-    sys.exit(EXIT_ITEMS_FAILED if problems else 0)
+    @click.command(epilog=_example("dpedkit demo demo/"))
+    @click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
+    @click.option("--train-iters", type=int, default=default_of(run_demo, "train_iters"), show_default=True,
+                  help="Training iterations (CPU minutes).")
+    @click.option("--batch-size", type=int, default=default_of(run_demo, "batch_size"), show_default=True,
+                  help="Patches per training iteration.")
+    @click.option("--jobs", "-j", type=int, default=None, help="Parallel workers (default: all cores).")
+    def demo(demo_dir, train_iters, batch_size, jobs):
+        """Run the whole pipeline on real photos that ship with scikit-image (no download).
+
+        \b
+        DEMO_DIR/raw/       DSLR photos and simulated phone photos (known homographies)
+        DEMO_DIR/aligned/   align, with the error against the true homographies
+        DEMO_DIR/dataset/   patches (DPED layout)
+        DEMO_DIR/runs/demo/ a short CPU training run
+        DEMO_DIR/enhanced/  the test photos enhanced, with before/after
+        DEMO_DIR/report.html
+        Re-running resumes where it stopped.
+        """
+        problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size, log=click.echo)
+        from dpedkit.runner import exit_code
+        sys.exit(exit_code(problems))
+    return demo
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from dpedkit.align.geometry import corner_error
-from dpedkit.imageio import write_image, write_text_atomic
+from dpedkit.fs import write_text_atomic
+from dpedkit.imageio import write_image
 from dpedkit.synth import sample_images, synthetic_pair
 
 TRUTH = "truth.json"
@@ -51,15 +52,15 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     """Build the sample raw/ folder under ``root`` and run align → patches → train → enhance →
     evaluate → report on it; returns the number of items that failed. Every stage resumes, so a
     second call finishes an interrupted demo without redoing work."""
-    from dpedkit.align.run import AlignRunOptions, align_folder
-    from dpedkit.enhance.run import EnhanceOptions, enhance_paths
+    from dpedkit.align.stage import AlignRunOptions, align_folder
+    from dpedkit.enhance.stage import EnhanceOptions, enhance_paths
     from dpedkit.evaluate import evaluate_model, table
-    from dpedkit.manifest import read_records
-    from dpedkit.patches.run import PatchOptions, cut_patches
+    from dpedkit.layout import MANIFEST, DpedLayout, dataset_cameras, read_records
+    from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
     from dpedkit.report.page import build_report
     from dpedkit.train.loop import TrainConfig, train
-    from dpedkit.train.vgg import find_vgg_weights
+    from dpedkit.model.vgg import find_vgg_weights
 
     root = Path(root)
     raw, aligned, dataset, run = root / "raw", root / "aligned", root / "dataset", root / "runs" / "demo"
@@ -70,7 +71,7 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     summary = align_folder(raw, aligned, AlignRunOptions(jobs=jobs, previews=True), log=log)
     for line in summary.lines():
         log(line)
-    errors = alignment_errors(raw, read_records(aligned / "manifest.jsonl"))
+    errors = alignment_errors(raw, read_records(aligned / MANIFEST))
     log("alignment error against the known homographies (mean corner error, phone px):")
     for name, err in sorted(errors.items()):
         log(f"  {name:<22} {err:.3f}")
@@ -86,22 +87,23 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     vgg = find_vgg_weights(None)
     if vgg is None:
         log("no VGG-19 weights found ($DPEDKIT_VGG, torch hub cache): training without the content loss")
-    cfg = TrainConfig(data_dir=str(dataset), phone="phone", dslr="dslr", out=str(run), iters=train_iters,
+    _, phone, dslr = dataset_cameras(dataset)     # as patches recorded them in dataset/<phone>/dataset.json
+    cfg = TrainConfig(data_dir=str(dataset), phone=phone, dslr=dslr, out=str(run), iters=train_iters,
                       batch_size=batch_size, eval_every=max(train_iters // 5, 1), eval_patches=200,
                       content_loss="vgg" if vgg else "none", vgg=str(vgg) if vgg else None,
-                      resume=(run / "checkpoints" / "last.pt").exists(), keep_checkpoints=False)
+                      resume=(run / "checkpoints" / "last.pt").exists(), keep_checkpoints=0)
     rows = train(cfg, log=log)
     log(f"test PSNR {float(rows[0]['test_psnr']):.2f} dB at iteration 0 → {float(rows[-1]['test_psnr']):.2f} dB "
         f"at iteration {rows[-1]['iteration']}")
 
     log("\n== 4/6 enhance the full-size test photos")
-    esum = enhance_paths(run, [dataset / "phone" / "test_data" / "full_size_test_images"], root / "enhanced",
+    esum = enhance_paths(run, [DpedLayout(dataset / phone, phone).full_size_dir], root / "enhanced",
                          EnhanceOptions(side_by_side=True), log=log)
     for line in esum.lines():
         log(line)
 
     log("\n== 5/6 evaluate on the test patches")
-    result = evaluate_model(run, dataset, "phone", "dslr", log=log)
+    result = evaluate_model(run, dataset, log=log)
     write_text_atomic(root / "evaluate.json", json.dumps(result, indent=1))
     for line in table(result):
         log(line)

@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dpedkit.enhance.model import load_generator
+from dpedkit.layout import dataset_cameras
 from dpedkit.metrics import score_patches
-from dpedkit.train.data import dataset_root, load_split
-from dpedkit.train.loop import resolve_device
+from dpedkit.model.device import resolve_device
+from dpedkit.model.generator import load_generator
+from dpedkit.train.data import load_split
 
 METRICS = ("psnr", "ssim", "ms_ssim")
 
 
-def evaluate_model(model: str | Path, data_dir: str | Path, phone: str, dslr: str = "canon",
+@dataclass
+class EvaluateOptions:
+    """Options of ``dpedkit evaluate``; each field is one command-line option (:mod:`dpedkit.options`)."""
+    phone: str | None = field(default=None, metadata={
+        "help": "Phone folder name in the DPED layout (default: from the dataset's dataset.json, or "
+                "DATA_DIR's only sub-folder)."})
+    dslr: str | None = field(default=None, metadata={
+        "help": "DSLR folder name in the DPED layout (default: from dataset.json, else canon)."})
+    limit: int | None = field(default=None, metadata={"help": "Use at most this many test patches."})
+    device: str = field(default="auto", metadata={
+        "help": "auto: CUDA when available, else the CPU.", "choices": ["auto", "cpu", "cuda"]})
+
+
+def evaluate_model(model: str | Path, data_dir: str | Path, phone: str | None = None, dslr: str | None = None,
                    device: str = "auto", limit: int | None = None, log=print) -> dict:
     """Scores of the enhanced test patches and of the phone patches as they are (identity).
 
     Conventions: RGB in [0, 1] (data range 1); PSNR and SSIM/MS-SSIM as :mod:`dpedkit.metrics`
-    states them, per batch of 50 patches and averaged; fp32 on every device.
+    states them, per batch of 50 patches and averaged; fp32 on every device. ``phone`` and
+    ``dslr`` name the DPED layout's folders; by default they come from the dataset
+    (:func:`dpedkit.layout.dataset_cameras`).
     """
     dev = resolve_device(device)
     g, what = load_generator(model)
     g = g.to(dev)
-    root = dataset_root(data_dir, phone)
+    root, phone, dslr = dataset_cameras(data_dir, phone, dslr)
     ph, ds = load_split(root, phone, dslr, "test", limit, size=None)
     log(f"evaluating {what} on {ph.shape[0]} test patches of {root}")
     t0 = time.perf_counter()
@@ -32,6 +49,27 @@ def evaluate_model(model: str | Path, data_dir: str | Path, phone: str, dslr: st
     return {"model": str(model), "source": what, "data": str(root), "phone": phone, "dslr": dslr,
             "patches": int(ph.shape[0]), "device": dev.type, "seconds": round(time.perf_counter() - t0, 2),
             "enhanced": enhanced, "identity": identity}
+
+
+def default_json_path(model: str | Path, phone: str, out: str | Path | None = None) -> Path:
+    """Where ``evaluate`` writes its scores: ``out`` when it names a file; else, inside ``out``
+    (a folder) or — without ``out`` — inside the run folder, one file per model:
+    ``<run>/evaluate_<phone>.json`` for a run folder, ``<run>/evaluate_<phone>_<stem>.json`` for a
+    ``.pt`` file in ``<run>/checkpoints/``, ``./evaluate_<phone>_<name>.json`` for an official
+    checkpoint (its folder is often read-only)."""
+    model = Path(model)
+    if model.is_dir():
+        folder, name = model, f"evaluate_{phone}.json"
+    elif model.suffix == ".pt":
+        folder = model.parent.parent if model.parent.name == "checkpoints" else model.parent
+        name = f"evaluate_{phone}_{model.stem}.json"
+    else:
+        folder, name = Path("."), f"evaluate_{phone}_{model.name.removesuffix('.index')}.json"
+    if out is None:
+        return folder / name
+    folder_like = str(out).endswith(("/", "\\"))
+    out = Path(out)
+    return out / name if folder_like or out.is_dir() else out
 
 
 def table(result: dict) -> list[str]:

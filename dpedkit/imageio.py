@@ -1,50 +1,45 @@
-"""Image and file I/O at the edges of the pipeline.
+"""Image codec at the edges of the pipeline: reading photos, encoding and writing images.
 
 Images are NumPy arrays of shape (H, W, 3), dtype uint8, **RGB** channel order, with the
-EXIF orientation already applied. Every writer is atomic: it writes a temporary file in the
-destination folder and renames it into place, so a killed run never leaves a half-written
-output under the final name.
+EXIF orientation already applied. Writers go through :func:`dpedkit.fs.write_bytes_atomic`,
+so a killed run never leaves a half-written image under its final name. Filesystem
+transactions that need no image (atomic text, fingerprints, locks) live in :mod:`dpedkit.fs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from dpedkit.camera_files import (HEIF_SUFFIXES, RAW_SUFFIXES, CameraFileError, RawRendering, kind_of,
+                                  read_camera_file, unreadable_reason)
+from dpedkit.fs import write_bytes_atomic
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm"}
-TMP_PREFIX = ".dpedkit-tmp-"
+PHOTO_SUFFIXES = IMAGE_SUFFIXES | HEIF_SUFFIXES | RAW_SUFFIXES    # what list_images lists
 
 
 class ImageReadError(ValueError):
     """An input file is not a readable image; the message says why, in plain words."""
 
 
-class OutputWriteError(RuntimeError):
-    """An output could not be written (disk full, no permission, a file where a folder
-    should be): the run must stop, since every later output would fail the same way."""
-
-
-def make_output_dir(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` (and its parents), or raise :class:`OutputWriteError` saying why not."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputWriteError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
-    return folder
-
-
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (by suffix, case-insensitive), sorted by name."""
+    """Photo files directly inside ``folder`` (by suffix, case-insensitive: OpenCV's formats,
+    HEIC/HEIF and camera RAW), sorted by name. :func:`other_files` lists the rest."""
     return sorted(
         p for p in Path(folder).iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith(".") and p.is_file()
     )
+
+
+def other_files(folder: Path) -> list[tuple[Path, str]]:
+    """Files directly inside ``folder`` that :func:`list_images` does not list (hidden ones
+    aside), each with the reason, so that no file is skipped silently."""
+    return sorted((p, unreadable_reason(p)) for p in Path(folder).iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in PHOTO_SUFFIXES)
 
 
 def _jpeg_truncated(buf: np.ndarray) -> bool:
@@ -72,13 +67,24 @@ def to_rgb8(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, raw: RawRendering = RawRendering()) -> np.ndarray:
     """Read an image as 8-bit RGB with its EXIF orientation applied.
 
-    16-bit, grayscale and alpha inputs are converted (alpha is dropped). Raises
-    :class:`ImageReadError` for a missing, empty, truncated or non-image file.
+    16-bit, grayscale and alpha inputs are converted (alpha is dropped). HEIC/HEIF and
+    camera RAW/DNG files (by suffix) are decoded by :mod:`dpedkit.camera_files`, RAW rendered
+    as ``raw`` says. Raises :class:`ImageReadError` for a missing, empty, truncated or
+    non-image file, or one whose decoder is not installed (the message names the extra).
     """
     path = Path(path)
+    if kind_of(path) != "other":
+        if not path.is_file():
+            raise ImageReadError("cannot read file: No such file or directory")
+        if path.stat().st_size == 0:
+            raise ImageReadError("empty file (0 bytes)")
+        try:
+            return read_camera_file(path, raw)
+        except CameraFileError as e:
+            raise ImageReadError(str(e)) from None
     try:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -92,48 +98,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except cv2.error as e:
         raise ImageReadError(f"cannot decode image: {str(e).strip().splitlines()[-1]}") from None
     if img is None:
+        head = buf[:16].tobytes()
+        if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc", b"ftypavif"):
+            raise ImageReadError("a HEIC/HEIF photo with another suffix: rename it to .heic")
         raise ImageReadError("not an image OpenCV can decode (corrupt or unsupported format)")
     if buf[:2].tobytes() == b"\xff\xd8" and _jpeg_truncated(buf):
         raise ImageReadError("truncated JPEG (no end-of-image marker after the image data)")
     return to_rgb8(img)
-
-
-def _file_mode() -> int:
-    # mkstemp creates files readable by their owner only; outputs get the usual 0666 & ~umask
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-FILE_MODE = _file_mode()
-
-
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    try:
-        fd, tmp = _atomic_target(path)
-    except OSError as e:
-        raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            os.fchmod(f.fileno(), FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def encode_image(img: np.ndarray, suffix: str, quality: int = 95, png_level: int = 1) -> bytes:
@@ -156,21 +127,3 @@ def write_image(path: str | os.PathLike, img: np.ndarray, quality: int = 95) -> 
     """Write an RGB uint8 image atomically; the format follows the suffix."""
     path = Path(path)
     write_bytes_atomic(path, encode_image(img, path.suffix, quality))
-
-
-def remove_stale_temps(folder: Path) -> int:
-    """Delete temporary files a killed run left below ``folder``; returns how many."""
-    n = 0
-    if Path(folder).is_dir():
-        for p in Path(folder).rglob(TMP_PREFIX + "*"):
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """A cheap identity of a file's content: size, mtime and a hash of its first 64 KiB."""
-    st = os.stat(path)
-    with open(path, "rb") as f:
-        head = hashlib.sha1(f.read(65536)).hexdigest()[:16]
-    return f"{st.st_size}:{st.st_mtime_ns}:{head}"

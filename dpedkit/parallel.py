@@ -76,7 +76,7 @@ def _on_dask(fn: Callable[[T], R], items: list[T], address: str) -> Iterator[R]:
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {e}") from None
-    from dpedkit.imageio import OutputWriteError
+    from dpedkit.fs import OutputWriteError
     with client, parallel_config(backend="dask", client=client):
         try:
             # a task whose worker dies is run again on another worker by the scheduler

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from dpedkit.cli import main
-from dpedkit.manifest import read_records
+from dpedkit.layout import read_records
 
 distributed = pytest.importorskip("distributed")
 

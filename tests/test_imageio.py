@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dpedkit.imageio import ImageReadError, _jpeg_truncated, encode_image, read_image, remove_stale_temps, write_image
+from dpedkit.fs import remove_stale_temps
+from dpedkit.imageio import ImageReadError, _jpeg_truncated, encode_image, read_image, write_image
 
 
 @pytest.fixture
@@ -84,9 +85,9 @@ def test_outputs_get_the_usual_permissions(tmp_path, rgb):
     import os
     mask = os.umask(0o022)
     try:
-        from dpedkit import imageio
+        from dpedkit import fs
         write_image(tmp_path / "p.png", rgb)
-        assert (tmp_path / "p.png").stat().st_mode & 0o777 == imageio.FILE_MODE   # not mkstemp's 0600
-        assert imageio.FILE_MODE & 0o044                                          # readable by others
+        assert (tmp_path / "p.png").stat().st_mode & 0o777 == fs.FILE_MODE   # not mkstemp's 0600
+        assert fs.FILE_MODE & 0o044                                          # readable by others
     finally:
         os.umask(mask)

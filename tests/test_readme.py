@@ -46,7 +46,7 @@ def test_bench_commands_exist():
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    from tests.test_train import save_torchvision, tiny_vgg_weights
+    from tests.helpers import save_torchvision, tiny_vgg_weights
     make_raw(tmp_path / "demo_raw")
     (tmp_path / "raw").mkdir()
     for cam, name in (("phone", "iphone"), ("dslr", "canon")):       # the README's camera names
@@ -71,5 +71,14 @@ def test_every_dpedkit_command_in_the_readme_runs(workspace):
         assert r.exit_code == 0, (cmd, r.output[-4000:])
         ran += 1
     assert ran >= 7
-    assert (workspace / "report.html").is_file() and (workspace / "runs/iphone/evaluate.json").is_file()
-    assert len(os.listdir(workspace / "enhanced")) == 12                     # 6 photos + before/after
+    assert (workspace / "report" / "index.html").is_file() and (workspace / "runs/iphone/evaluate_iphone.json").is_file()
+    assert (workspace / "iphone.onnx").is_file()
+    assert len([p for p in os.listdir(workspace / "enhanced") if p.endswith(".jpg")]) == 12   # 6 photos + before/after
+
+
+def test_docs_stand_alone():
+    # a clone of the repository has no ../shared: README and docs/ point inside the repo only
+    for text in [README] + [p.read_text() for p in (ROOT / "docs").glob("*.md")]:
+        assert "../shared" not in text
+    for link in re.findall(r"\]\((docs/[^)]+)\)", README):
+        assert (ROOT / link).is_file(), link

@@ -1,4 +1,4 @@
-"""Pair the photos of the two cameras in ``raw/`` (DESIGN.md §1).
+"""Pair the photos of the two cameras in ``raw/`` (docs/contracts.md §1).
 
 Every photo ends up in exactly one :class:`Pair`: matched (both paths), or unpaired (one
 path and a reason). Paths are POSIX strings relative to ``raw/``, e.g. ``"phone/IMG_1.jpg"``.
@@ -7,14 +7,10 @@ path and a reason). Paths are POSIX strings relative to ``raw/``, e.g. ``"phone/
 from __future__ import annotations
 
 import csv
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dpedkit.imageio import list_images
-
-DSLR_NAMES = ("dslr", "canon")
-
 
 class PairingError(ValueError):
     """The pairing cannot start (bad folders or CSV); the message says what to do."""
@@ -26,27 +22,7 @@ class Pair:
     phone: str | None
     dslr: str | None
     reason: str | None = None  # why it is not a usable pair (unpaired or ambiguous)
-
-
-def resolve_cameras(raw: Path, phone: str | None, dslr: str | None, ignore: tuple[str, ...] = ()) -> tuple[str, str]:
-    """The two camera folder names, from the options or guessed as DESIGN.md §1 says
-    (folders named in ``ignore`` are not cameras)."""
-    raw = Path(raw)
-    if not raw.is_dir():
-        raise PairingError(f"{raw} is not a folder")
-    if phone and dslr:
-        for n in (phone, dslr):
-            if not (raw / n).is_dir():
-                raise PairingError(f"camera folder {raw / n} does not exist")
-        return phone, dslr
-    dirs = sorted(p.name for p in raw.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in ignore)
-    if len(dirs) == 2:
-        d = [n for n in dirs if n.lower() in DSLR_NAMES and n != phone]
-        if dslr in dirs or len(d) == 1:
-            dslr = dslr or d[0]
-            return (phone or next(n for n in dirs if n != dslr)), dslr
-    raise PairingError(f"cannot tell the phone and DSLR folders apart in {raw} (found: {', '.join(dirs) or 'none'}); "
-                       "pass --phone NAME --dslr NAME")
+    paired_by: str | None = None  # "time" or "name" when pair_by_time paired it
 
 
 def _rel(camera: str, p: Path) -> str:
@@ -129,20 +105,10 @@ def pair_from_csv(raw: Path, phone: str, dslr: str, csv_path: Path) -> list[Pair
 
 
 def capture_time(path: Path) -> float | None:
-    """EXIF DateTimeOriginal (+ SubSecTimeOriginal) as seconds, or ``None`` when absent."""
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            exif = im.getexif()
-            sub = exif.get_ifd(0x8769)
-            stamp = sub.get(0x9003) or exif.get(0x0132)
-            if not stamp:
-                return None
-            t = dt.datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S")
-            frac = str(sub.get(0x9291) or "").strip("\x00 ")
-            return t.replace(tzinfo=dt.timezone.utc).timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
-    except Exception:
-        return None
+    """EXIF DateTimeOriginal (+ SubSecTimeOriginal) as seconds, or ``None`` when absent
+    (JPEG, HEIC and TIFF-based RAW files: :func:`dpedkit.camera_files.capture_time`)."""
+    from dpedkit.camera_files import capture_time as camera_capture_time
+    return camera_capture_time(path)
 
 
 def pair_by_time(raw: Path, phone: str, dslr: str, max_skew: float = 2.0, clock_offset: float = 0.0) -> list[Pair]:
@@ -162,9 +128,37 @@ def pair_by_time(raw: Path, phone: str, dslr: str, max_skew: float = 2.0, clock_
     for _, rp, rd in cands:
         if rp not in used and rd not in used:
             used.update((rp, rd))
-            pairs.append(Pair(Path(rp).stem, rp, rd))
+            pairs.append(Pair(Path(rp).stem, rp, rd, paired_by="time"))
+    # photos without a capture time fall back to their names (same stem, case-insensitive)
+    by_stem: dict[tuple[str, str], list[str]] = {}
     for rel, (cam, t) in times.items():
         if rel not in used:
-            why = "no EXIF capture time" if t is None else f"no {other_of(cam)} photo within {max_skew:g} s"
+            by_stem.setdefault((cam, Path(rel).stem.lower()), []).append(rel)
+    for rel, (cam, t) in sorted(times.items()):
+        if t is not None or rel in used:
+            continue
+        other = [r for r in by_stem.get(("dslr" if cam == "phone" else "phone", Path(rel).stem.lower()), [])
+                 if r not in used]
+        mine = [r for r in by_stem.get((cam, Path(rel).stem.lower()), []) if r not in used]
+        if len(other) == 1 and len(mine) == 1:
+            rp, rd = (rel, other[0]) if cam == "phone" else (other[0], rel)
+            used.update((rp, rd))
+            pairs.append(Pair(Path(rp).stem, rp, rd, paired_by="name"))
+    for rel, (cam, t) in times.items():
+        if rel not in used:
+            why = ("no EXIF capture time and no photo of the same name" if t is None
+                   else f"no {other_of(cam)} photo within {max_skew:g} s")
             pairs.append(Pair(Path(rel).stem, rel if cam == "phone" else None, rel if cam == "dslr" else None, reason=why))
     return sorted(pairs, key=lambda p: p.name.lower())
+
+
+def other_file_pairs(raw: Path, phone: str, dslr: str) -> list[Pair]:
+    """Files of the camera folders that are not photos, each as an unusable "pair" with the
+    reason, so that every file is either used or reported."""
+    from dpedkit.imageio import other_files
+    out = []
+    for cam, folder in (("phone", phone), ("dslr", dslr)):
+        for p, why in other_files(Path(raw) / folder):
+            rel = _rel(folder, p)
+            out.append(Pair(p.stem, rel if cam == "phone" else None, rel if cam == "dslr" else None, reason=why))
+    return out

@@ -16,11 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpedkit.align.core import checkerboard
-from dpedkit.align.pairing import resolve_cameras
-from dpedkit.align.run import MANIFEST, output_paths
-from dpedkit.imageio import ImageReadError, encode_image, read_image, write_text_atomic
-from dpedkit.manifest import read_records
+from dpedkit.imageops import checkerboard
+from dpedkit.layout import MANIFEST, aligned_paths as output_paths, read_records, resolve_cameras
+from dpedkit.fs import write_text_atomic
+from dpedkit.imageio import ImageReadError, encode_image, read_image
 from dpedkit.report import svg
 
 CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}

@@ -1,4 +1,4 @@
-"""DPED-layout patch sets held in memory as uint8 tensors (DESIGN.md §3)."""
+"""DPED-layout patch sets held in memory as uint8 tensors (the DPED layout: :class:`dpedkit.layout.DpedLayout`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 from joblib import Parallel, delayed
 
 from dpedkit.imageio import ImageReadError, read_image
+from dpedkit.layout import DpedLayout
 
 
 class DatasetError(ValueError):
@@ -16,28 +17,21 @@ class DatasetError(ValueError):
 
 
 def _read(path: Path, size: int | None) -> np.ndarray:
-    img = read_image(path)
+    try:
+        img = read_image(path)
+    except ImageReadError as e:
+        raise ImageReadError(f"{path.name}: {e}") from None   # the reader's message names no file
     if size is not None and img.shape[:2] != (size, size):
         raise ImageReadError(f"{path.name} is {img.shape[1]}x{img.shape[0]}, not {size}x{size}")
     return img
-
-
-def dataset_root(data_dir: str | Path, phone: str) -> Path:
-    """The folder holding ``training_data/`` and ``test_data/``: DATA_DIR/<phone> or DATA_DIR itself."""
-    root = Path(data_dir)
-    return root / phone if (root / phone / "test_data").is_dir() or (root / phone / "training_data").is_dir() else root
-
-
-def split_dir(root: Path, split: str) -> Path:
-    return Path(root) / ("training_data" if split == "train" else "test_data/patches")
 
 
 def load_split(root: str | Path, phone: str, dslr: str, split: str, limit: int | None = None,
                size: int | None = 100, jobs: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """``(phone, dslr)`` uint8 tensors ``(N, 3, H, W)`` of ``<i>.jpg`` for i = 0..N-1, N counted
     as the original loader counts (files in the phone folder), capped at ``limit``."""
-    base = split_dir(Path(root).absolute(), split)   # pooled workers keep their own working directory
-    pdir, ddir = base / phone, base / dslr
+    layout = DpedLayout(Path(root).absolute(), phone, dslr)   # absolute: pooled workers keep their own working directory
+    base, pdir, ddir = layout.split_dir(split), layout.patch_dir(split, "phone"), layout.patch_dir(split, "dslr")
     if not pdir.is_dir() or not ddir.is_dir():
         raise DatasetError(f"{base} needs the folders {phone}/ and {dslr}/ (the DPED layout)")
     n = sum(1 for p in pdir.iterdir() if p.is_file() and p.suffix.lower() == ".jpg")

@@ -36,14 +36,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.imageio import (remove_stale_temps, write_bytes_atomic, write_image, write_text_atomic)
-from dpedkit.lock import exclusive
+from dpedkit.fs import exclusive, remove_stale_temps, write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import write_image
 from dpedkit.metrics import score_patches
-from dpedkit.train.data import dataset_root, load_split
+from dpedkit.layout import dataset_root
+from dpedkit.model.device import resolve_device
+from dpedkit.train.data import load_split
 from dpedkit.train.distributed import Ranks, batch_slice, mean_over_ranks, ranks_from_env, start, stop
 from dpedkit.train.losses import (color_loss, content_loss, discriminator_accuracy, discriminator_loss,
                                   dped_blur_kernel, tv_loss)
-from dpedkit.train.networks import Discriminator, Generator, to_gray
+from dpedkit.model.networks import Discriminator, Generator, to_gray
 
 METRIC_FIELDS = ["iteration", "loss_generator", "loss_content", "loss_color", "loss_texture", "loss_tv",
                  "loss_discriminator", "disc_accuracy", "test_psnr", "test_ssim", "test_ms_ssim", "seconds"]
@@ -57,12 +59,13 @@ def _opt(default, help: str, **kw):
 @dataclass
 class TrainConfig:
     data_dir: str = field(metadata={"help": "The DPED layout: DATA_DIR[/<phone>]/training_data/..."})
-    phone: str = field(metadata={"help": "Phone folder name in the DPED layout (e.g. iphone)."})
-    dslr: str = _opt("canon", "DSLR folder name.")
-    out: str = _opt("runs/dped", "Run folder.")
+    phone: str = field(metadata={"help": "Phone folder name in the DPED layout (default: from the dataset's "
+                                         "dataset.json, or DATA_DIR's only sub-folder)."})
+    dslr: str = _opt("canon", "DSLR folder name in the DPED layout (default: from dataset.json, else canon).")
+    out: str = _opt("runs/dped", "Run folder (default: runs/<phone>).")
     vgg: str | None = _opt(None, "VGG-19 weights: torchvision .pth or MatConvNet .mat (else $DPEDKIT_VGG, "
                                  "else torch hub's cache).")
-    content_loss: str = _opt("vgg", "vgg | none (none trains without the content loss).")
+    content_loss: str = _opt("vgg", "Content loss on VGG-19 relu5_4 features, or none.", choices=["vgg", "none"])
     iters: int = _opt(20000, "Training iterations (one generator and one discriminator step each).")
     batch_size: int = _opt(50, "Patches per step (the global batch with several processes).")
     lr: float = _opt(5e-4, "Adam learning rate of both networks.")
@@ -73,9 +76,9 @@ class TrainConfig:
     eval_every: int = _opt(1000, "Evaluate, write metrics/samples/checkpoints every N iterations.")
     eval_patches: int = _opt(500, "Test patches per evaluation (batches of 50).")
     train_size: int | None = _opt(None, "Use at most this many training patches (default: all).")
-    device: str = _opt("auto", "auto | cpu | cuda.")
-    precision: str = _opt("auto", "auto | fp32 | bf16: autocast dtype of the forward passes "
-                                  "(auto: bf16 on CUDA, fp32 elsewhere).")
+    device: str = _opt("auto", "auto: CUDA when available, else the CPU.", choices=["auto", "cpu", "cuda"])
+    precision: str = _opt("auto", "Autocast dtype of the forward passes (auto: bf16 on CUDA, fp32 elsewhere; "
+                                  "bf16 runs on a CPU too).", choices=["auto", "fp32", "bf16"])
     channels_last: bool | None = _opt(None, "NHWC memory format for images and weights (default: on CUDA).")
     fused_adam: bool | None = _opt(None, "Fused Adam kernels (default: on CUDA).")
     compile: bool = _opt(False, "torch.compile the networks (inductor; also on CPU).")
@@ -147,14 +150,6 @@ def config_from_json(path: str | os.PathLike, **overrides) -> TrainConfig:
     return TrainConfig(**data)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
 class Trainer:
     """Holds the networks, optimisers, data and random streams of one run.
 
@@ -189,7 +184,7 @@ class Trainer:
         self.D = Discriminator(self.train_phone.shape[-1]).to(self.device)
         self.vgg = None
         if cfg.content_loss == "vgg":
-            from dpedkit.train.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
+            from dpedkit.model.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
             path = find_vgg_weights(cfg.vgg)
             if path is None:
                 raise TrainError(WEIGHT_HELP)
@@ -324,7 +319,7 @@ class Trainer:
 
     def load(self, path: Path) -> dict:
         """Restore the training state of ``path``; returns the whole checkpoint dict."""
-        from dpedkit.train.checkpoint import load_checkpoint
+        from dpedkit.model.checkpoint import load_checkpoint
         ck = load_checkpoint(path)
         if "discriminator" not in ck or "opt_g" not in ck:
             raise TrainError(f"{path} holds no training state to resume from (generator weights only)")
@@ -392,6 +387,8 @@ def train(cfg: TrainConfig, log=print, progress: bool = True) -> list[dict]:
 
     Under torchrun (``WORLD_SIZE`` > 1) this is one of the processes of a data-parallel run
     (:mod:`dpedkit.train.distributed`); only rank 0 writes, logs and returns rows."""
+    if cfg.keep_checkpoints < 0:
+        raise TrainError(f"--keep-checkpoints {cfg.keep_checkpoints}: give 0 or more")
     ranks = ranks_from_env()
     start(ranks, resolve_device(cfg.device).type == "cuda")
     try:
@@ -488,7 +485,7 @@ def _open_tensorboard(out: Path, purge_step: int):
 
 def _prepare_resume(cfg: TrainConfig, out: Path, last: Path, log) -> None:
     """Refuse a changed recipe unless ``cfg.override``; record an accepted change."""
-    from dpedkit.train.checkpoint import load_checkpoint
+    from dpedkit.model.checkpoint import load_checkpoint
     old = load_checkpoint(last).get("config") or {}
     changes = recipe_changes(old, cfg)
     if not changes:

@@ -1,0 +1,235 @@
+"""The files cameras write beyond JPEG/PNG: HEIC/HEIF (phones) and camera RAW/DNG.
+
+* HEIC/HEIF is decoded with ``pillow-heif`` (``pip install 'dpedkit[heic]'``).
+* Camera RAW (CR2, CR3, NEF, ARW, RAF, RW2, ORF, DNG, …) is decoded with ``rawpy`` / LibRaw
+  (``pip install 'dpedkit[raw]'``) and rendered to RGB as :class:`RawRendering` states.
+
+Both are optional extras: they bundle native libraries (libheif with its codecs; LibRaw)
+whose wheels lag new Python versions and platforms, and a JPEG-only user should not need
+them. A missing library is an :class:`CameraFileError` naming the extra to install.
+
+Every function returns images as the rest of dpedkit does: (H, W, 3) uint8 RGB with the
+photo's orientation applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif", ".avif"})
+RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".rw2",
+                          ".rwl", ".orf", ".pef", ".ptx", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf", ".mef",
+                          ".mos", ".mrw", ".kdc", ".dcr", ".gpr"})
+# files cameras and photo apps write next to the photos; reported as such, never read
+SIDECAR_SUFFIXES = frozenset({".xmp", ".aae", ".thm", ".xml", ".json", ".txt", ".pp3", ".dop", ".cos", ".lrv",
+                              ".mov", ".mp4"})
+
+TIFF_COMPRESSION_JPEG_XL = 52546   # DNG 1.7 (iOS 18 ProRAW, some Android phones)
+
+
+class CameraFileError(ValueError):
+    """A camera file cannot be read; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RawRendering:
+    """How camera RAW files become the 8-bit RGB photos the RGB pipeline uses (LibRaw's
+    ``postprocess``). Defaults: the camera's as-shot white balance, AHD demosaic, sRGB
+    primaries and the sRGB tone curve, 8 bits, no automatic brightening, orientation applied."""
+
+    raw_auto_bright: bool = field(default=False, metadata={
+        "help": "Let LibRaw brighten RGB renderings of RAW files automatically (default: the exposure as shot)."})
+    raw_bright: float = field(default=1.0, metadata={
+        "help": "Linear gain of RGB renderings of RAW files (1: as shot)."})
+    raw_camera_wb: bool = field(default=True, metadata={
+        "help": "RGB renderings of RAW files use the camera's as-shot white balance (--no-raw-camera-wb: "
+                "LibRaw's daylight balance)."})
+
+    def postprocess_args(self) -> dict:
+        import rawpy
+        return dict(use_camera_wb=self.raw_camera_wb, use_auto_wb=False, no_auto_bright=not self.raw_auto_bright,
+                    bright=float(self.raw_bright), output_bps=8, output_color=rawpy.ColorSpace.sRGB,
+                    gamma=(2.4, 12.92), demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD)
+
+
+def kind_of(path: str | os.PathLike) -> str:
+    """``"heif"``, ``"raw"`` or ``"other"`` by suffix (case-insensitive)."""
+    s = Path(path).suffix.lower()
+    return "heif" if s in HEIF_SUFFIXES else "raw" if s in RAW_SUFFIXES else "other"
+
+
+def _pillow_heif():
+    try:
+        import pillow_heif
+    except ImportError:
+        raise CameraFileError("reading HEIC/HEIF photos needs pillow-heif: pip install 'dpedkit[heic]'") from None
+    pillow_heif.register_heif_opener()
+    return pillow_heif
+
+
+def read_heif(path: str | os.PathLike) -> np.ndarray:
+    """A HEIC/HEIF photo as 8-bit RGB, oriented (HEIF's own rotation and EXIF orientation)."""
+    _pillow_heif()
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(path) as im:
+            # pillow-heif applies the container's rotation and leaves EXIF orientation at 1
+            # in that case; exif_transpose covers files that carry only the EXIF tag
+            im = ImageOps.exif_transpose(im)
+            rgb = np.array(im.convert("RGB"))   # writable: torch.from_numpy warns on read-only arrays
+    except CameraFileError:
+        raise
+    except Exception as e:
+        raise CameraFileError(f"pillow-heif cannot decode this HEIF file ({type(e).__name__}: {e}); if it plays on the "
+                              "phone, export it as JPEG (iPhone: Settings › Camera › Formats › Most Compatible)") from None
+    return np.ascontiguousarray(rgb)
+
+
+def _tiff_tags(path: Path) -> dict[int, object] | None:
+    """Tags of every IFD of a TIFF-based RAW (DNG, CR2, NEF, ARW, …), the first value winning;
+    ``None`` when the file is not TIFF."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tf:
+            tags: dict[int, object] = {}
+            for page in tf.pages:
+                for t in page.tags.values():
+                    tags.setdefault(t.code, t.value)
+                    if t.code == 34665 and isinstance(t.value, dict):   # EXIF IFD, decoded by name
+                        for name, v in t.value.items():
+                            tags.setdefault(name, v)
+            return tags
+    except Exception:
+        return None
+
+
+def _dng_compressions(path: Path) -> set[int]:
+    try:
+        import tifffile
+        with tifffile.TiffFile(path) as tf:
+            out = set()
+            todo = list(tf.pages)
+            while todo:   # the raw image of a DNG is usually in a SubIFD, IFD0 being a preview
+                page = todo.pop()
+                out.add(int(page.compression))
+                todo += list(getattr(page, "pages", None) or [])
+            return out
+    except Exception:
+        return set()
+
+
+def raw_open_error(path: Path, exc: BaseException) -> str:
+    """The reason shown when LibRaw cannot open ``path``: what is wrong and what to do."""
+    path = Path(path)
+    try:
+        import rawpy
+        libraw = "LibRaw " + ".".join(map(str, rawpy.libraw_version))
+    except ImportError:
+        libraw = "LibRaw"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    if path.suffix.lower() == ".dng" and TIFF_COMPRESSION_JPEG_XL in _dng_compressions(path):
+        return (f"this DNG is compressed with JPEG XL (DNG 1.7, as iOS 18 ProRAW and some Android phones write); "
+                f"{libraw} builds commonly cannot decode it. Export an uncompressed or lossless-JPEG DNG instead "
+                "(Adobe DNG Converter with 'JPEG XL' compression off, Lightroom 'Export as DNG', or on iPhone a "
+                "ProRAW setting/app that writes DNG 1.6), or shoot HEIC/JPEG for an RGB dataset")
+    name = type(exc).__name__
+    if name in ("LibRawFileUnsupportedError", "LibRawIOError") or "unsupported" in str(exc).lower():
+        return (f"{libraw} cannot decode this RAW file ({name}): an unsupported or newer camera model, or a corrupt "
+                "file. Update rawpy (pip install -U rawpy) or convert it to DNG with Adobe DNG Converter")
+    return f"{libraw} cannot read this RAW file ({name}: {exc}): corrupt or truncated?"
+
+
+def read_raw_rgb(path: str | os.PathLike, rendering: RawRendering = RawRendering()) -> np.ndarray:
+    """A camera RAW/DNG file rendered to 8-bit sRGB as ``rendering`` says, oriented."""
+    try:
+        import rawpy
+    except ImportError:
+        raise CameraFileError("reading camera RAW files needs rawpy (LibRaw): pip install 'dpedkit[raw]'") from None
+    path = Path(path)
+    try:   # rawpy opens lazily: an undecodable file may fail only when its data are used
+        with rawpy.imread(str(path)) as raw:
+            rgb = raw.postprocess(**rendering.postprocess_args())
+    except Exception as e:
+        raise CameraFileError(raw_open_error(path, e)) from None
+    return np.ascontiguousarray(rgb)
+
+
+def read_camera_file(path: str | os.PathLike, rendering: RawRendering = RawRendering()) -> np.ndarray:
+    """Read a HEIF or RAW file as 8-bit RGB (raises :class:`CameraFileError`)."""
+    kind = kind_of(path)
+    if kind == "heif":
+        return read_heif(path)
+    if kind == "raw":
+        return read_raw_rgb(path, rendering)
+    raise CameraFileError(f"not a HEIF or camera RAW file: {path}")
+
+
+def _parse_stamp(stamp, subsec=None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        t = dt.datetime.strptime(str(stamp).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+    frac = str(subsec or "").strip("\x00 ")
+    return t.replace(tzinfo=dt.timezone.utc).timestamp() + (float("0." + frac) if frac.isdigit() else 0.0)
+
+
+def capture_time(path: str | os.PathLike) -> float | None:
+    """EXIF DateTimeOriginal (+ SubSecTimeOriginal) in seconds (the clock read as UTC), or
+    ``None`` when the file has none that dpedkit can read.
+
+    JPEG/PNG/TIFF/WebP and HEIC (with pillow-heif) are read with Pillow; TIFF-based RAW files
+    (DNG, CR2, NEF, ARW, ORF, PEF, …) with tifffile, falling back to the IFD0 DateTime.
+    Other RAW containers (CR3, RAF, RW2) give ``None``: pair them by name or with ``--pairs``.
+    """
+    path = Path(path)
+    kind = kind_of(path)
+    if kind == "heif":
+        try:
+            _pillow_heif()
+        except CameraFileError:
+            return None
+    if kind != "raw":
+        from PIL import Image
+        try:
+            with Image.open(path) as im:
+                exif = im.getexif()
+                sub = exif.get_ifd(0x8769)
+                return _parse_stamp(sub.get(0x9003) or exif.get(0x0132), sub.get(0x9291))
+        except Exception:
+            return None
+    tags = _tiff_tags(path)
+    if not tags:
+        return None
+    return _parse_stamp(tags.get("DateTimeOriginal") or tags.get(36867) or tags.get(306),
+                        tags.get("SubsecTimeOriginal") or tags.get(37521))
+
+
+def is_sidecar(path: str | os.PathLike) -> bool:
+    """A file cameras or photo apps write beside photos (edits, thumbnails, videos)."""
+    return Path(path).suffix.lower() in SIDECAR_SUFFIXES
+
+
+def other_file_status(path: str | os.PathLike) -> str:
+    """Manifest status of a non-photo file in a camera folder: ``ignored`` for a sidecar
+    (not a problem), ``failed`` for a file in a format dpedkit cannot read."""
+    return "ignored" if is_sidecar(path) else "failed"
+
+
+def unreadable_reason(path: str | os.PathLike) -> str:
+    """Why a file in a camera folder is not a photo dpedkit reads (by suffix)."""
+    s = Path(path).suffix.lower()
+    if s in SIDECAR_SUFFIXES:
+        return f"not a photo: a {s or 'suffix-less'} sidecar or video file, left alone"
+    return (f"not a photo format dpedkit reads ({s or 'no suffix'}): convert it to JPEG, PNG, TIFF, HEIC or a "
+            "camera RAW/DNG file")

@@ -1,0 +1,111 @@
+"""Load a generator from a dpedkit checkpoint or an official DPED TensorFlow checkpoint.
+
+The official checkpoints (aiff22/DPED, ``models_orig/<phone>_orig``) hold the variables of
+``models.resnet``: ``generator/W1..W12`` (kernels ``[H, W, in, out]``), ``generator/b1..b12``
+and ``generator/Variable``, ``Variable_1``, … — the instance-norm shift (even) and scale (odd)
+of each normalised convolution, in the order the model creates them (W2, W3, …, W9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dpedkit.fs import file_fingerprint
+from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
+from dpedkit.model.networks import Generator
+from dpedkit.model.tfbundle import is_bundle, read_bundle
+
+
+def official_state_dict(variables: dict[str, np.ndarray], scope: str = "generator/") -> dict[str, torch.Tensor]:
+    """Our generator's state dict from the official variables; names every misfit."""
+    g = Generator()
+    convs = [g.head] + [c for b in g.blocks for c in (b.conv1, b.conv2)] + [g.conv10, g.conv11, g.tail]
+    norms = [n for b in g.blocks for n in (b.norm1, b.norm2)]
+    module_names = {m: n for n, m in g.named_modules()}
+    wanted: dict[str, tuple[str, tuple[int, ...], bool]] = {}   # tf name → (our name, tf shape, is kernel)
+    for i, conv in enumerate(convs, 1):
+        o, c, kh, kw = conv.weight.shape
+        wanted[f"{scope}W{i}"] = (f"{module_names[conv]}.weight", (kh, kw, c, o), True)
+        wanted[f"{scope}b{i}"] = (f"{module_names[conv]}.bias", (o,), False)
+    for i, norm in enumerate(norms):
+        suffix = lambda k: "" if k == 0 else f"_{k}"  # noqa: E731  (tf.Variable's default names)
+        wanted[f"{scope}Variable{suffix(2 * i)}"] = (f"{module_names[norm]}.bias", (norm.num_features,), False)
+        wanted[f"{scope}Variable{suffix(2 * i + 1)}"] = (f"{module_names[norm]}.weight", (norm.num_features,), False)
+    present = {k for k in variables if k.startswith(scope)}
+    missing = sorted(set(wanted) - present)
+    extra = sorted(present - set(wanted))
+    wrong = sorted(f"{k} {list(variables[k].shape)} (expected {list(shape)})"
+                   for k, (_, shape, _) in wanted.items() if k in variables and variables[k].shape != shape)
+    if missing or extra or wrong:
+        parts = [f"missing {', '.join(missing)}" if missing else "",
+                 f"unexpected {', '.join(extra)}" if extra else "",
+                 f"wrong shape {', '.join(wrong)}" if wrong else ""]
+        raise CheckpointError("the checkpoint's variables do not fit the DPED generator: "
+                              + "; ".join(p for p in parts if p))
+    state = {}
+    for k, (ours, _, kernel) in wanted.items():
+        v = torch.from_numpy(np.ascontiguousarray(variables[k], dtype=np.float32))
+        state[ours] = v.permute(3, 2, 0, 1).contiguous() if kernel else v
+    return state
+
+
+def _refuse_model_folder(model: str | Path) -> None:
+    """A folder of official models (``models_orig/``) is not a model: name what it holds."""
+    folder = Path(model)
+    if not folder.is_dir() or (folder / "checkpoints" / "last.pt").is_file():
+        return
+    prefixes = sorted(p.with_suffix("").name for p in folder.glob("*.index"))
+    checkpoints = sorted(p.name for p in folder.glob("*.pt"))
+    if not prefixes and not checkpoints:
+        return      # load_checkpoint's "no checkpoint at …" says it
+    found = [f"{folder / p} (official DPED TensorFlow checkpoint)" for p in prefixes] + \
+            [f"{folder / c} (dpedkit checkpoint)" for c in checkpoints]
+    raise CheckpointError(f"{folder} is a folder of models, not one model; pass one of:\n  " + "\n  ".join(found))
+
+
+def load_generator(model: str | Path) -> tuple[Generator, str]:
+    """A generator in eval mode, and a line describing where it came from.
+
+    ``model``: a dpedkit run folder or ``.pt`` checkpoint, or an official TensorFlow
+    checkpoint prefix (``…/iphone_orig``, or its ``.index`` file).
+    """
+    g = Generator()
+    _refuse_model_folder(model)
+    if is_bundle(model):
+        g.load_state_dict(official_state_dict(read_bundle(model)))
+        what = f"official DPED TensorFlow checkpoint {model}"
+    else:
+        ck = load_checkpoint(model)
+        try:
+            g.load_state_dict(ck["generator"])
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{model}: the generator weights do not fit: {str(e).splitlines()[0]}") from None
+        what = f"dpedkit checkpoint {model} (iteration {ck.get('iteration', '?')})"
+    return g.eval(), what
+
+
+def model_files(model: str | Path) -> list[Path]:
+    """The files :func:`load_generator` reads for ``model``: a run folder's
+    ``checkpoints/last.pt``, a ``.pt`` file, or a TensorFlow bundle's ``.index`` and
+    ``.data-*`` shards."""
+    p = Path(model)
+    if is_bundle(p):
+        prefix = p.with_name(p.name.split(".data-")[0].removesuffix(".index"))
+        return [prefix.with_name(prefix.name + ".index")] + sorted(prefix.parent.glob(prefix.name + ".data-*"))
+    return [p / "checkpoints" / "last.pt"] if p.is_dir() else [p]
+
+
+def model_fingerprint(model: str | Path) -> str:
+    """A short identity of the weights ``model`` names (size, mtime and head of each file):
+    a retrained or replaced model gets another fingerprint, so its outputs are redone."""
+    h = hashlib.sha1()
+    for f in model_files(model):
+        try:
+            h.update(f"{f.name}={file_fingerprint(f)};".encode())
+        except OSError:
+            h.update(f"{f.name}=missing;".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,195 @@
+"""``dpedkit patches --layout zrr``: RAW-to-RGB patch pairs in the Zurich RAW-to-RGB / PyNET layout.
+
+Input: an ``aligned/`` folder whose phone images are 16-bit Bayer mosaic crops (``dpedkit
+align`` on RAW/DNG phone photos) with records carrying ``cfa_pattern``, ``black_level`` and
+``white_level``. Output (``S`` = ``--size``, 448 by default as in the Zurich dataset)::
+
+    OUT/train/<phone>_raw/<i>.png            1-channel 16-bit mosaic, S×S, R at (0,0), B at (1,1)
+    OUT/train/canon/<i>.jpg                  S×S RGB, the same scene at the mosaic's resolution (``--dped-dslr``)
+    OUT/test/<phone>_raw/<i>.png, OUT/test/canon/<i>.jpg
+    OUT/test/<phone>_full_resolution/<name>.png   whole aligned test mosaics (RGGB phase, same values)
+    OUT/raw.json        pattern, value convention and levels;   OUT/patches.csv, OUT/patches_report.json
+
+Geometry. The phone window is never resampled: it sits on a grid of ``S`` steps whose origin
+has the parity that puts R at (0,0) (:func:`dpedkit.raw.rggb_offset`), and is cut from the
+mosaic as is. The local refinement (shift ± ``max_shift`` px, rotation ± ``max_angle``) moves
+and rotates the **DSLR** window instead, searched on the quick rendering of the mosaic
+(:func:`dpedkit.raw.quick_rgb`) with :mod:`dpedkit.patches.search` (roles swapped: the
+mosaic rendering is the fixed image). A pair is kept when the correlation of the rendering
+of the written mosaic patch with the written DSLR patch reaches ``threshold``.
+
+Values. ``raw_values="pynet"`` (default): black level subtracted per colour-filter position,
+scaled so the white level is 1020 (PyNET divides by 4·255), clipped to 0–1020.
+``"native"``: the camera's raw values, unchanged; raw.json then lists each photo's levels.
+
+This module holds only what is particular to mosaics (:class:`MosaicPair`, raw.json); the
+stage itself — scoring, staging, resuming, assembly, the report — is
+:mod:`dpedkit.patches.stage`, the same as for the DPED layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dpedkit.fs import write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import ImageReadError, read_image
+from dpedkit.layout import ZrrLayout
+from dpedkit.patches.common import same_size
+from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows
+from dpedkit.raw import (PYNET_MAX, Mosaic, RawMosaicError, encode_mosaic, pattern_at, quick_rgb, rggb_offset,
+                         to_pynet_values)
+
+ZRR_SIZE = 448
+RAW_VALUES = ("pynet", "native")
+
+
+def read_mosaic_png(path: Path, rec: dict) -> Mosaic:
+    """An aligned mosaic (16-bit 1-channel PNG) with the levels of its manifest record."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise ImageReadError("not a PNG OpenCV can decode")
+    if data.ndim != 2 or data.dtype != np.uint16:
+        raise ImageReadError(f"not a 1-channel 16-bit mosaic (shape {data.shape}, {data.dtype}): "
+                             "align this folder from RAW/DNG phone photos")
+    if data.shape[0] % 2 or data.shape[1] % 2:
+        raise ImageReadError("the aligned mosaic has an odd size: it was not cropped at even offsets")
+    return Mosaic.from_record(data, rec)
+
+
+def mosaic_values(m: Mosaic, x: int, y: int, w: int, h: int, raw_values: str) -> np.ndarray:
+    """The mosaic crop at column ``x``, row ``y`` in the chosen value convention (uint16)."""
+    crop = m.data[y:y + h, x:x + w]
+    if raw_values == "native":
+        return crop.copy()
+    return to_pynet_values(crop, m.black, m.white, (x % 2, y % 2))
+
+
+def zrr_windows(m: Mosaic, dslr: np.ndarray, o: SearchOptions):
+    """Search every grid window of the mosaic against the aligned DSLR image.
+
+    Returns ``(rendering, windows)``: the quick rendering the search ran on, and for each
+    grid window ``(X, Y, match)`` with ``(X, Y)`` its top-left in mosaic pixels (R at
+    ``(X, Y)``, B at ``(X+1, Y+1)``) and ``match`` the
+    :class:`~dpedkit.patches.search.WindowMatch` whose ``dx, dy, angle`` place the DSLR patch
+    (cut it with :func:`dslr_patch`)."""
+    if o.size % 2:
+        raise ValueError(f"the patch size must be even for a Bayer mosaic (got {o.size})")
+    rendering = quick_rgb(m)
+    h, w = m.data.shape
+    ox, oy = rggb_offset(m.pattern)
+    pos = grid_positions(w, h, o)
+    if not pos:
+        return rendering, []
+    # shift both images so the search's grid lands on R sites of the mosaic
+    sx, sy = (ox - pos[0][0]) % 2, (oy - pos[0][1]) % 2
+    found = match_windows(rendering[sy:, sx:], dslr[sy:, sx:], o)
+    out = []
+    for win in found:
+        X, Y = win.x + sx, win.y + sy
+        if pattern_at(m.pattern, X, Y) != "RGGB":
+            raise AssertionError(f"window at ({X}, {Y}) is off the RGGB phase")
+        win.x, win.y = X, Y     # the search ran on shifted copies; its offsets are relative, so they carry over
+        out.append((X, Y, win))
+    return rendering, out
+
+
+def dslr_patch(dslr: np.ndarray, X: int, Y: int, win, size: int) -> np.ndarray:
+    """The DSLR patch the search placed for the mosaic window at ``(X, Y)``: centred at the
+    window's centre plus ``(dx, dy)``, rotated by ``angle`` (search module's convention)."""
+    return extract_phone_patch(dslr, X, Y, win.dx, win.dy, win.angle, size)
+
+
+def raw_json(layout: ZrrLayout, o, results: list[dict]) -> dict:
+    """What raw.json states: the layout, the unpacking and the value convention."""
+    ok = [r for r in results if r["status"] == "ok"]
+    rel = lambda p: p.relative_to(layout.root).as_posix().replace("train/", "{train,test}/")  # noqa: E731
+    d = {"layout": "zrr", "phone": layout.phone, "dslr": layout.dslr, "size": o.search.size,
+         "folders": {"raw": rel(layout.patch("train", "phone", 0)).replace("/0.png", "/<i>.png"),
+                     "dslr": rel(layout.patch("train", "dslr", 0)).replace("/0.jpg", "/<i>.jpg"),
+                     "full_resolution": rel(layout.full_size_dir) + "/<name>.png"},
+         "cfa_pattern": "RGGB",
+         "unpack": "R = raw[0::2, 0::2], Gb = raw[0::2, 1::2], Gr = raw[1::2, 0::2], B = raw[1::2, 1::2]",
+         "orientation": "sensor (the RAW file's orientation flag is not applied)",
+         "dslr_scale": 1, "raw_values": o.raw_values,
+         "source_patterns": {r["name"]: r["levels"]["cfa_pattern"] for r in ok}}
+    if o.raw_values == "pynet":
+        d.update(black_level=0, white_level=PYNET_MAX, value_range=[0, PYNET_MAX],
+                 convention="round((raw - black) / (white - black) * 1020) per colour-filter position, clipped to "
+                            "0..1020; PyNET's loader divides by 4*255 = 1020")
+    else:
+        d.update(convention="the camera's raw values; subtract black_level (per 2x2 position of the source "
+                            "pattern, see levels) and divide by white_level - black_level",
+                 levels={r["name"]: r["levels"] for r in ok})
+    return d
+
+
+class MosaicPair:
+    """One aligned pair of the ZRR layout: a 16-bit Bayer mosaic (phone) and an RGB DSLR image
+    of the same size (the pair interface: :class:`dpedkit.patches.stage.RgbPair`).
+
+    The mosaic window stays where the grid puts it, at an RGGB site, never resampled; the
+    search runs on the mosaic's quick rendering and moves/rotates the DSLR window
+    (:func:`zrr_windows`). A pair is scored on the rendering of the written mosaic window;
+    the mosaic patch is written as 16-bit PNG in ``raw_values``."""
+    layout = ZrrLayout
+    noun = "mosaic"
+    read_errors: tuple = (ImageReadError, RawMosaicError)
+
+    def __init__(self, job):
+        try:
+            self.mosaic = read_mosaic_png(job.phone_path, job.record)
+        except KeyError as e:
+            raise RawMosaicError(f"the manifest record lacks {e}: align this folder again from RAW/DNG phone photos")
+        self.dslr = read_image(job.dslr_path)
+        self.hw = self.mosaic.data.shape
+        same_size(self.hw, self.dslr)
+        self.raw_values = job.opts.raw_values
+        self.rendering = None
+
+    def windows(self, o: SearchOptions) -> list:
+        self.rendering, found = zrr_windows(self.mosaic, self.dslr, o)
+        return [w for _, _, w in found]
+
+    def cut(self, w, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X, Y = w.x, w.y
+        return (dslr_patch(self.dslr, X, Y, w, size), self.rendering[Y:Y + size, X:X + size],
+                mosaic_values(self.mosaic, X, Y, size, size, self.raw_values))
+
+    @staticmethod
+    def write_phone(path: Path, values: np.ndarray, quality: int) -> None:
+        write_bytes_atomic(path, encode_mosaic(values))
+
+    def full(self) -> np.ndarray:
+        """The whole mosaic at the RGGB phase, whole 2×2 cells."""
+        ox, oy = rggb_offset(self.mosaic.pattern)
+        h, w = self.hw
+        return mosaic_values(self.mosaic, ox, oy, (w - ox) // 2 * 2, (h - oy) // 2 * 2, self.raw_values)
+
+    def result(self) -> dict:
+        return {"levels": self.mosaic.record()}
+
+    @staticmethod
+    def root(out: Path, phone: str) -> Path:
+        return out
+
+    @staticmethod
+    def check(aligned: Path, ok_records: dict, opts) -> None:
+        if opts.raw_values not in RAW_VALUES:
+            raise ValueError(f"raw_values must be one of {', '.join(RAW_VALUES)}")
+        if opts.search.size % 2:
+            raise ValueError(f"--size must be even for a Bayer mosaic (got {opts.search.size})")
+        if ok_records and not any("cfa_pattern" in r for r in ok_records.values()):
+            raise ValueError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos (with "
+                             "--phone-raw mosaic) for --layout zrr, or use the default DPED layout")
+
+    @staticmethod
+    def params(opts) -> dict:
+        return {"layout": "zrr", "raw_values": opts.raw_values}
+
+    @staticmethod
+    def finish(layout: ZrrLayout, opts, results: list[dict]) -> None:
+        write_text_atomic(layout.raw_json, json.dumps(raw_json(layout, opts, results), indent=1))

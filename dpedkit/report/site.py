@@ -1,0 +1,326 @@
+"""``dpedkit report … -o report/``: a report folder that scales to a whole dataset.
+
+``report/index.html`` is the summary — counts, charts, evaluate's scores, enhanced photos and
+the first page of the pairs table — and stays small whatever the dataset's size: the table is
+paginated (``report/pages/<n>.html``, :data:`PAGE_ROWS` rows each), and every pair has its own
+page (``report/pairs/<id>.html``) with its images as files in ``report/img/`` (JPEG, loaded
+lazily, click to zoom). Everything is relative links and inline CSS/JS/SVG: the folder opens
+offline from anywhere, no CDN. Images already written for an unchanged input are kept
+(a re-run only adds what changed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from html import escape
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from dpedkit.fs import write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
+from dpedkit.imageops import checkerboard
+from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records, resolve_cameras
+from dpedkit.layout import aligned_paths as output_paths
+from dpedkit.report import charts
+from dpedkit.report.page import _cameras_from, _patches_report, difference
+from dpedkit.report.svg import histogram
+
+PAGE_ROWS = 250
+ZOOM_SIDE = 1600        # px, longer side of the click-to-zoom images
+
+CSS = """body{font-family:sans-serif;margin:20px;color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+td:first-child,th:first-child,td.reason{text-align:left}tr.failed td,tr.unpaired td{background:#fde8e8}
+.card{display:inline-block;vertical-align:top;margin:0 12px 16px 0;font-size:13px}.card img,.card svg{display:block;margin-top:3px}
+.note{color:#666;font-size:13px}.bad{color:#b00}nav a{margin-right:8px}img.zoom{cursor:zoom-in}
+#zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.88);z-index:9;cursor:zoom-out;align-items:center;justify-content:center}
+#zoom img{max-width:98vw;max-height:98vh}.swatch{display:inline-block;width:11px;height:11px;margin:0 4px 0 10px;vertical-align:-1px}"""
+ZOOM_JS = """<div id="zoom" onclick="this.style.display='none'"><img alt="zoomed"></div><script>
+document.addEventListener('click',function(e){var t=e.target;if(t.classList&&t.classList.contains('zoom')){e.preventDefault();
+var z=document.getElementById('zoom');z.firstChild.src=t.dataset.full||t.src;z.style.display='flex';}});
+document.addEventListener('keydown',function(e){if(e.key==='Escape')document.getElementById('zoom').style.display='none';});
+</script>"""
+
+
+def _page(title: str, body: str, root: str = "") -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
+            f'{body}{ZOOM_JS}</body></html>\n')
+
+
+def pair_id(index: int, name: str) -> str:
+    """A file-safe, unique id of a pair: its index in name order and its name's safe characters."""
+    return f"{index:05d}-" + re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
+
+
+def _num(v, spec: str) -> str:
+    """A table number: ``spec`` like ``.3f`` or ``d``; blank for missing or non-finite; never ``-0``."""
+    if v is None or v == "":
+        return ""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return escape(str(v))
+    if not math.isfinite(f):
+        return ""
+    s = str(int(round(f))) if spec == "d" else format(f, spec)
+    return s.lstrip("-") if float(s) == 0 else s
+
+
+def _save_jpeg(img: np.ndarray, path: Path, side: int, quality: int = 85) -> None:
+    h, w = img.shape[:2]
+    if max(h, w) > side:
+        s = side / max(h, w)
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    write_bytes_atomic(path, encode_image(img, ".jpg", quality))
+
+
+def _fresh(path: Path, *sources: Path) -> bool:
+    """``path`` exists and is newer than every source (then it is not rewritten)."""
+    try:
+        t = path.stat().st_mtime
+        return all(t >= s.stat().st_mtime for s in sources if s.exists())
+    except OSError:
+        return False
+
+
+def _img(rel: str, full: str, alt: str, width: int) -> str:
+    return (f'<img class="zoom" src="{escape(rel)}" data-full="{escape(full)}" alt="{escape(alt)}" width="{width}" '
+            f'loading="lazy">')
+
+
+def _window_names() -> dict[str, str]:
+    """Window code character → reason (the patches stage's table in :mod:`dpedkit.layout`)."""
+    return {c: reason for reason, c in WINDOW_CODES.items()}
+
+
+def _metrics(run: Path | None) -> list[dict]:
+    if run is None or not (run / "metrics.csv").is_file():
+        return []
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _evaluations(run: Path | None, extra: list[Path]) -> list[dict]:
+    files = sorted(run.glob("evaluate_*.json")) if run else []
+    out = []
+    for p in list(files) + list(extra):
+        try:
+            d = json.loads(Path(p).read_text())
+            if isinstance(d, dict) and "enhanced" in d and "identity" in d:
+                d["_file"] = str(p)
+                out.append(d)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def run_charts(rows: list[dict], evaluations: list[dict]) -> str:
+    if not rows:
+        return ""
+    it = [float(r["iteration"]) for r in rows]
+
+    def col(k):
+        vals = []
+        for r in rows:
+            try:
+                vals.append(float(r[k]) if r.get(k) not in (None, "") else None)
+            except ValueError:
+                vals.append(None)
+        return vals
+    identity = {f"phone photos as they are (identity, {Path(e['_file']).name})": e["identity"]["psnr"]
+                for e in evaluations[:1]}
+    terms = {}
+    for key, name in (("loss_content", "content (VGG)"), ("loss_color", "colour"), ("loss_texture", "texture"),
+                      ("loss_tv", "total variation")):
+        v = col(key)
+        if any(x not in (None, 0.0) and math.isfinite(x) for x in v):     # only the terms in use
+            terms[name] = v
+    out = [charts.line_chart(it, {"test PSNR": col("test_psnr")}, "test PSNR (dB)", refs=identity, log=False),
+           charts.line_chart(it, {"SSIM": col("test_ssim"), "MS-SSIM": col("test_ms_ssim")}, "test SSIM / MS-SSIM",
+                             log=False),
+           charts.line_chart(it, {"generator": col("loss_generator")}, "generator loss", log=False),
+           charts.line_chart(it, terms, "loss terms (unweighted)"),
+           charts.line_chart(it, {"D accuracy": col("disc_accuracy")}, "discriminator accuracy", log=False)]
+    return "".join(f'<div class="card">{c}</div>' for c in out if c)
+
+
+def evaluation_table(evaluations: list[dict]) -> str:
+    if not evaluations:
+        return ""
+    rows = []
+    for e in evaluations:
+        for which in ("identity", "enhanced"):
+            s = e[which]
+            rows.append(f"<tr><td>{escape(Path(e['_file']).name)}</td><td>{which}</td><td>{_num(s.get('psnr'), '.2f')}</td>"
+                        f"<td>{_num(s.get('ssim'), '.4f')}</td><td>{_num(s.get('ms_ssim'), '.4f')}</td>"
+                        f"<td>{e.get('patches', '')}</td></tr>")
+    return ('<h2>Evaluation (dpedkit evaluate)</h2><table id="evaluate"><tr><th>file</th><th>model</th><th>PSNR (dB)</th>'
+            '<th>SSIM</th><th>MS-SSIM</th><th>test patches</th></tr>' + "".join(rows) + "</table>")
+
+
+def table_rows(items: list[tuple[str, str, dict, dict]]) -> str:
+    head = ("pair", "status", "matches", "inliers", "RMSE (px)", "crop (px)", "split", "windows", "accepted",
+            "median NCC", "reason")
+    rows = []
+    for pid, name, r, p in items:
+        crop = r.get("crop")
+        cells = [f'<a href="PAIRS/{pid}.html">{escape(name)}</a>', escape(str(r.get("status", ""))),
+                 _num(r.get("matches"), "d"), _num(r.get("inliers"), "d"), _num(r.get("reprojection_rmse"), ".3f"),
+                 f"{crop[2]}×{crop[3]}" if crop else "", escape(p.get("split") or ""), _num(p.get("windows"), "d"),
+                 _num(p.get("accepted"), "d"), _num(p.get("median_ncc"), ".3f"),
+                 escape(r.get("reason") or p.get("reason") or "")]
+        rows.append(f'<tr class="{escape(str(r.get("status", "")))}">' + "".join(
+            f'<td class="reason">{c}</td>' if i == len(cells) - 1 else f"<td>{c}</td>" for i, c in enumerate(cells))
+            + "</tr>")
+    return ('<table id="pairs"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+
+def _nav(n_pages: int, current: int, prefix: str) -> str:
+    if n_pages <= 1:
+        return ""
+    links = []
+    for k in range(1, n_pages + 1):
+        href = f"{prefix}index.html" if k == 1 else f"{prefix}pages/{k}.html"
+        links.append(f"<b>{k}</b>" if k == current else f'<a href="{href}">{k}</a>')
+    if n_pages > 30:      # first, neighbours, last
+        keep = {0, n_pages - 1, *range(max(0, current - 4), min(n_pages, current + 3))}
+        links = [lk if i in keep else "…" for i, lk in enumerate(links)]
+        links = [lk for i, lk in enumerate(links) if lk != "…" or (i > 0 and links[i - 1] != "…")]
+    return f'<nav>pages: {" ".join(links)}</nav>'
+
+
+def pair_page(out: Path, pid: str, name: str, rec: dict, photo: dict, aligned: Path, cams: tuple[str, str],
+              thumb: int, names: dict[str, str], enhanced: Path | None) -> str:
+    title = f"{name} — {rec.get('status', '?')}"
+    head = f'<p><a href="../index.html">← summary</a></p><h1>{escape(title)}</h1>'
+    facts = [("matches", _num(rec.get("matches"), "d")), ("inliers", _num(rec.get("inliers"), "d")),
+             ("reprojection RMSE (px)", _num(rec.get("reprojection_rmse"), ".3f")),
+             ("split", escape(photo.get("split") or "")), ("windows", _num(photo.get("windows"), "d")),
+             ("accepted patches", _num(photo.get("accepted"), "d")), ("median NCC", _num(photo.get("median_ncc"), ".3f"))]
+    body = head + "<p>" + "; ".join(f"{k} {v}" for k, v in facts if v) + "</p>"
+    if rec.get("status") != "ok":
+        return _page(title, body + f'<p class="bad">{escape(rec.get("reason") or photo.get("reason") or "no reason recorded")}</p>')
+    pp, dp = output_paths(aligned, cams[0], cams[1], name)
+    img_dir = out / "img"
+    files = {k: img_dir / f"{pid}_{k}.jpg" for k in ("phone", "dslr", "checker", "diff")}
+    zooms = {k: img_dir / f"{pid}_{k}_zoom.jpg" for k in files}
+    if not all(_fresh(f, pp, dp) for f in list(files.values()) + list(zooms.values())):
+        try:
+            phone, dslr = read_image(pp), read_image(dp)
+        except ImageReadError as e:
+            return _page(title, body + f'<p class="bad">aligned images unreadable: {escape(str(e))}</p>')
+        views = {"phone": phone, "dslr": dslr, "checker": checkerboard(phone, dslr, max_side=ZOOM_SIDE),
+                 "diff": difference(phone, dslr)}
+        for k, v in views.items():
+            _save_jpeg(v, files[k], 2 * thumb)
+            _save_jpeg(v, zooms[k], ZOOM_SIDE)
+    captions = {"phone": "phone", "dslr": "DSLR warped to the phone frame",
+                "checker": "checkerboard: seams show misalignment", "diff": "normalised difference: edges that do not cancel"}
+    cards = "".join(f'<div class="card">{escape(captions[k])}{_img("../img/" + files[k].name, "../img/" + zooms[k].name, captions[k], thumb)}</div>'
+                    for k in files)
+    body += "<h2>Alignment</h2>" + cards
+    if photo.get("grid") and photo.get("window_map"):
+        with Image.open(pp) as im:          # the header only: the grid is in full-resolution pixels
+            pw, ph = im.size
+        svg, legend = charts.window_map("../img/" + files["phone"].name, pw, ph, photo["grid"], photo["window_map"],
+                                        photo.get("window_residual"), names, 2 * thumb)
+        rows = "".join(f'<span class="swatch" style="background:{c}"></span>{escape(k)} {n}' for k, c, n in legend)
+        note = ("accepted coloured by estimated residual: green 0 px, yellow 0.5 px, red ≥ 1 px"
+                if photo.get("window_residual") else "accepted (no residual estimates in this patches_report.json)")
+        body += f'<h2>Patch windows</h2><div class="card">{svg}<div class="note">{rows}<br>{escape(note)}</div></div>'
+    if enhanced is not None:
+        found = [p for p in (enhanced / f"{name}_before_after.jpg", enhanced / f"{name}_before_after.png",
+                             enhanced / f"{name}.jpg", enhanced / f"{name}.png") if p.is_file()]
+        if found:
+            small, big = img_dir / f"{pid}_enhanced.jpg", img_dir / f"{pid}_enhanced_zoom.jpg"
+            if not (_fresh(small, found[0]) and _fresh(big, found[0])):
+                e = read_image(found[0])
+                _save_jpeg(e, small, 4 * thumb)
+                _save_jpeg(e, big, 2 * ZOOM_SIDE)
+            body += ("<h2>Enhanced</h2>" + f'<div class="card">{escape(found[0].name)}'
+                     + _img("../img/" + small.name, "../img/" + big.name, "enhanced", 4 * thumb) + "</div>")
+    return _page(title, body)
+
+
+def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str | Path | None = None,
+               out: str | Path = "report", thumb: int = 240, enhanced: str | Path | None = None,
+               evaluations: list[str | Path] = (), page_rows: int = PAGE_ROWS, log=print) -> Path:
+    """Write the report folder ``out``; returns the path of its ``index.html``."""
+    aligned, out = Path(aligned), Path(out)
+    run = Path(run) if run else None
+    enhanced = Path(enhanced) if enhanced else None
+    records = read_records(aligned / MANIFEST)
+    if not records:
+        raise FileNotFoundError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
+    cams = _cameras_from(records) or resolve_cameras(aligned, None, None, ignore=("previews",))
+    preport = _patches_report(Path(dataset) if dataset else None)
+    photos = {p["name"]: p for p in preport.get("photos", [])}
+    names = _window_names()
+    (out / "pairs").mkdir(parents=True, exist_ok=True)
+    (out / "pages").mkdir(exist_ok=True)
+    (out / "img").mkdir(exist_ok=True)
+    items = [(pair_id(i, n), n, r, photos.get(n, {})) for i, (n, r) in enumerate(sorted(records.items()))]
+    for k, (pid, name, rec, photo) in enumerate(items):
+        write_text_atomic(out / "pairs" / f"{pid}.html",
+                          pair_page(out, pid, name, rec, photo, aligned, cams, thumb, names, enhanced))
+        if (k + 1) % 200 == 0:
+            log(f"report: pair {k + 1}/{len(items)}")
+
+    statuses: dict[str, int] = {}
+    for r in records.values():
+        statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
+    parts = [f"<h1>dpedkit report</h1><p>{escape(str(aligned))}: {len(records)} pairs — "
+             + ", ".join(f"{n} {escape(s)}" for s, n in sorted(statuses.items())) + "</p>"]
+    if preport:
+        counts = preport.get("patches", {})
+        threshold = preport.get("options", {}).get("threshold")
+        scores = [v for p in photos.values() for v in p.get("window_ncc") or [] if v is not None]
+        parts.append(f'<h2>Patches</h2><p id="patch-counts">{counts.get("train", 0)} train and {counts.get("test", 0)} '
+                     f'test patches from {len(photos)} photos; threshold {charts.fmt(threshold) if threshold is not None else "?"}</p>')
+        parts.append(histogram(scores, "normalised cross-correlation of every scored window", bins=60,
+                               lim=(min(0.0, min(scores, default=0)), 1.0), marker=threshold,
+                               marker_label=f"threshold {threshold}")
+                     or '<p class="note">no per-window scores in patches_report.json (re-run patches)</p>')
+    evals = _evaluations(run, [Path(p) for p in evaluations])
+    rows = _metrics(run)
+    if rows:
+        last = rows[-1]
+        parts.append(f"<h2>Training run {escape(str(run))}</h2><p>{len(rows)} evaluations; last at iteration "
+                     f"{escape(str(last.get('iteration', '?')))}: test PSNR {_num(last.get('test_psnr'), '.2f')} dB, "
+                     f"SSIM {_num(last.get('test_ssim'), '.4f')}, MS-SSIM {_num(last.get('test_ms_ssim'), '.4f')}</p>"
+                     + run_charts(rows, evals))
+    parts.append(evaluation_table(evals))
+    if enhanced is not None and enhanced.is_dir():
+        shots = [p for p in list_images(enhanced) if p.stem.endswith("_before_after")][:6]
+        cards = []
+        for k, p in enumerate(shots):
+            small, big = out / "img" / f"enhanced-{k}.jpg", out / "img" / f"enhanced-{k}_zoom.jpg"
+            if not (_fresh(small, p) and _fresh(big, p)):
+                e = read_image(p)
+                _save_jpeg(e, small, 2 * thumb)
+                _save_jpeg(e, big, 2 * ZOOM_SIDE)
+            cards.append(f'<div class="card">{escape(p.stem)}'
+                         + _img("img/" + small.name, "img/" + big.name, p.stem, 2 * thumb) + "</div>")
+        if cards:
+            parts.append("<h2>Enhanced photos: phone | enhanced (click to zoom)</h2>" + "".join(cards))
+    pages = [items[i:i + page_rows] for i in range(0, len(items), page_rows)] or [[]]
+    for k, chunk in enumerate(pages, 1):
+        if k == 1:
+            continue
+        body = (f'<p><a href="../index.html">← summary</a></p><h1>Pairs, page {k} of {len(pages)}</h1>'
+                + _nav(len(pages), k, "../") + table_rows(chunk).replace('href="PAIRS/', 'href="../pairs/')
+                + _nav(len(pages), k, "../"))
+        write_text_atomic(out / "pages" / f"{k}.html", _page(f"pairs {k}", body))
+    parts.append(f"<h2>Pairs</h2><p class=\"note\">{len(items)} pairs, {page_rows} per page; "
+                 "a pair's name opens its page.</p>" + _nav(len(pages), 1, "")
+                 + table_rows(pages[0]).replace('href="PAIRS/', 'href="pairs/') + _nav(len(pages), 1, ""))
+    index = out / "index.html"
+    write_text_atomic(index, _page("dpedkit report", "\n".join(p for p in parts if p)))
+    return index

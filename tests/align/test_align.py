@@ -1,0 +1,94 @@
+"""Accuracy of the aligner on synthetic pairs with a known homography, and its refusals."""
+import cv2
+import numpy as np
+import pytest
+
+from tests.helpers import upscaled
+from dpedkit.align.core import AlignError, AlignOptions, align_images, grid_shifts
+from dpedkit.align.features import to_gray
+from dpedkit.align.geometry import apply_h, corner_error
+from dpedkit.synth import synthetic_pair
+
+
+def local_ncc(a, b, win=32):
+    """Median zero-mean NCC over non-overlapping textured windows of two gray images."""
+    vals = []
+    for y in range(0, a.shape[0] - win, win):
+        for x in range(0, a.shape[1] - win, win):
+            p, q = a[y:y + win, x:x + win].astype(float), b[y:y + win, x:x + win].astype(float)
+            if p.std() > 8 and q.std() > 8:
+                vals.append(((p - p.mean()) * (q - q.mean())).mean() / (p.std() * q.std()))
+    return np.median(vals)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "rocket", "chelsea", "motorcycle"])
+@pytest.mark.parametrize("feature_side", [1200, 400])
+def test_recovers_known_homography_to_subpixel(samples, name, feature_side):
+    dslr = upscaled(samples[name])
+    phone, H = synthetic_pair(dslr, 0.6, np.random.default_rng(1))
+    res = align_images(phone, dslr, AlignOptions(feature_side=feature_side))
+    err = corner_error(res.homography, H, phone.shape[1::-1])
+    assert err < 0.5, f"mean corner error {err:.3f} px"
+    assert res.reprojection_rmse < 0.5
+    # the crop is where both images have content, and the pair matches pixel to pixel
+    x, y, w, h = res.crop
+    assert res.phone.shape == res.dslr.shape == (h, w, 3)
+    assert w * h > 0.5 * phone.shape[0] * phone.shape[1]
+    assert local_ncc(to_gray(res.phone), to_gray(res.dslr)) > 0.9
+    # one pixel of misregistration lowers that correlation visibly: the test can fail
+    assert local_ncc(to_gray(res.phone)[1:], to_gray(res.dslr)[:-1]) < local_ncc(to_gray(res.phone), to_gray(res.dslr))
+
+
+def test_refinement_is_what_makes_it_subpixel(samples):
+    dslr = upscaled(samples["astronaut"], 2.5)
+    phone, H = synthetic_pair(dslr, 0.7, np.random.default_rng(2))
+    opts = dict(feature_side=200)
+    coarse = align_images(phone, dslr, AlignOptions(refine_iters=0, **opts))
+    fine = align_images(phone, dslr, AlignOptions(**opts))
+    e_coarse = corner_error(coarse.homography, H, phone.shape[1::-1])
+    e_fine = corner_error(fine.homography, H, phone.shape[1::-1])
+    assert e_fine < 0.3 and e_fine < e_coarse / 2, (e_coarse, e_fine)
+
+
+def test_warp_does_not_alias_a_large_dslr(samples):
+    # a fine grating in the DSLR must come out as its mean grey, not as a moiré pattern
+    dslr = upscaled(samples["coffee"], 3.0)
+    yy, xx = np.mgrid[:dslr.shape[0], :dslr.shape[1]]
+    band = (yy > dslr.shape[0] * 0.45) & (yy < dslr.shape[0] * 0.55)
+    dslr[band] = (((xx[band] // 1) % 2) * 255)[:, None]
+    phone, H = synthetic_pair(dslr, 0.3, np.random.default_rng(3))
+    res = align_images(phone, dslr, AlignOptions())
+    naive = cv2.warpPerspective(to_gray(dslr), res.homography, phone.shape[1::-1], flags=cv2.INTER_LINEAR)
+    x0, y0 = res.crop[:2]
+    cx, cy = apply_h(res.homography, [[dslr.shape[1] / 2, dslr.shape[0] / 2]])[0].astype(int)
+    ours = to_gray(res.dslr)[cy - y0 - 2:cy - y0 + 3, cx - x0 - 40:cx - x0 + 40].astype(float)
+    sampled = naive[cy - 2:cy + 3, cx - 40:cx + 40].astype(float)
+    assert abs(ours.mean() - 127.5) < 12
+    assert sampled.std() > 50 and ours.std() < 0.3 * sampled.std(), (ours.std(), sampled.std())
+
+
+def test_grid_shifts_measure_a_known_translation(samples):
+    g = to_gray(upscaled(samples["astronaut"]))
+    M = np.float32([[1, 0, 1.3], [0, 1, -0.6]])
+    moved = cv2.warpAffine(g, M, g.shape[::-1], flags=cv2.INTER_CUBIC)
+    q, t = grid_shifts(g, moved, (0, 0, g.shape[1], g.shape[0]), 10, 4, 0.6)
+    assert len(q) > 30
+    np.testing.assert_allclose(np.median(t, axis=0), [1.3, -0.6], atol=0.1)
+
+
+def test_unrelated_scenes_are_refused(samples):
+    with pytest.raises(AlignError, match="different scenes|inliers|matches"):
+        align_images(upscaled(samples["coffee"]), upscaled(samples["astronaut"]))
+
+
+def test_textureless_pair_is_refused():
+    flat = np.full((400, 600, 3), 120, np.uint8)
+    with pytest.raises(AlignError, match="too few SIFT keypoints"):
+        align_images(flat, flat.copy())
+
+
+def test_too_little_overlap_is_refused(samples):
+    dslr = upscaled(samples["motorcycle"])
+    phone, _ = synthetic_pair(dslr, 0.6, np.random.default_rng(0))
+    with pytest.raises(AlignError, match="overlap"):
+        align_images(phone, dslr, AlignOptions(min_overlap=1.01))

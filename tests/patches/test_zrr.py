@@ -1,0 +1,213 @@
+"""RAW phone photos → aligned 16-bit mosaics → the Zurich RAW-to-RGB / PyNET layout, read
+back by a minimal re-implementation of PyNET's loader; HEIC and RAW-rendered-to-RGB pairs
+through align → patches (DPED layout). Simulated sensors: real photos (scikit-image) warped
+by known homographies, linearised, mosaicked, 10–12-bit with a black level and noise,
+written as DNG (tests/camera_writer.py)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from dpedkit.align.geometry import corner_error
+from dpedkit.imageio import read_image, write_image
+from dpedkit.layout import read_records
+from dpedkit.raw import pattern_at, to_pynet_values
+from dpedkit.synth import random_homography
+from tests.camera_writer import SENSOR_WB, luminance_corr, simulate_raw_phone, write_dng, write_heic
+
+PHONE_SIZE = (576, 384)    # sensor (w, h)
+
+
+# --- PyNET's loader, re-implemented minimally (PyNET-PyTorch load_data.py) --------------------
+
+def extract_bayer_channels(raw):
+    ch_B = raw[1::2, 1::2]
+    ch_Gb = raw[0::2, 1::2]
+    ch_R = raw[0::2, 0::2]
+    ch_Gr = raw[1::2, 0::2]
+    return np.dstack((ch_B, ch_Gb, ch_R, ch_Gr)).astype(np.float32) / (4 * 255)
+
+
+def pynet_load(root, split, phone, dslr, i):
+    raw = cv2.imread(str(root / split / f"{phone}_raw" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+    rgb = cv2.imread(str(root / split / dslr / f"{i}.jpg"))[..., ::-1].astype(np.float32) / 255
+    return extract_bayer_channels(raw), rgb
+
+
+def simple_rgb(packed):
+    """A simple demosaic of PyNET's 4 channels: white balance, 2× nearest upsampling, sRGB-ish gamma."""
+    B, Gb, R, Gr = (packed[..., k] for k in range(4))
+    rgb = np.dstack([R * SENSOR_WB[0], (Gb + Gr) / 2 * SENSOR_WB[1], B * SENSOR_WB[2]])
+    rgb = cv2.resize(rgb, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    return np.clip(rgb / 0.7, 0, 1) ** (1 / 2.2)
+
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dslr_photos():
+    from dpedkit.synth import sample_images
+    s = sample_images()
+    return {k: cv2.resize(s[k], (960, 640), interpolation=cv2.INTER_CUBIC) for k in ("coffee", "astronaut")}
+
+
+def raw_pair(raw, name, dslr, pattern, bits, black, seed, when=None, dslr_dir="canon"):
+    """raw/phone/<name>.dng (simulated sensor) + raw/<dslr_dir>/<name>.jpg; returns the true H and the mosaic."""
+    rng = np.random.default_rng(seed)
+    H = random_homography((dslr.shape[1], dslr.shape[0]), PHONE_SIZE, rng)
+    mosaic = simulate_raw_phone(dslr, H, PHONE_SIZE, pattern, bits, black, rng)
+    (raw / "phone").mkdir(parents=True, exist_ok=True)
+    write_dng(raw / "phone" / f"{name}.dng", mosaic, pattern, black, 2 ** bits - 1, when=when)
+    write_image(raw / dslr_dir / f"{name}.jpg", dslr, quality=95)
+    return H, mosaic
+
+
+# --- RAW → aligned mosaic → ZRR layout ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def raw_aligned(tmp_path_factory, dslr_photos):
+    """Two simulated RAW phones (RGGB 10-bit, GBRG 12-bit) against DSLR JPEGs, aligned."""
+    from dpedkit.align.stage import AlignRunOptions, align_folder
+    root = tmp_path_factory.mktemp("rawset")
+    raw = root / "raw"
+    truth = {"a": raw_pair(raw, "a", dslr_photos["coffee"], "RGGB", 10, 64, 1),
+             "b": raw_pair(raw, "b", dslr_photos["astronaut"], "GBRG", 12, 256, 2)}
+    (raw / "phone" / "a.xmp").write_text("<x/>")                             # a sidecar: reported, not a problem
+    summary = align_folder(raw, root / "aligned", AlignRunOptions(jobs=1, progress=False), log=lambda *_: None)
+    return root, truth, summary
+
+
+def test_raw_align_recovers_the_homography_and_keeps_the_mosaic(raw_aligned):
+    root, truth, summary = raw_aligned
+    recs = read_records(root / "aligned" / "manifest.jsonl")
+    assert summary.counts["ok"] == 2 and summary.problems == 0
+    sidecar = [r for r in recs.values() if r["phone"] == "phone/a.xmp"]
+    assert sidecar[0]["status"] == "ignored" and "sidecar" in sidecar[0]["reason"]
+    for name, (H, mosaic) in truth.items():
+        r = recs[name]
+        err = corner_error(np.array(r["homography"]), H, PHONE_SIZE)
+        assert err < 0.5, (name, err)
+        x, y, w, h = r["crop"]
+        assert x % 2 == y % 2 == w % 2 == h % 2 == 0
+        m = cv2.imread(str(root / "aligned" / "phone" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert m.dtype == np.uint16 and np.array_equal(m, mosaic[y:y + h, x:x + w])   # the raw values, uncut phase
+        d = read_image(root / "aligned" / "canon" / f"{name}.png")
+        assert d.shape[:2] == m.shape                                              # sensor resolution
+    assert recs["a"]["cfa_pattern"] == "RGGB" and recs["b"]["cfa_pattern"] == "GBRG"
+    assert recs["b"]["black_level"] == [256.0] * 4 and recs["b"]["white_level"] == 4095
+
+
+def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
+    from dpedkit.patches.stage import PatchOptions, cut_patches
+    from dpedkit.patches.search import SearchOptions
+    root, truth, _ = raw_aligned
+    S = 96
+    opts = PatchOptions(layout="zrr", search=SearchOptions(size=S), test_photos=1, jobs=1, progress=False)
+    summary = cut_patches(root / "aligned", tmp_path / "ds", opts, log=lambda *_: None)
+    ds = tmp_path / "ds"
+    assert summary.problems == 0 and summary.counts["train"] >= 8 and summary.counts["test"] >= 4, summary.lines()
+    meta = json.loads((ds / "raw.json").read_text())
+    assert meta["cfa_pattern"] == "RGGB" and meta["raw_values"] == "pynet" and meta["white_level"] == 1020
+    rows = list(__import__("csv").DictReader(open(ds / "patches.csv")))
+    aligned_mosaics = {n: cv2.imread(str(root / "aligned" / "phone" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in truth}
+    levels = {"a": (64, 1023), "b": (256, 4095)}
+    checked = 0
+    for r in rows:
+        split, i, name, x, y = r["split"], int(r["index"]), r["name"], int(r["x"]), int(r["y"])
+        raw_png = cv2.imread(str(ds / split / "phone_raw" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert raw_png.shape == (S, S) and raw_png.dtype == np.uint16 and raw_png.max() <= 1020
+        # never resampled: the aligned mosaic at an RGGB site, in PyNET's values
+        src = aligned_mosaics[name]
+        assert pattern_at(["RGGB", "GBRG"][name == "b"], x, y) == "RGGB"
+        black, white = levels[name]
+        assert np.array_equal(raw_png, to_pynet_values(src[y:y + S, x:x + S], (black,) * 4, white))
+        packed, rgb = pynet_load(ds, split, "phone", "canon", i)
+        assert packed.shape == (S // 2, S // 2, 4) and rgb.shape == (S, S, 3) and packed.max() <= 1.0
+        c = luminance_corr(simple_rgb(packed), rgb)
+        assert c > 0.9, (name, i, c)
+        checked += 1
+    assert checked == summary.counts["train"] + summary.counts["test"]
+    # the same quality fields as the DPED layout: the verified search's model and residual per patch and window
+    assert all(r["model"] in ("shift", "rotation") and 0 <= float(r["residual"]) <= 0.75 for r in rows)
+    report = json.loads((ds / "patches_report.json").read_text())
+    for ph in report["photos"]:
+        assert len(ph["window_map"]) == len(ph["window_residual"]) == ph["windows"] == ph["grid"]["cols"] * ph["grid"]["rows"]
+        assert ph["window_map"].count("a") == ph["accepted"] == sum(v is not None for v in ph["window_residual"])
+    full = list((ds / "test" / "phone_full_resolution").glob("*.png"))
+    assert len(full) == 1
+    fm = cv2.imread(str(full[0]), cv2.IMREAD_UNCHANGED)
+    assert fm.dtype == np.uint16 and fm.shape[0] % 2 == 0 and fm.max() <= 1020
+    # native values: the same windows, the camera's numbers
+    opts = PatchOptions(layout="zrr", raw_values="native", search=SearchOptions(size=S), test_photos=1, jobs=1,
+                        progress=False)
+    cut_patches(root / "aligned", tmp_path / "nat", opts, log=lambda *_: None)
+    meta = json.loads((tmp_path / "nat" / "raw.json").read_text())
+    assert meta["raw_values"] == "native" and meta["levels"]["b"]["white_level"] == 4095
+    r = rows[0]
+    nat = cv2.imread(str(tmp_path / "nat" / r["split"] / "phone_raw" / f"{r['index']}.png"), cv2.IMREAD_UNCHANGED)
+    x, y = int(r["x"]), int(r["y"])
+    assert np.array_equal(nat, aligned_mosaics[r["name"]][y:y + S, x:x + S])
+    with pytest.raises(ValueError, match="layout zrr"):
+        cut_patches(root / "aligned", tmp_path / "dped", PatchOptions(jobs=1, progress=False), log=lambda *_: None)
+
+
+def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_photos):
+    """A HEIC phone and a RAW phone rendered to RGB (--phone-raw rgb) → DPED layout → the trainer's loader."""
+    from dpedkit.align.stage import AlignRunOptions, align_folder
+    from dpedkit.patches.stage import PatchOptions, cut_patches
+    from dpedkit.patches.search import SearchOptions
+    from dpedkit.synth import render_phone
+    raw = tmp_path / "raw"
+    dslr = dslr_photos["coffee"]
+    rng = np.random.default_rng(5)
+    H = random_homography((960, 640), PHONE_SIZE, rng)
+    (raw / "phone").mkdir(parents=True)
+    write_heic(raw / "phone" / "h.heic", render_phone(dslr, H, PHONE_SIZE, rng, jpeg_quality=None), quality=92)
+    write_image(raw / "dslr" / "h.jpg", dslr)
+    H2, _ = raw_pair(raw, "r", dslr_photos["astronaut"], "BGGR", 12, 128, 6, dslr_dir="dslr")
+    s = align_folder(raw, tmp_path / "al", AlignRunOptions(jobs=1, progress=False, phone_raw="rgb"), log=lambda *_: None)
+    assert s.counts["ok"] == 2, s.lines()
+    recs = read_records(tmp_path / "al" / "manifest.jsonl")
+    assert corner_error(np.array(recs["h"]["homography"]), H, PHONE_SIZE) < 1.0
+    assert corner_error(np.array(recs["r"]["homography"]), H2, PHONE_SIZE) < 1.0
+    ps = cut_patches(tmp_path / "al", tmp_path / "ds", PatchOptions(search=SearchOptions(size=64), test_photos=1,
+                                                                    jobs=1, progress=False), log=lambda *_: None)
+    assert ps.counts["train"] > 5 and ps.counts["test"] > 5, ps.lines()
+    # training reads this DPED layout unchanged (tests/test_train.py); one iteration costs ~40 s here, so not repeated
+    from dpedkit.train.data import load_split
+    ph, ds = load_split(tmp_path / "ds" / "phone", "phone", "canon", "train", size=None, jobs=1)
+    assert ph.shape == ds.shape and ph.shape[0] == ps.counts["train"]
+
+
+def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_aligned):
+    """Deliberate errors of known size: the aligned DSLR shifted by 3 px is found at dx = 3
+    (within 0.2 px) with the mosaic window unmoved on R sites; the DSLR photo of another
+    scene reaches the threshold in no window."""
+    from dpedkit.patches.search import SearchOptions, ncc
+    from dpedkit.patches.zrr import dslr_patch, read_mosaic_png, zrr_windows
+    root, _, _ = raw_aligned
+    rec = read_records(root / "aligned" / "manifest.jsonl")["b"]
+    m = read_mosaic_png(root / "aligned" / "phone" / "b.png", rec)
+    h, w = m.data.shape
+    other = cv2.resize(read_image(root / "aligned" / "canon" / "a.png"), (w, h), interpolation=cv2.INTER_AREA)
+    for dslr, shift in ((read_image(root / "aligned" / "canon" / "b.png"), 3), (other, 0)):
+        moved = np.roll(dslr, shift, axis=1)
+        # the DPED-style search: this measures its correlation on a wrong scene (the verified
+        # search rejects every such window before any score)
+        o = SearchOptions(size=96, max_angle=0, method="exhaustive", verify=False)
+        rendering, wins = zrr_windows(m, moved, o)
+        scores, dxs = [], []
+        for X, Y, win in wins:
+            assert (X % 2, Y % 2) == (0, 1)                  # GBRG: R sits at odd rows
+            if win.status == "ok":
+                scores.append(ncc(rendering[Y:Y + 96, X:X + 96], dslr_patch(moved, X, Y, win, 96)))
+                dxs.append(win.dx)
+        if shift:
+            assert np.median(scores) > 0.9 and abs(np.median(dxs) - shift) < 0.2, (np.median(scores), np.median(dxs))
+        else:
+            assert len(scores) >= 6 and max(scores) < 0.9, max(scores)

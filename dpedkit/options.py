@@ -112,7 +112,10 @@ def click_options(cls: type, skip: tuple[str, ...] = (), overrides: dict[str, di
         base = _unwrap_optional(t)
         decls = [flag] + ([md["short"]] if "short" in md else []) + ["__".join(path)]
         kw: dict[str, Any] = {"help": md.get("help")}
-        if base is bool:
+        if base is bool and default is None:   # unset: the code chooses (e.g. on CUDA only)
+            decls[0] = f"{flag}/--no-{flag[2:]}"
+            kw.update(default=None)
+        elif base is bool:
             if default:
                 decls[0] = f"{flag}/--no-{flag[2:]}"
             kw.update(is_flag=True, default=bool(default), show_default=bool(default))

@@ -180,3 +180,15 @@ def test_missing_vgg_names_the_files_and_where_they_are_published(data, tmp_path
     for needle in ("imagenet-vgg-verydeep-19.mat", "vgg19-dcbb9e9d.pth", "vlfeat.org/matconvnet",
                    "download.pytorch.org/models", "never downloads", "--content-loss none"):
         assert needle in msg, needle
+
+
+def test_cli_leaves_the_cuda_only_switches_unset_unless_given(data, monkeypatch):
+    """--channels-last/--fused-adam default to None (the trainer turns them on for CUDA only);
+    a plain flag would pass False and switch them off on a GPU too."""
+    import dpedkit.train.loop as loop
+    seen = []
+    monkeypatch.setattr(loop, "train", lambda cfg, log=None: seen.append(cfg) or [])
+    for extra in ([], ["--channels-last", "--no-fused-adam"]):
+        r = CliRunner().invoke(main, ["train", str(data), "--phone", "p", "--dslr", "d", *extra])
+        assert r.exit_code == 0, r.output
+    assert [(c.channels_last, c.fused_adam) for c in seen] == [(None, None), (True, False)]

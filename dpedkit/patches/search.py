@@ -29,12 +29,14 @@ MIN_STD = 2.0  # gray levels (0–255): below this a window has no texture to co
 
 @dataclass(frozen=True)
 class SearchOptions:
-    size: int = 100
-    max_shift: int = 5          # px, each direction
-    max_angle: float = 1.0      # degrees, each direction
-    angle_step: float = 0.5     # degrees (exhaustive method)
-    min_std: float = MIN_STD
-    subpixel: bool = True       # parabolic peak refinement of the shift (and of the score used to pick the angle)
+    size: int = field(default=100, metadata={"help": "Patch side (px)."})
+    max_shift: int = field(default=5, metadata={"help": "Largest phone-window shift searched, each direction (px)."})
+    max_angle: float = field(default=1.0, metadata={"help": "Largest rotation searched, each direction (degrees)."})
+    angle_step: float = field(default=0.5, metadata={"help": "Rotation step of the search (degrees)."})
+    min_std: float = field(default=MIN_STD, metadata={
+        "help": "A window whose grey-level standard deviation (0-255) is below this is flat and not scored."})
+    subpixel: bool = field(default=True, metadata={
+        "help": "Refine the best shift to sub-pixel precision (parabolic peak)."})
     method: Literal["verified", "exhaustive"] = field(default="verified", metadata={"choices": ["verified", "exhaustive"],
         "help": "Window search: 'verified' = integer NCC peak, then an iterated sub-pixel shift with the DSLR side "
                 "resampled (bicubic; the phone patch is an exact crop), a rotation only where sub-blocks show one; "

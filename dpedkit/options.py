@@ -29,33 +29,7 @@ from typing import Any, Callable
 
 import click
 
-FIELD_HELP: dict[str, dict[str, Any]] = {
-    # dpedkit.align.core.AlignOptions
-    "AlignOptions.feature_side": {"help": "Longer side (px) of the reduced copies SIFT runs on."},
-    "AlignOptions.n_features": {"help": "SIFT keypoints kept per image."},
-    "AlignOptions.ratio": {"help": "Lowe's ratio test: keep a match when its distance is below this "
-                                   "fraction of the second best's."},
-    "AlignOptions.mutual": {"help": "Keep only mutual nearest-neighbour matches."},
-    "AlignOptions.ransac_px": {"help": "MAGSAC inlier threshold, in reduced-copy pixels."},
-    "AlignOptions.min_inliers": {"help": "A pair needs at least this many homography inliers."},
-    "AlignOptions.refine_iters": {"help": "Grid-correlation refinement passes of the homography (0: off)."},
-    "AlignOptions.refine_grid": {"help": "Refinement windows along the longer side."},
-    "AlignOptions.refine_min_ncc": {"help": "A refinement window's correlation peak must reach this."},
-    "AlignOptions.refine_px": {"help": "Outlier threshold of the refinement refit (phone px)."},
-    "AlignOptions.min_overlap": {"help": "Smallest common crop, as a fraction of the phone photo's area."},
-    # dpedkit.align.geometry.Plausibility
-    "Plausibility.min_scale": {"help": "Smallest plausible phone px per DSLR px (linear, at the DSLR centre)."},
-    "Plausibility.max_scale": {"help": "Largest plausible phone px per DSLR px (linear, at the DSLR centre)."},
-    "Plausibility.max_area_ratio": {"help": "Largest / smallest local area scale over the DSLR frame (ratio)."},
-    # dpedkit.patches.search.SearchOptions
-    "SearchOptions.size": {"help": "Patch side (px)."},
-    "SearchOptions.max_shift": {"help": "Largest phone-window shift searched, each direction (px)."},
-    "SearchOptions.max_angle": {"help": "Largest rotation searched, each direction (degrees)."},
-    "SearchOptions.angle_step": {"help": "Rotation step of the search (degrees)."},
-    "SearchOptions.min_std": {"help": "A window whose grey-level standard deviation (0-255) is below this "
-                                      "is flat and not scored."},
-    "SearchOptions.subpixel": {"help": "Refine the best shift to sub-pixel precision (parabolic peak)."},
-}
+FIELD_HELP: dict[str, dict[str, Any]] = {}
 
 
 def _field_default(f: dataclasses.Field) -> Any:

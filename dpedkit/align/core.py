@@ -39,17 +39,21 @@ class AlignError(ValueError):
 
 @dataclass(frozen=True)
 class AlignOptions:
-    feature_side: int = 1200       # longer side of the reduced copies SIFT runs on (px)
-    n_features: int = 4000         # SIFT keypoints kept per image
-    ratio: float = 0.8             # Lowe's ratio test
-    mutual: bool = True            # keep only mutual nearest neighbours
-    ransac_px: float = 2.0         # MAGSAC threshold, in reduced-copy pixels
-    min_inliers: int = 25
-    refine_iters: int = 2          # grid-correlation refinement passes (0 = off)
-    refine_grid: int = 16          # windows along the longer side
-    refine_min_ncc: float = 0.6    # a window's correlation peak must reach this
-    refine_px: float = 1.0         # outlier threshold of the refit (phone px)
-    min_overlap: float = 0.2       # crop area / phone area
+    feature_side: int = field(default=1200, metadata={"help": "Longer side (px) of the reduced copies SIFT runs on."})
+    n_features: int = field(default=4000, metadata={"help": "SIFT keypoints kept per image."})
+    ratio: float = field(default=0.8, metadata={
+        "help": "Lowe's ratio test: keep a match when its distance is below this fraction of the second best's."})
+    mutual: bool = field(default=True, metadata={"help": "Keep only mutual nearest-neighbour matches."})
+    ransac_px: float = field(default=2.0, metadata={"help": "MAGSAC inlier threshold, in reduced-copy pixels."})
+    min_inliers: int = field(default=25, metadata={"help": "A pair needs at least this many homography inliers."})
+    refine_iters: int = field(default=2, metadata={
+        "help": "Grid-correlation refinement passes of the homography (0: off)."})
+    refine_grid: int = field(default=16, metadata={"help": "Refinement windows along the longer side."})
+    refine_min_ncc: float = field(default=0.6, metadata={
+        "help": "A refinement window's correlation peak must reach this."})
+    refine_px: float = field(default=1.0, metadata={"help": "Outlier threshold of the refinement refit (phone px)."})
+    min_overlap: float = field(default=0.2, metadata={
+        "help": "Smallest common crop, as a fraction of the phone photo's area."})
     warp: Literal["bspline", "homography"] = field(default="bspline", metadata={"choices": ["bspline", "homography"],
         "help": "Global model: 'bspline' = homography + a smooth residual field fitted robustly to the "
                 "measured shifts (lens distortion); 'homography' = the DPED-style homography alone."})

@@ -29,12 +29,14 @@ MIN_STD = 2.0  # gray levels (0–255): below this a window has no texture to co
 
 @dataclass(frozen=True)
 class SearchOptions:
-    size: int = 100
-    max_shift: int = 5          # px, each direction
-    max_angle: float = 1.0      # degrees, each direction
-    angle_step: float = 0.5     # degrees (exhaustive method)
-    min_std: float = MIN_STD
-    subpixel: bool = True       # parabolic peak refinement of the shift (and of the score used to pick the angle)
+    size: int = field(default=100, metadata={"help": "Patch side (px)."})
+    max_shift: int = field(default=5, metadata={"help": "Largest phone-window shift searched, each direction (px)."})
+    max_angle: float = field(default=1.0, metadata={"help": "Largest rotation searched, each direction (degrees)."})
+    angle_step: float = field(default=0.5, metadata={"help": "Rotation step of the search (degrees)."})
+    min_std: float = field(default=MIN_STD, metadata={
+        "help": "A window whose grey-level standard deviation (0-255) is below this is flat and not scored."})
+    subpixel: bool = field(default=True, metadata={
+        "help": "Refine the best shift to sub-pixel precision (parabolic peak)."})
     method: Literal["verified", "exhaustive"] = field(default="verified", metadata={"choices": ["verified", "exhaustive"],
         "help": "Window search: 'verified' = integer NCC peak, then an iterated sub-pixel shift with the DSLR side "
                 "resampled (bicubic; the phone patch is an exact crop), a rotation only where sub-blocks show one; "
@@ -53,11 +55,16 @@ class SearchOptions:
         "help": "A sub-block takes part in the verification when its DSLR side has at least this standard "
                 "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
     min_textured: float = field(default=0.35, metadata={
-        "help": "Share of a window's sub-blocks and border strips that must have texture for it to be "
-                "verified (else 'sparse')."})
-    min_textured_sides: int = field(default=4, metadata={
-        "help": "Border strips (a quarter of the window deep) that must have texture for the window to be "
-                "verified: a flat side may lie on another depth, unseen (else 'sparse')."})
+        "help": "Share of a window's sub-blocks and border strips that must have texture for it to vouch "
+                "for itself; below, all its sides are judged with its neighbours (see vouch_agreement)."})
+    min_textured_sides: int = field(default=2, metadata={
+        "help": "Border strips (a quarter of the window deep) that must have texture for a window to vouch "
+                "for its textured sides; below, all its sides are judged with its neighbours."})
+    vouch_agreement: float = field(default=0.5, metadata={
+        "help": "A side without texture may hide another depth: the flat region beyond it (walked across "
+                "flat sides and flat windows) is accepted only when the fully verified windows around it "
+                "(at least two) and the region's windows agree on the shift within this many px "
+                "(else 'sparse')."})
     rotation_gain: float = field(default=0.5, metadata={
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
@@ -84,6 +91,9 @@ class WindowMatch:
     status: str = "ok"          # one of WINDOW_STATUSES
     residual: float | None = None  # px: largest sub-block deviation from the window's model (verified windows)
     model: str = "exhaustive"   # shift | rotation (verified method) | exhaustive
+    # verified method: the window's sides (t, b, l, r) whose border strip has no texture; a
+    # window with one is verified only when the grid neighbour beyond each such side vouches for it
+    flat_sides: str = field(default="", repr=False)
 
 
 def luminance(img: np.ndarray) -> np.ndarray:
@@ -331,12 +341,12 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     ox, oy = patch_offset(w)
     Pi = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
 
-    strips_textured = [0]
+    strips_textured = [0, [False] * 4]
 
     def block_deviations(angle: float):
         Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=rb), S + 2 * rb)
         dev, centres, bad = [], [], 0
-        strips_textured[:] = [0]
+        strips_textured[:] = [0, [False] * 4]
         for k, (by, bx, bh, bw) in enumerate(cells):
             if True:
                 t = Pi[by:by + bh, bx:bx + bw]
@@ -350,7 +360,9 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
                     bad += 1                       # ≥ rb px off, or content that does not correspond
                     continue
                 dev.append((fx - rb, fy - rb))
-                strips_textured[0] += k >= len(cells) - 4
+                if k >= len(cells) - 4:
+                    strips_textured[0] += 1
+                    strips_textured[1][k - len(cells) + 4] = True
                 centres.append((bx + (bw - 1) / 2 - h, by + (bh - 1) / 2 - h))
         return np.array(dev, float).reshape(-1, 2), np.array(centres, float).reshape(-1, 2), bad
 
@@ -358,12 +370,14 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
+    # Too few textured blocks, or sides without texture: the texture that is there cannot vouch
+    # for the rest (a flat part may lie on another depth, or where the global warp bends). Such a
+    # window goes through the other checks and is then judged with its neighbours
+    # (_vouch_flat_sides); ``flat_sides`` names the sides it cannot vouch for itself.
     if len(dev) < o.min_textured * len(cells) or strips_textured[0] < o.min_textured_sides:
-        # mostly flat, or a side without texture: the texture that is there cannot vouch for
-        # the rest (a flat part may lie on another depth, or where the global warp bends), so
-        # the window is not verified
-        w.status = "sparse"
-        return
+        w.flat_sides = "tblr"
+    else:
+        w.flat_sides = "".join(n for n, t in zip("tblr", strips_textured[1]) if not t)
     # rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), richer model by a margin
     if o.max_angle > 0 and len(dev) >= 4:
         Ju = np.c_[-cen[:, 1], cen[:, 0]]
@@ -377,7 +391,7 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
             dev_r, cen_r, bad_r = block_deviations(angle)
             if not bad_r and len(dev_r) and np.abs(dev_r).max() < np.abs(dev).max():
                 w.angle, w.model, dev = angle, "rotation", dev_r
-    w.residual = float(np.linalg.norm(dev, axis=1).max())
+    w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
     if w.residual > o.max_spread:
         w.status = "inconsistent"
         return
@@ -425,4 +439,59 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
         fx, fy, _ = refine_peak(scores, px, py)          # the start of the iterated estimate
         w.dx, w.dy = float(fx - m_search), float(fy - m_search)
         _verify_window(D, P, w, o)
+    if o.verify:
+        _vouch_flat_sides(windows, o)
     return windows
+
+
+def _vouch_flat_sides(windows: list[WindowMatch], o: SearchOptions) -> None:
+    """Judge the windows that passed every check but have sides without texture (``flat_sides``)
+    together with their neighbours; those not vouched for become ``sparse``.
+
+    Why: a flat part can hide another depth (its shift is unmeasurable). Starting from such a
+    window, the grid is walked across its flat sides (and across every side of a ``flat``
+    window); the windows it stops at that were verified with texture on all four sides are the
+    region's boundary (the grid's edge stops the walk without a vote). The region is accepted
+    when it has at least two boundary windows and all of them and the region's own windows
+    agree on the shift within ``o.vouch_agreement`` px of the boundary's median (a rotation
+    counts by its corner motion). A flat stretch enclosed by texture that moves as one is then
+    very likely the same surface; a flat stretch between two depths meets windows of both and
+    fails the agreement. A region window whose flat side faces unverified texture (a depth
+    edge, a moved object) is rejected itself.
+    """
+    at = {(w.x, w.y): w for w in windows}
+    S, h = o.size, (o.size - 1) / 2
+    step = {"t": (0, -S), "b": (0, S), "l": (-S, 0), "r": (S, 0)}
+    pending = lambda w: w.status == "ok" and bool(w.flat_sides)  # noqa: E731
+    done: set = set()
+    for w0 in windows:
+        if not pending(w0) or (w0.x, w0.y) in done:
+            continue
+        region, boundary, stack, ok, tainted = {(w0.x, w0.y)}, {}, [w0], True, []
+        while stack:
+            w = stack.pop()
+            for side in (w.flat_sides if w.status == "ok" else "tblr"):
+                key = (w.x + step[side][0], w.y + step[side][1])
+                n = at.get(key)
+                if n is None or key in region or key in boundary:
+                    continue
+                elif pending(n) or n.status == "flat":
+                    region.add(key)
+                    stack.append(n)
+                elif n.status == "ok":
+                    boundary[key] = n
+                elif w.status == "ok":
+                    tainted.append(w)                             # unverified texture beyond a flat side:
+                                                                  # maybe a depth edge next to this window
+        members = [at[k] for k in region if at[k].status == "ok"]
+        done |= region
+        ok = ok and len(boundary) >= 2
+        if ok:
+            d = np.array([(n.dx, n.dy) for n in boundary.values()])
+            med = np.median(d, axis=0)
+            shifts = np.array([(m.dx, m.dy) for m in (*boundary.values(), *members)])
+            angles = np.array([m.angle for m in (*boundary.values(), *members)])
+            gap = np.hypot(*(shifts - med).T) + np.deg2rad(np.abs(angles)) * h * np.sqrt(2)
+            ok = bool(gap.max() <= o.vouch_agreement)
+        for m in (members if not ok else tainted):
+            m.status = "sparse"

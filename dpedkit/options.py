@@ -12,10 +12,6 @@ any of them shows up as an option with no edit to the CLI. Metadata keys besides
 ``choices`` (a list), ``short`` (``"-j"``), ``flag`` (another option name), ``envvar``,
 ``metavar``, ``click_type`` (a click type), and ``cli: False`` to keep a field off the
 command line. A bool defaulting to True becomes ``--name/--no-name``.
-
-Dataclasses in modules another part of the project owns may not carry metadata yet:
-:data:`FIELD_HELP` holds their help (and choices) by ``"Class.field"`` until they do; the
-field's own metadata wins.
 """
 
 from __future__ import annotations
@@ -28,9 +24,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
-
-FIELD_HELP: dict[str, dict[str, Any]] = {}
-
 
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
@@ -61,11 +54,6 @@ def option_fields(cls: type, prefix: tuple[str, ...] = ()):
             yield prefix + (f.name,), f, t, cls
 
 
-def field_info(owner: type, f: dataclasses.Field) -> dict[str, Any]:
-    """The field's CLI metadata: its own, over :data:`FIELD_HELP`'s."""
-    return {**FIELD_HELP.get(f"{owner.__name__}.{f.name}", {}), **f.metadata}
-
-
 def click_options(cls: type, skip: tuple[str, ...] = (), overrides: dict[str, dict] | None = None) -> Callable:
     """A decorator adding one click option per field of ``cls`` (nested ones included).
 
@@ -77,7 +65,7 @@ def click_options(cls: type, skip: tuple[str, ...] = (), overrides: dict[str, di
     for path, f, t, owner in option_fields(cls):
         if f.name in skip:
             continue
-        md = {**field_info(owner, f), **overrides.get(f.name, {})}
+        md = {**f.metadata, **overrides.get(f.name, {})}
         flag = md.get("flag", "--" + f.name.replace("_", "-"))
         if flag in flags:
             raise ValueError(f"{cls.__name__}: two fields would both be the option {flag}")

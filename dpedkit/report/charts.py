@@ -23,6 +23,8 @@ def fmt(v: float, digits: int = 4) -> str:
     """A tick or value label: ``digits`` significant digits, no ``-0``, no float noise."""
     if v is None or not math.isfinite(v):
         return ""
+    if v == round(v) and abs(v) < 1e7:       # whole numbers in full: 1000, not 1e+03
+        return str(int(v))
     s = f"{v:.{digits}g}"
     return "0" if s.lstrip("-") in ("0", "0.0", "0e+00") else s
 

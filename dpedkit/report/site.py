@@ -204,10 +204,12 @@ def latest_samples(run: Path, out: Path, thumb: int) -> str:
     small, big = out / "img" / "samples.jpg", out / "img" / "samples_zoom.jpg"
     if not (_fresh(small, src) and _fresh(big, src)):
         img = read_image(src)
-        _save_jpeg(img, small, 4 * thumb)
+        _save_jpeg(img, small, 2 * thumb)
         _save_jpeg(img, big, 2 * ZOOM_SIDE)
+    with Image.open(small) as im:           # shown at its own size: a column of patches is tall
+        width = im.size[0]
     return (f'<h3>samples at iteration {escape(src.stem)}: phone | enhanced | DSLR</h3>'
-            + _img("img/" + small.name, "img/" + big.name, "latest samples", 4 * thumb))
+            + _img("img/" + small.name, "img/" + big.name, "latest samples", width))
 
 
 def evaluation_table(evaluations: list[dict]) -> str:

@@ -49,8 +49,9 @@ DPEDKIT_ARGS = {"align": [], "patches": []}
 # paper's method: one homography + exhaustive ±5 px / ±1° search, NCC > 0.9. (On the
 # fidelity-algo branch at the time of writing: align "--warp homography", patches
 # "--method exhaustive --no-verify"; they do not exist before it lands.)
-BASELINE_ARGS = {"align": [], "patches": ["--max-shift", "5", "--max-angle", "1.0", "--angle-step", "0.5",
-                                          "--threshold", "0.9"]}
+BASELINE_ARGS = {"align": ["--warp", "homography"],
+                 "patches": ["--max-shift", "5", "--max-angle", "1.0", "--angle-step", "0.5", "--threshold", "0.9",
+                             "--method", "exhaustive", "--no-verify"]}
 CONFIGS = {"dpedkit": DPEDKIT_ARGS, "DPED-style baseline": BASELINE_ARGS}
 
 

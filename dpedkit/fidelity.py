@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from dpedkit.align.geometry import aligned_to_dslr
+from dpedkit.layout import MANIFEST, PATCHES_CSV, PATCHES_REPORT, WINDOW_CODES, read_records
 from dpedkit.patches.search import patch_affine
 
 CASES = ("homography", "distortion", "parallax", "moving", "combined")
@@ -593,9 +594,9 @@ def dataset_root(dataset: str | Path) -> Path:
     """The folder holding ``patches.csv``: ``dataset`` itself or its one camera subfolder
     (``dpedkit patches aligned/ dataset/`` writes ``dataset/<phone>/patches.csv``)."""
     dataset = Path(dataset)
-    if (dataset / "patches.csv").is_file():
+    if (dataset / PATCHES_CSV).is_file():
         return dataset
-    found = sorted(p.parent for p in dataset.glob("*/patches.csv"))
+    found = sorted(p.parent for p in dataset.glob(f"*/{PATCHES_CSV}"))
     if len(found) != 1:
         raise FileNotFoundError(f"expected one patches.csv in {dataset} or one of its subfolders, found {len(found)}")
     return found[0]
@@ -607,24 +608,11 @@ def _load_truth(truth, name: str) -> Truth:
     return truth[name]
 
 
-def _layout():
-    """The on-disk contract's names (``dpedkit.layout`` after the restructure of issue 14,
-    their old homes before it)."""
-    try:
-        from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records
-    except ImportError:
-        from dpedkit.align.run import MANIFEST
-        from dpedkit.manifest import read_records
-        from dpedkit.patches.run import WINDOW_CODES
-    return MANIFEST, WINDOW_CODES, read_records
-
-
 def _inputs(aligned, dataset):
-    MANIFEST, _, read_records = _layout()
     records = read_records(Path(aligned) / MANIFEST)
     root = dataset_root(dataset)
-    report = json.loads((root / "patches_report.json").read_text())
-    with open(root / "patches.csv", newline="") as f:
+    report = json.loads((root / PATCHES_REPORT).read_text())
+    with open(root / PATCHES_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
     return records, root, report, rows
 
@@ -656,7 +644,7 @@ def score_windows(aligned: str | Path, dataset: str | Path, truth, names=None) -
     """Every grid window of every scored photo, with its status from ``patches_report.json``
     and the error of the window taken **without** the search's offset (what the aligner
     alone leaves): tells whether a rejection lost a good window or saved a bad one."""
-    reason = {c: s for s, c in _layout()[1].items()}
+    reason = {c: s for s, c in WINDOW_CODES.items()}
     reason["a"] = "accepted"
     records, root, report, _ = _inputs(aligned, dataset)
     out = []

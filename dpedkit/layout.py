@@ -39,7 +39,8 @@ PATCHES_CSV = "patches.csv"
 PATCHES_REPORT = "patches_report.json"
 
 # one character per grid window in row-major order, in patches_report.json's window_map
-WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l"}   # a: accepted
+WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l",   # a: accepted
+                "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b", "sparse": "p"}
 
 
 class LayoutError(ValueError):
@@ -153,32 +154,40 @@ class Journal:
         write_text_atomic(self.path, text)
 
 
-# ---------------------------------------------------------------- the DPED layout
+# ---------------------------------------------------------------- the patch layouts (DPED, Zurich RAW-to-RGB)
 
 @dataclass(frozen=True)
-class DpedLayout:
-    """Paths of one phone's DPED dataset, ``root = dataset/<phone>``; ``phone`` and ``dslr``
-    are the folder names inside the split folders (``dslr`` is ``canon`` by default)."""
+class PatchLayout:
+    """Paths of one patch dataset below ``root``; ``phone`` and ``dslr`` name the camera folders
+    inside the split folders (``dslr`` is ``canon`` by default). Subclasses fix the folder
+    names (:class:`DpedLayout`, :class:`ZrrLayout`)."""
     root: Path
     phone: str
     dslr: str = DPED_DSLR
 
-    SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {"train": "training_data", "test": "test_data/patches"}
+    SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {}
+    PHONE_SUFFIX: typing.ClassVar[str] = ""       # the phone's patch folder is <phone><suffix>
+    PHONE_EXT: typing.ClassVar[str] = "jpg"       # phone patches and full-size images
+    FULL_SIZE: typing.ClassVar[str] = ""          # full-size test images' folder, {phone} filled in
 
     def split_dir(self, split: str) -> Path:
-        """``training_data`` (train) or ``test_data/patches`` (test)."""
         return Path(self.root) / self.SPLIT_DIRS[split]
 
     def patch_dir(self, split: str, camera: str) -> Path:
-        """Folder of the numbered patches ``0.jpg … N-1.jpg`` of ``camera`` ("phone" or "dslr")."""
-        return self.split_dir(split) / (self.phone if camera == "phone" else self.dslr)
+        """Folder of the numbered patches ``0 … N-1`` of ``camera`` ("phone" or "dslr")."""
+        return self.split_dir(split) / (self.phone + self.PHONE_SUFFIX if camera == "phone" else self.dslr)
+
+    @classmethod
+    def ext(cls, camera: str) -> str:
+        """File suffix (no dot) of ``camera``'s patches: the DSLR's are always JPEG."""
+        return cls.PHONE_EXT if camera == "phone" else "jpg"
 
     def patch(self, split: str, camera: str, index: int) -> Path:
-        return self.patch_dir(split, camera) / f"{index}.jpg"
+        return self.patch_dir(split, camera) / f"{index}.{self.ext(camera)}"
 
     @property
     def full_size_dir(self) -> Path:
-        return Path(self.root) / "test_data" / "full_size_test_images"
+        return Path(self.root) / self.FULL_SIZE.format(phone=self.phone)
 
     @property
     def staging(self) -> Path:
@@ -191,6 +200,18 @@ class DpedLayout:
     @property
     def report(self) -> Path:
         return Path(self.root) / PATCHES_REPORT
+
+
+@dataclass(frozen=True)
+class DpedLayout(PatchLayout):
+    """The DPED layout, ``root = dataset/<phone>``::
+
+        <root>/training_data/{<phone>,<dslr>}/<i>.jpg
+        <root>/test_data/patches/{<phone>,<dslr>}/<i>.jpg
+        <root>/test_data/full_size_test_images/<name>.jpg
+    """
+    SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {"train": "training_data", "test": "test_data/patches"}
+    FULL_SIZE: typing.ClassVar[str] = "test_data/full_size_test_images"
 
 
 def dataset_root(data_dir: str | os.PathLike, phone: str | None = None) -> Path:
@@ -228,7 +249,7 @@ RAW_JSON = "raw.json"                # dataset/: pattern, value convention and l
 
 
 @dataclass(frozen=True)
-class ZrrLayout:
+class ZrrLayout(PatchLayout):
     """Paths of a RAW-to-RGB dataset in the Zurich RAW-to-RGB / PyNET layout, ``root = dataset``::
 
         <root>/{train,test}/<phone>_raw/<i>.png     1-channel 16-bit Bayer mosaic, R at (0,0), B at (1,1)
@@ -236,32 +257,10 @@ class ZrrLayout:
         <root>/test/<phone>_full_resolution/<name>.png   whole aligned test mosaics
         <root>/raw.json, patches.csv, patches_report.json, dataset.json
     """
-    root: Path
-    phone: str
-    dslr: str = DPED_DSLR
-
-    def patch_dir(self, split: str, camera: str) -> Path:
-        """Folder of the numbered patches of ``camera`` ("phone": the mosaics, or "dslr")."""
-        return Path(self.root) / split / (f"{self.phone}_raw" if camera == "phone" else self.dslr)
-
-    def patch(self, split: str, camera: str, index: int) -> Path:
-        return self.patch_dir(split, camera) / f"{index}.{'png' if camera == 'phone' else 'jpg'}"
-
-    @property
-    def full_size_dir(self) -> Path:
-        return Path(self.root) / "test" / f"{self.phone}_full_resolution"
-
-    @property
-    def staging(self) -> Path:
-        return Path(self.root) / STAGING
-
-    @property
-    def patches_csv(self) -> Path:
-        return Path(self.root) / PATCHES_CSV
-
-    @property
-    def report(self) -> Path:
-        return Path(self.root) / PATCHES_REPORT
+    SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
+    PHONE_SUFFIX: typing.ClassVar[str] = "_raw"
+    PHONE_EXT: typing.ClassVar[str] = "png"
+    FULL_SIZE: typing.ClassVar[str] = "test/{phone}_full_resolution"
 
     @property
     def raw_json(self) -> Path:

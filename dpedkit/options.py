@@ -46,8 +46,6 @@ FIELD_HELP: dict[str, dict[str, Any]] = {
     # dpedkit.align.geometry.Plausibility
     "Plausibility.min_scale": {"help": "Smallest plausible phone px per DSLR px (linear, at the DSLR centre)."},
     "Plausibility.max_scale": {"help": "Largest plausible phone px per DSLR px (linear, at the DSLR centre)."},
-    "Plausibility.max_anisotropy": {"help": "Largest ratio of the homography's local stretch along two "
-                                            "directions at the centre (ratio)."},
     "Plausibility.max_area_ratio": {"help": "Largest / smallest local area scale over the DSLR frame (ratio)."},
     # dpedkit.patches.search.SearchOptions
     "SearchOptions.size": {"help": "Patch side (px)."},

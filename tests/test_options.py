@@ -31,7 +31,7 @@ def test_cli_defaults_are_the_dataclass_defaults():
     cmd = main.get_command(click.Context(main), "align")
     defaults = {p.name: p.default for p in cmd.params if isinstance(p, click.Option)}
     assert defaults["align__min_inliers"] == AlignOptions().min_inliers
-    assert defaults["align__plausibility__max_anisotropy"] == AlignOptions().plausibility.max_anisotropy
+    assert defaults["align__plausibility__max_stretch"] == AlignOptions().plausibility.max_stretch
     assert defaults["max_skew"] == AlignRunOptions().max_skew
 
 

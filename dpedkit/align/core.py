@@ -6,19 +6,27 @@
    normalised cross-correlation at full phone resolution (sub-pixel peaks); refit the
    homography on those correspondences. This makes the accuracy a matter of full-resolution
    pixels, not of the reduced copies'.
-3. Crop both to the largest axis-aligned rectangle covered by both and warp the DSLR there.
+   With ``warp="bspline"`` (default) a smooth residual field on top of the homography is
+   fitted robustly to the same shifts (real lenses keep a radial distortion no homography
+   expresses; other depth layers and moving objects are rejected as outliers), see
+   :mod:`dpedkit.align.warp`. ``warp="homography"`` is the DPED-style model alone.
+3. Crop both to the largest axis-aligned rectangle covered by both and warp the DSLR there
+   (one ``cv2.remap`` from the area-downscaled copy).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from dpedkit.align.features import match_descriptors, sift_features, to_gray
-from dpedkit.align.geometry import (Plausibility, apply_h, corners, implausibility,
-                                    largest_rectangle, local_scale, scale_matrix, translation)
+from dpedkit.align.geometry import (Plausibility, apply_h, corners, implausibility, largest_rectangle,
+                                    largest_rectangle_rows, local_scale, scale_matrix)
+from dpedkit.imageops import refine_peak
+from dpedkit.align.warp import SplineField, fit_field, warp_to_phone
 
 
 class AlignError(ValueError):
@@ -42,6 +50,15 @@ class AlignOptions:
     refine_min_ncc: float = 0.6    # a window's correlation peak must reach this
     refine_px: float = 1.0         # outlier threshold of the refit (phone px)
     min_overlap: float = 0.2       # crop area / phone area
+    warp: Literal["bspline", "homography"] = field(default="bspline", metadata={"choices": ["bspline", "homography"],
+        "help": "Global model: 'bspline' = homography + a smooth residual field fitted robustly to the "
+                "measured shifts (lens distortion); 'homography' = the DPED-style homography alone."})
+    warp_cells: int = field(default=8, metadata={
+        "help": "Cells of the residual B-spline field along the phone photo's longer side."})
+    warp_smooth: float = field(default=0.003, metadata={
+        "help": "Smoothness penalty of the residual field (relative; larger = stiffer)."})
+    warp_grid: int = field(default=28, metadata={
+        "help": "Windows along the longer side measured to fit the residual field (with warp=bspline)."})
     plausibility: Plausibility = field(default_factory=Plausibility)
 
     def to_dict(self) -> dict:
@@ -58,9 +75,29 @@ class AlignResult:
     inliers: int
     reprojection_rmse: float       # phone px, over the correspondences of the final fit
     refine_points: int
+    field: SplineField | None = None   # residual warp f (phone px): DSLR = H⁻¹(q + f(q)); None: homography only
+    residuals: np.ndarray | None = None  # phone px, final-fit residual of each inlier correspondence
+    outliers: int = 0              # measured shifts the final fit rejected (other depths, moving things)
+
+    def record(self) -> dict:
+        """The manifest-record fields of this alignment (JSON-ready): ``homography``,
+        ``crop``, ``matches``, ``inliers``, ``reprojection_rmse``, ``refine_points``, and
+        ``warp`` ``{type, params}`` (the model :func:`dpedkit.align.geometry.aligned_to_dslr`
+        applies) and ``residual`` ``{median, p95, n, outliers}`` (phone px, over the
+        correspondences of the final fit)."""
+        r = self.residuals if self.residuals is not None and len(self.residuals) else None
+        warp = ({"type": "homography", "params": None} if self.field is None
+                else {"type": "bspline", "params": self.field.to_dict()})
+        return {"homography": np.asarray(self.homography).round(10).tolist(), "crop": list(self.crop),
+                "matches": self.matches, "inliers": self.inliers,
+                "reprojection_rmse": round(float(self.reprojection_rmse), 4), "refine_points": self.refine_points,
+                "warp": warp,
+                "residual": {"median": None if r is None else round(float(np.median(r)), 4),
+                             "p95": None if r is None else round(float(np.percentile(r, 95)), 4),
+                             "n": 0 if r is None else int(len(r)), "outliers": int(self.outliers)}}
 
 
-def _coarse_homography(pg: np.ndarray, dg: np.ndarray, o: AlignOptions) -> tuple[np.ndarray, int, int, float]:
+def _coarse_homography(pg: np.ndarray, dg: np.ndarray, o: AlignOptions):
     pp, pd = sift_features(pg, o.feature_side, o.n_features)
     dp, dd = sift_features(dg, o.feature_side, o.n_features)
     if min(len(pp), len(dp)) < o.min_inliers:
@@ -82,14 +119,7 @@ def _coarse_homography(pg: np.ndarray, dg: np.ndarray, o: AlignOptions) -> tuple
         raise AlignError(f"too few inliers ({int(inl.sum())} of {len(m)} matches): the photos may show "
                          "different scenes, or too little of one scene", matches=len(m), inliers=int(inl.sum()))
     err = np.linalg.norm(apply_h(H, src[inl]) - dst[inl], axis=1)
-    return H, len(m), int(inl.sum()), float(np.sqrt(np.mean(err ** 2)))
-
-
-def _subpixel_peak(c: np.ndarray, x: int, y: int) -> tuple[float, float]:
-    def vertex(a, b, d):
-        den = a - 2 * b + d
-        return 0.5 * (a - d) / den if den < 0 else 0.0
-    return x + vertex(c[y, x - 1], c[y, x], c[y, x + 1]), y + vertex(c[y - 1, x], c[y, x], c[y + 1, x])
+    return H, len(m), int(inl.sum()), float(np.sqrt(np.mean(err ** 2))), (src, dst)
 
 
 def grid_shifts(phone_gray: np.ndarray, warped_gray: np.ndarray, rect: tuple[int, int, int, int],
@@ -104,9 +134,12 @@ def grid_shifts(phone_gray: np.ndarray, warped_gray: np.ndarray, rect: tuple[int
     x0, y0, w, h = rect
     step = max(w, h) / n_long
     half = int(max(8, min(48, step * 0.45)))
+    reach = half + radius   # window centres from the rectangle's edges: the grid spans it all
+    cxs = np.linspace(x0 + reach, x0 + w - reach, max(1, round(w / step))).astype(int)
+    cys = np.linspace(y0 + reach, y0 + h - reach, max(1, round(h / step))).astype(int)
     qs, ts = [], []
-    for cy in np.arange(y0 + step / 2, y0 + h, step).astype(int):
-        for cx in np.arange(x0 + step / 2, x0 + w, step).astype(int):
+    for cy in cys:
+        for cx in cxs:
             ty, tx = cy - half, cx - half
             sy, sx = ty - radius, tx - radius
             if sy < y0 or sx < x0 or ty + 2 * half + radius > y0 + h or tx + 2 * half + radius > x0 + w:
@@ -119,7 +152,7 @@ def grid_shifts(phone_gray: np.ndarray, warped_gray: np.ndarray, rect: tuple[int
             _, peak, _, (px, py) = cv2.minMaxLoc(c)
             if peak < min_ncc or not (0 < px < c.shape[1] - 1 and 0 < py < c.shape[0] - 1):
                 continue
-            fx, fy = _subpixel_peak(c, px, py)
+            fx, fy, _ = refine_peak(c, px, py)
             qs.append((cx - 0.5, cy - 0.5))  # centre of an even-sized window
             ts.append((fx - radius, fy - radius))
     return np.array(qs, float).reshape(-1, 2), np.array(ts, float).reshape(-1, 2)
@@ -145,14 +178,54 @@ def common_crop(H_small: np.ndarray, small_size: tuple[int, int], phone_size: tu
     return largest_rectangle(apply_h(H_small, inset), *phone_size)
 
 
+def _field_cells(o: AlignOptions, phone_size: tuple[int, int]) -> tuple[int, int]:
+    pw, ph = phone_size
+    n = max(1, o.warp_cells)
+    return (n, max(1, round(n * ph / pw))) if pw >= ph else (max(1, round(n * pw / ph)), n)
+
+
+def valid_crop(Hs: np.ndarray, fld: SplineField | None, small_size: tuple[int, int],
+               phone_size: tuple[int, int], step: int = 4) -> tuple[int, int, int, int] | None:
+    """Largest rectangle of phone pixels whose model source point ``Hs⁻¹(q + f(q))`` lies in
+    the downscaled DSLR copy (1 px inside: bicubic interpolation reads only real pixels).
+
+    Without a field this is the exact polygon computation. With one, the model is evaluated
+    on a lattice every ``step`` px and the rectangle has lattice nodes at its corners: the
+    warp interpolates the map linearly between nodes, so a cell whose four nodes are valid
+    samples only valid points (the valid set, a box, is convex)."""
+    if fld is None:
+        return common_crop(Hs, small_size, phone_size)
+    pw, ph = phone_size
+    w, h = small_size
+    xs, ys = np.arange(0, pw, step), np.arange(0, ph, step)
+    gx, gy = np.meshgrid(xs, ys)
+    pts = np.stack([gx, gy], -1) + fld.grid(xs, ys)
+    src = apply_h(np.linalg.inv(Hs), pts.reshape(-1, 2)).reshape(len(ys), len(xs), 2)
+    ok = (src[..., 0] >= 1) & (src[..., 0] <= w - 2) & (src[..., 1] >= 1) & (src[..., 1] <= h - 2)
+    any_ok = ok.any(axis=1)
+    lo = np.where(any_ok, ok.argmax(axis=1), 1)
+    hi = np.where(any_ok, len(xs) - 1 - ok[:, ::-1].argmax(axis=1), 0)
+    contiguous = ok.sum(axis=1) == hi - lo + 1      # a row with a hole is not used
+    hi = np.where(contiguous, hi, lo - 1)
+    r = largest_rectangle_rows(lo, hi)
+    if r is None:
+        return None
+    j, i, nj, ni = r
+    return int(xs[j]), int(ys[i]), int(xs[j + nj - 1] - xs[j] + 1), int(ys[i + ni - 1] - ys[i] + 1)
+
+
 def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = AlignOptions()) -> AlignResult:
     """Align an RGB DSLR photo to an RGB phone photo; raises :class:`AlignError`.
 
-    The returned homography maps DSLR source pixels to phone source pixels (DESIGN.md §2).
+    The returned homography maps DSLR source pixels to phone source pixels (DESIGN.md §2);
+    with ``opts.warp == "bspline"`` the result's ``field`` ``f`` completes the model: the
+    phone pixel ``q`` sees the DSLR point ``H⁻¹(q + f(q))``.
     """
+    if opts.warp not in ("bspline", "homography"):
+        raise ValueError(f"unknown warp model {opts.warp!r} (bspline or homography)")
     pg, dg = to_gray(phone), to_gray(dslr)
     ph, pw = pg.shape
-    H, n_matches, n_inliers, rmse = _coarse_homography(pg, dg, opts)
+    H, n_matches, n_inliers, rmse, (src_m, dst_m) = _coarse_homography(pg, dg, opts)
     stats = dict(matches=n_matches, inliers=n_inliers)
     reason = implausibility(H, (dg.shape[1], dg.shape[0]), opts.plausibility)
     if reason:
@@ -160,19 +233,36 @@ def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = Align
 
     small, M = downscale_for_warp(dslr, H)
     small_gray = to_gray(small)
+    small_size = small.shape[1::-1]
     n_refine = 0
     coarse_scale = max(1.0, max(pg.shape) / opts.feature_side)
     radius = int(np.ceil(4 * coarse_scale + 2))
+    use_field = opts.warp == "bspline"
+    domain, cells = (0.0, 0.0, float(pw), float(ph)), _field_cells(opts, (pw, ph))
+    fld: SplineField | None = None
+    residuals, outliers = None, 0
+    if use_field:
+        # a first field from all keypoint matches: lens distortion leaves the frame's corners
+        # too far off for the grid search's radius; mismatches are rejected as outliers
+        r = dst_m - apply_h(H, src_m)
+        near = np.linalg.norm(r, axis=1) < 12 * coarse_scale + 20
+        if near.sum() >= 12:
+            fld, _ = fit_field(dst_m[near], -r[near], domain, cells, smooth=4 * opts.warp_smooth,
+                               scale_floor=coarse_scale)
+    grid = opts.warp_grid if use_field else opts.refine_grid
+    rect0 = common_crop(H @ np.linalg.inv(M), small_size, (pw, ph))
     for it in range(opts.refine_iters):
         Hs = H @ np.linalg.inv(M)
-        rect = common_crop(Hs, small.shape[1::-1], (pw, ph))
+        rect = rect0 if rect0 is not None else None
         if rect is None:
             break
-        warped = cv2.warpPerspective(small_gray, Hs, (pw, ph), flags=cv2.INTER_LINEAR)
-        q, t = grid_shifts(pg, warped, rect, opts.refine_grid, radius, opts.refine_min_ncc)
+        warped = warp_to_phone(small_gray, Hs, fld, (0, 0, pw, ph))
+        q, t = grid_shifts(pg, warped, rect, grid, radius, opts.refine_min_ncc)
         if len(q) < 12:
             break
-        src = apply_h(np.linalg.inv(H), q + t)  # DSLR full-res points that match phone points q
+        # the point of the homography's frame (phone px before the field) that matches q
+        target = q + t + (fld(q + t) if fld is not None else 0)
+        src = apply_h(np.linalg.inv(H), target)  # DSLR full-res points that match phone points q
         H1, mask = cv2.findHomography(src, q, cv2.RANSAC, opts.refine_px, maxIters=5000, confidence=0.9999)
         if H1 is None or mask.sum() < 12:
             break
@@ -181,20 +271,28 @@ def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = Align
         if H1 is None:
             break
         H = H1 / H1[2, 2]
-        err = np.linalg.norm(apply_h(H, src[inl]) - q[inl], axis=1)
-        rmse, n_refine = float(np.sqrt(np.mean(err ** 2))), int(inl.sum())
+        if use_field:
+            disp = apply_h(H, src) - q             # f(q) that makes H⁻¹(q + f(q)) = src
+            fld, inl = fit_field(q, disp, domain, cells, smooth=opts.warp_smooth)
+            err = np.linalg.norm(fld(q[inl]) - disp[inl], axis=1)
+            outliers = int(len(q) - inl.sum())
+        else:
+            err = np.linalg.norm(apply_h(H, src[inl]) - q[inl], axis=1)
+            outliers = int(len(q) - inl.sum())
+        rmse, n_refine, residuals = float(np.sqrt(np.mean(err ** 2))), int(inl.sum()), err
         radius = 3  # later passes start from a sub-pixel estimate
 
     reason = implausibility(H, (dg.shape[1], dg.shape[0]), opts.plausibility)
     if reason:
         raise AlignError(reason, **stats)
     Hs = H @ np.linalg.inv(M)
-    rect = common_crop(Hs, small.shape[1::-1], (pw, ph))
+    rect = valid_crop(Hs, fld, small_size, (pw, ph))
     overlap = 0.0 if rect is None else rect[2] * rect[3] / (pw * ph)
     if rect is None or overlap < opts.min_overlap:
         raise AlignError(f"too little overlap: the common part is {overlap:.0%} of the phone photo "
                          f"(minimum {opts.min_overlap:.0%})", **stats)
     x, y, w, h = rect
-    dslr_crop = cv2.warpPerspective(small, translation(-x, -y) @ Hs, (w, h), flags=cv2.INTER_CUBIC)
+    dslr_crop = warp_to_phone(small, Hs, fld, rect, interpolation=cv2.INTER_CUBIC)
     return AlignResult(homography=H / H[2, 2], crop=rect, phone=phone[y:y + h, x:x + w].copy(), dslr=dslr_crop,
-                       matches=n_matches, inliers=n_inliers, reprojection_rmse=rmse, refine_points=n_refine)
+                       matches=n_matches, inliers=n_inliers, reprojection_rmse=rmse, refine_points=n_refine,
+                       field=fld, residuals=residuals, outliers=outliers)

@@ -42,17 +42,27 @@ def sift_features(gray: np.ndarray, max_side: int, n_features: int) -> tuple[np.
 
 def match_descriptors(d1: np.ndarray, d2: np.ndarray, ratio: float = 0.8, mutual: bool = True) -> np.ndarray:
     """Indices ``(K, 2)`` of matches ``d1[i] ↔ d2[j]`` that pass Lowe's ratio test and,
-    with ``mutual``, are each other's nearest neighbour."""
+    with ``mutual``, are each other's nearest neighbour.
+
+    Brute force as one matrix product: the L2 distances of unit-length descriptors (RootSIFT
+    is) follow from their dot products, ``|a − b|² = |a|² + |b|² − 2 a·b``; one product
+    serves both directions (several times faster than two ``cv2.BFMatcher`` passes)."""
     if len(d1) < 2 or len(d2) < 2:
         return np.zeros((0, 2), int)
-    bf = cv2.BFMatcher(cv2.NORM_L2)
-    knn = bf.knnMatch(d1, d2, k=2)
-    pairs = np.array([(m[0].queryIdx, m[0].trainIdx) for m in knn
-                      if len(m) == 2 and m[0].distance < ratio * m[1].distance], dtype=int).reshape(-1, 2)
+    d1, d2 = np.asarray(d1, np.float32), np.asarray(d2, np.float32)
+    dist = d1 @ d2.T
+    dist *= -2
+    dist += (d1 * d1).sum(1)[:, None]
+    dist += (d2 * d2).sum(1)[None, :]                 # squared L2 distances (N1, N2)
+    rows = np.arange(len(d1))
+    j1 = dist.argmin(axis=1)
+    best = dist[rows, j1].copy()
+    dist[rows, j1] = np.inf
+    second = dist.min(axis=1)
+    dist[rows, j1] = best
+    keep = np.sqrt(np.maximum(best, 0)) < ratio * np.sqrt(np.maximum(second, 0))
+    pairs = np.c_[rows, j1][keep]
     if mutual and len(pairs):
-        back = bf.match(d2, d1)
-        nearest = np.full(len(d2), -1)
-        for m in back:
-            nearest[m.queryIdx] = m.trainIdx
+        nearest = dist.argmin(axis=0)                 # for each d2, its nearest d1
         pairs = pairs[nearest[pairs[:, 1]] == pairs[:, 0]]
-    return pairs
+    return pairs.astype(int).reshape(-1, 2)

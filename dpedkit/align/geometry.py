@@ -7,7 +7,7 @@ followed by division by the third component.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,20 +52,32 @@ def jacobian(H: np.ndarray, x: float, y: float) -> np.ndarray:
     return (H[:2, :2] * w - np.outer([u, v], H[2, :2])) / w ** 2
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class Plausibility:
-    """Limits for a DSLR→phone homography of a tripod shot."""
+    """Limits for a DSLR→phone homography of a tripod shot. Each refusal names the option
+    (field name as a command-line flag, ``--max-stretch`` for ``max_stretch``) that would
+    let the pair through."""
 
-    min_scale: float = 0.05        # phone px per DSLR px (linear), at the DSLR centre
-    max_scale: float = 4.0
-    max_anisotropy: float = 1.5    # ratio of the Jacobian's singular values at the centre
-    max_area_ratio: float = 3.0    # largest / smallest local area scale over the DSLR frame
+    min_scale: float = field(default=0.05, metadata={
+        "help": "Smallest plausible scale of the homography at the DSLR centre (phone px per DSLR px, linear)."})
+    max_scale: float = field(default=4.0, metadata={
+        "help": "Largest plausible scale of the homography at the DSLR centre (phone px per DSLR px, linear)."})
+    max_stretch: float = field(default=1.5, metadata={
+        "help": "Largest ratio of the homography's two principal scales at the DSLR centre "
+                "(anisotropy; a strong viewpoint change stretches one direction)."})
+    max_area_ratio: float = field(default=3.0, metadata={
+        "help": "Largest ratio of the local area scale between two corners of the DSLR frame (perspective)."})
 
 
 def implausibility(H: np.ndarray, dslr_size: tuple[int, int], limits: Plausibility = Plausibility()) -> str | None:
     """Why ``H`` (DSLR→phone) cannot be the alignment of a tripod pair, or ``None``.
 
     ``dslr_size`` is ``(width, height)`` of the DSLR image in the coordinates ``H`` takes.
+    A refusal by one of ``limits`` names the option and its value.
     """
     H = np.asarray(H, dtype=np.float64)
     if not np.all(np.isfinite(H)) or abs(np.linalg.det(H)) < 1e-12:
@@ -80,12 +92,18 @@ def implausibility(H: np.ndarray, dslr_size: tuple[int, int], limits: Plausibili
         return "implausible homography: it mirrors the image (flipped)"
     sv = np.linalg.svd(jacobian(H, *pts[-1]), compute_uv=False)
     scale = float(np.sqrt(sv[0] * sv[1]))
-    if not limits.min_scale <= scale <= limits.max_scale:
-        return f"implausible homography: scale {scale:.3g} phone px per DSLR px is outside [{limits.min_scale}, {limits.max_scale}]"
+    if scale < limits.min_scale:
+        return (f"implausible homography: scale {scale:.3g} phone px per DSLR px is below "
+                f"{_flag('min_scale')} {limits.min_scale:g}")
+    if scale > limits.max_scale:
+        return (f"implausible homography: scale {scale:.3g} phone px per DSLR px exceeds "
+                f"{_flag('max_scale')} {limits.max_scale:g}")
     if dets.max() / dets.min() > limits.max_area_ratio:
-        return f"implausible homography: extreme perspective (local scale varies {dets.max() / dets.min():.1f}× across the frame)"
-    if sv[0] / sv[1] > limits.max_anisotropy:
-        return f"implausible homography: stretches one direction {sv[0] / sv[1]:.2f}× more than the other"
+        return (f"implausible homography: extreme perspective (local scale varies {dets.max() / dets.min():.2f}× "
+                f"across the frame, exceeds {_flag('max_area_ratio')} {limits.max_area_ratio:g})")
+    if sv[0] / sv[1] > limits.max_stretch:
+        return (f"implausible homography: stretches one direction {sv[0] / sv[1]:.2f}× more than the other "
+                f"(stretch {sv[0] / sv[1]:.2f}× exceeds {_flag('max_stretch')} {limits.max_stretch:g})")
     return None
 
 
@@ -137,6 +155,14 @@ def largest_rectangle(quad: np.ndarray, width: int, height: int) -> tuple[int, i
     left, right = row_extents(np.asarray(quad, float), height)
     lo = np.maximum(np.ceil(left - 1e-9), 0)
     hi = np.minimum(np.floor(right + 1e-9), width - 1)
+    return largest_rectangle_rows(lo, hi)
+
+
+def largest_rectangle_rows(lo: np.ndarray, hi: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The largest rectangle ``(x, y, w, h)`` in a region given per row ``y`` as the
+    interval of columns ``lo[y]..hi[y]`` (inclusive; ``hi < lo``: empty row); exact when
+    the region is convex (as :func:`largest_rectangle` needs)."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
     valid = np.flatnonzero(hi >= lo)
     if valid.size == 0:
         return None
@@ -145,6 +171,8 @@ def largest_rectangle(quad: np.ndarray, width: int, height: int) -> tuple[int, i
     best = (0, None)
     for t in range(len(lo)):
         widths = np.minimum.accumulate(hi[t:]) - np.maximum.accumulate(lo[t:]) + 1
+        if widths[0] * len(widths) <= best[0]:
+            continue  # even the full height at the first row's width cannot beat the best
         areas = widths * np.arange(1, len(widths) + 1)
         k = int(np.argmax(areas))
         if areas[k] > best[0]:
@@ -159,9 +187,17 @@ def aligned_to_dslr(record: dict, xy: np.ndarray) -> np.ndarray:
     ``record`` is an ``ok`` manifest record of ``align``; ``xy`` is ``(N, 2)`` in pixels of
     the aligned images (x right, y down, pixel centres at integers, origin at the crop's
     top-left). The result is where the aligned DSLR image sampled the DSLR source photo
-    (full resolution, after EXIF orientation). This is the one place that states the
-    aligner's phone→DSLR model, so scorers and later stages never re-derive it.
+    (full resolution, after EXIF orientation): ``H⁻¹(q + f(q))`` with ``q`` the phone source
+    pixel and ``f`` the record's residual ``warp`` (absent or ``homography``: ``f = 0``; see
+    :mod:`dpedkit.align.warp`). This is the one place that states the aligner's phone→DSLR
+    model, so scorers and later stages never re-derive it.
     """
     x, y = record["crop"][:2]
     phone_xy = np.asarray(xy, float).reshape(-1, 2) + (x, y)
+    warp = record.get("warp") or {"type": "homography"}
+    if warp["type"] == "bspline":
+        from dpedkit.align.warp import SplineField
+        phone_xy = phone_xy + SplineField.from_dict(warp["params"])(phone_xy)
+    elif warp["type"] != "homography":
+        raise ValueError(f"unknown warp type {warp['type']!r} in the manifest record")
     return apply_h(np.linalg.inv(np.asarray(record["homography"], float)), phone_xy)

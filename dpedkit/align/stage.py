@@ -137,9 +137,7 @@ def align_one(job: _Job) -> dict:
             write_image(dslr_path, res.dslr)
             if job.opts.previews:
                 write_image(preview_path(job.out, p.name), checkerboard(res.phone, res.dslr), quality=90)
-            rec.update(status="ok", homography=res.homography.round(10).tolist(), crop=list(res.crop),
-                       matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
-                       refine_points=res.refine_points)
+            rec.update(status="ok", **res.record())
         except AlignError as e:
             rec.update(reason=str(e), **e.stats)
         except MemoryError:

@@ -1,5 +1,5 @@
-"""What both patch layouts (DPED and Zurich RAW-to-RGB) share: the train/test split, safe
-names, and linking staged files into place."""
+"""What both patch layouts (DPED and Zurich RAW-to-RGB) share besides the stage itself: the
+train/test split, safe names, the aligned pair's size check, and linking staged files into place."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
+
+from dpedkit.imageio import ImageReadError
 
 
 def is_plain_name(name: str) -> bool:
@@ -39,4 +43,8 @@ def link_into_place(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-_link = link_into_place
+def same_size(phone_hw: tuple[int, int], dslr: np.ndarray) -> None:
+    """Raise :class:`ImageReadError` unless the aligned DSLR image is ``phone_hw`` (rows, columns)."""
+    if tuple(dslr.shape[:2]) != tuple(phone_hw):
+        raise ImageReadError(f"the aligned images differ in size ({phone_hw[1]}x{phone_hw[0]} vs "
+                             f"{dslr.shape[1]}x{dslr.shape[0]})")

@@ -1,10 +1,17 @@
-"""``dpedkit patches``: cut matched patch pairs from ``aligned/`` into the DPED layout.
+"""``dpedkit patches``: cut matched patch pairs from ``aligned/`` into a patch layout — the DPED
+layout (:class:`dpedkit.layout.DpedLayout`) or, from RAW phone photos aligned as Bayer
+mosaics, the Zurich RAW-to-RGB / PyNET layout (:class:`dpedkit.layout.ZrrLayout`).
 
 Each photo is processed on its own (in parallel) into a staging folder
-``OUT/<phone>/.dpedkit/<name>/`` (``layout.STAGING``) with its patches and a ``result.json``; a photo whose
+``<layout root>/.dpedkit/<name>/`` (``layout.STAGING``) with its patches and a ``result.json``; a photo whose
 result exists for the same inputs and parameters is not redone. Assembly then numbers the
-patches 0..N-1 per split (photos in name order) and hard-links them into the DPED layout
-(:class:`dpedkit.layout.DpedLayout`), writing ``patches.csv`` and ``patches_report.json`` atomically.
+patches 0..N-1 per split (photos in name order) and hard-links them into the layout, writing
+``patches.csv`` and ``patches_report.json`` atomically.
+
+The two layouts differ only in how one aligned pair is read, searched, cut and encoded: a
+*pair* class does that (:class:`RgbPair` here, :class:`dpedkit.patches.zrr.MosaicPair` for
+mosaics); everything else — window bookkeeping, scoring, staging, resuming, assembly, the
+report — is this module's, the same for both.
 """
 
 from __future__ import annotations
@@ -23,14 +30,14 @@ import numpy as np
 
 from dpedkit.fs import OutputWriteError, write_text_atomic
 from dpedkit.imageio import ImageReadError, read_image, write_image
-from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, aligned_paths,
+from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, PatchLayout, aligned_paths,
                             read_records, resolve_cameras)
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
-from dpedkit.patches.common import _link, assign_splits, is_plain_name  # noqa: F401 (assign_splits: re-exported)
-from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
+from dpedkit.patches.common import assign_splits, is_plain_name, link_into_place, same_size  # noqa: F401 (assign_splits: re-exported)
+from dpedkit.patches.search import SearchOptions, extract_patch_pair, match_windows, ncc
 from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 
-CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
+CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc", "residual", "model"]
 
 
 @dataclass
@@ -67,10 +74,6 @@ class PatchOptions:
                 "native (the camera's raw values)."})
 
 
-def _params_key(o: PatchOptions) -> str:
-    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "quality": o.quality})
-
-
 @dataclass(frozen=True)
 class _Job:
     name: str
@@ -80,15 +83,89 @@ class _Job:
     params: str
     opts: PatchOptions
     cv_threads: int
+    record: dict | None = None      # the pair's manifest record (the mosaic's levels)
 
 
 def _input_paths(job: _Job) -> dict[str, Path]:
     return {"phone": job.phone_path, "dslr": job.dslr_path}
 
 
+class RgbPair:
+    """One aligned pair of the DPED layout: RGB phone and DSLR images of the same size.
+
+    The search moves (and rotates) the phone window against the DSLR grid window
+    (:func:`dpedkit.patches.search.match_windows`); both patches are JPEG. A *pair* class
+    (this one, :class:`dpedkit.patches.zrr.MosaicPair`) holds what differs between layouts:
+    ``windows(search)`` → the :class:`~dpedkit.patches.search.WindowMatch` per grid window;
+    ``cut(window, S)`` → ``(dslr_patch, phone_for_scoring, phone_as_written)``;
+    ``write_phone(path, patch, quality)``; ``full()`` → the whole phone image as written;
+    ``result()`` → extra fields of result.json. Class attributes and static methods hold what
+    differs for the whole dataset (its layout, input check, params, extra files)."""
+    layout = DpedLayout
+    noun = "photo"           # what the aligned phone file is, in messages
+    read_errors: tuple = (ImageReadError,)
+
+    def __init__(self, job: _Job):
+        self.phone, self.dslr = read_image(job.phone_path), read_image(job.dslr_path)
+        self.hw = self.phone.shape[:2]      # rows, columns
+        same_size(self.hw, self.dslr)
+
+    def windows(self, o: SearchOptions) -> list:
+        return match_windows(self.dslr, self.phone, o)
+
+    def cut(self, w, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d, p = extract_patch_pair(self.dslr, self.phone, w, size)
+        return d, p, p
+
+    @staticmethod
+    def write_phone(path: Path, patch: np.ndarray, quality: int) -> None:
+        write_image(path, patch, quality)
+
+    def full(self) -> np.ndarray:
+        return self.phone
+
+    def result(self) -> dict:
+        return {}
+
+    @staticmethod
+    def root(out: Path, phone: str) -> Path:
+        return out / phone
+
+    @staticmethod
+    def check(aligned: Path, ok_records: dict, opts: PatchOptions) -> None:
+        if any("cfa_pattern" in r for r in ok_records.values()):
+            raise ValueError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
+                             "--layout zrr, or align again with --phone-raw rgb for the DPED layout")
+
+    @staticmethod
+    def params(opts: PatchOptions) -> dict:
+        return {}
+
+    @staticmethod
+    def finish(layout, opts: PatchOptions, results: list[dict]) -> None:
+        pass
+
+
+def pair_kind(layout: str) -> type:
+    """The pair class of a layout name (``dped`` or ``zrr``)."""
+    if layout == "zrr":
+        from dpedkit.patches.zrr import MosaicPair
+        return MosaicPair
+    if layout != "dped":
+        raise ValueError(f"unknown layout {layout!r} (dped or zrr)")
+    return RgbPair
+
+
+def _params_key(o: PatchOptions) -> str:
+    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "quality": o.quality,
+                        **pair_kind(o.layout).params(o)})
+
+
 def _staged_outputs(job: _Job, res: dict) -> list[Path]:
+    ext = pair_kind(job.opts.layout).layout.ext
     n = len(res.get("patches", []))
-    return [job.stage / cam / f"{k}.jpg" for cam in ("phone", "dslr") for k in range(n)]
+    return [job.stage / f"full.{ext('phone')}"] + [job.stage / cam / f"{k}.{ext(cam)}" for cam in ("phone", "dslr")
+                                                 for k in range(n)]
 
 
 def _staged_result(job: _Job) -> dict | None:
@@ -99,36 +176,39 @@ def _staged_result(job: _Job) -> dict | None:
     return res if isinstance(res, dict) else None
 
 
+def _rounded(v: float | None, digits: int) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
 def cut_photo(job: _Job) -> dict:
     """Search one aligned pair and stage its accepted patches; returns the photo's result."""
     cv2.setNumThreads(job.cv_threads)
     t0 = time.perf_counter()
+    kind = pair_kind(job.opts.layout)
+    ext = kind.layout.ext
     res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": fingerprints(_input_paths(job)),
-           "windows": 0, "accepted": 0, "flat": 0, "outside": 0, "low_ncc": 0, "median_ncc": None,
+           "windows": 0, "accepted": 0, **{k: 0 for k in WINDOW_CODES if k != "ok"}, "median_ncc": None,
            "median_accepted_ncc": None, "patches": []}
     try:
-        phone, dslr = read_image(job.phone_path), read_image(job.dslr_path)
-        if phone.shape != dslr.shape:
-            raise ImageReadError(f"the aligned images differ in size ({phone.shape[1]}x{phone.shape[0]} vs "
-                                 f"{dslr.shape[1]}x{dslr.shape[0]})")
+        pair = kind(job)
         o = job.opts
         S = o.search.size
         shutil.rmtree(job.stage, ignore_errors=True)
-        scores, patches, codes, window_ncc = [], [], [], []
-        positions = grid_positions(phone.shape[1], phone.shape[0], o.search)
-        if positions:
-            xs, ys = sorted({x for x, _ in positions}), sorted({y for _, y in positions})
+        scores, patches, codes, window_ncc, window_residual = [], [], [], [], []
+        windows = pair.windows(o.search)
+        if windows:
+            xs, ys = sorted({w.x for w in windows}), sorted({w.y for w in windows})
             res["grid"] = {"x": xs[0], "y": ys[0], "cols": len(xs), "rows": len(ys), "size": S}
-        for w in match_windows(dslr, phone, o.search):
+        for w in windows:
             res["windows"] += 1
             codes.append(WINDOW_CODES.get(w.status, "?"))
             window_ncc.append(None)
+            window_residual.append(None)
             if w.status != "ok":
-                res[w.status] += 1
+                res[w.status] = res.get(w.status, 0) + 1
                 continue
-            d = dslr[w.y:w.y + S, w.x:w.x + S]
-            p = extract_phone_patch(phone, w.x, w.y, w.dx, w.dy, w.angle, S)
-            w.ncc = ncc(d, p, o.search.min_std)  # scored on the exact pixels that are written
+            d, p_scored, p = pair.cut(w, S)
+            w.ncc = ncc(d, p_scored, o.search.min_std)  # scored on the written pixels (a mosaic: its rendering)
             if np.isnan(w.ncc):
                 res["flat"] += 1
                 codes[-1] = WINDOW_CODES["flat"]
@@ -139,21 +219,26 @@ def cut_photo(job: _Job) -> dict:
                 res["low_ncc"] += 1
                 codes[-1] = WINDOW_CODES["low_ncc"]
                 continue
+            window_residual[-1] = _rounded(w.residual, 3)
             k = len(patches)
-            write_image(job.stage / "phone" / f"{k}.jpg", p, o.quality)
+            pair.write_phone(job.stage / "phone" / f"{k}.{ext('phone')}", p, o.quality)
             write_image(job.stage / "dslr" / f"{k}.jpg", d, o.quality)
             patches.append({"x": w.x, "y": w.y, "dx": round(w.dx, 4), "dy": round(w.dy, 4),
-                            "angle": round(w.angle, 4), "ncc": round(w.ncc, 6)})
-        write_image(job.stage / "full.jpg", phone, o.quality)
+                            "angle": round(w.angle, 4), "ncc": round(w.ncc, 6),
+                            "residual": _rounded(w.residual, 3), "model": w.model})
+        pair.write_phone(job.stage / f"full.{ext('phone')}", pair.full(), o.quality)
         acc = [q["ncc"] for q in patches]
         res.update(status="ok", accepted=len(patches), patches=patches, window_map="".join(codes),
-                   window_ncc=window_ncc,
+                   window_ncc=window_ncc, window_residual=window_residual, **pair.result(),
                    median_ncc=round(float(np.median(scores)), 4) if scores else None,
                    median_accepted_ncc=round(float(np.median(acc)), 4) if acc else None)
-        if not patches:
+        if not windows:
+            res["reason"] = (f"the aligned {kind.noun} ({pair.hw[1]}x{pair.hw[0]}) is smaller "
+                             f"than one window (--size {S} plus the --max-shift/--max-angle margin)")
+        elif not patches:
             res["reason"] = "no window reached the correlation threshold" if scores else "no textured window"
-    except ImageReadError as e:
-        res["reason"] = f"unreadable aligned image: {e}"
+    except kind.read_errors as e:
+        res["reason"] = f"unreadable aligned {kind.noun}: {e}"
     except OutputWriteError:
         raise  # disk full or no permission: stop the run
     except Exception as e:
@@ -163,23 +248,18 @@ def cut_photo(job: _Job) -> dict:
     return res
 
 
-def _clear_numbered(folder: Path) -> None:
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.suffix == ".jpg" and (p.stem.isdigit() or folder.name == "full_size_test_images"):
-                p.unlink()
-
-
-def assemble(layout: DpedLayout, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
+def assemble(layout: PatchLayout, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
     """Number the staged patches 0..N-1 per split (photos in name order), link them into the
-    DPED layout and write patches.csv; returns the patch count per split."""
-    for split in ("train", "test"):
-        for cam in ("phone", "dslr"):
-            _clear_numbered(layout.patch_dir(split, cam))
-            layout.patch_dir(split, cam).mkdir(parents=True, exist_ok=True)
+    layout (the full-size phone image of each test photo too) and write patches.csv; returns
+    the patch count per split."""
     full = layout.full_size_dir
-    _clear_numbered(full)
-    full.mkdir(parents=True, exist_ok=True)
+    for d in [layout.patch_dir(split, cam) for split in ("train", "test") for cam in ("phone", "dslr")] + [full]:
+        if d.is_dir():      # a previous assembly's files: the numbering may have changed
+            for p in d.iterdir():
+                if p.suffix in (".png", ".jpg") and (p.stem.isdigit() or d == full):
+                    p.unlink()
+        d.mkdir(parents=True, exist_ok=True)
+    ext = layout.ext
     counts = Counter()
     rows = io.StringIO()
     writer = csv.DictWriter(rows, CSV_FIELDS, lineterminator="\n")
@@ -189,11 +269,11 @@ def assemble(layout: DpedLayout, results: list[dict], splits: dict[str, str]) ->
             continue
         split, stage = splits[res["name"]], layout.staging / res["name"]
         if split == "test":
-            _link(stage / "full.jpg", full / f"{res['name']}.jpg")
+            link_into_place(stage / f"full.{ext('phone')}", full / f"{res['name']}.{ext('phone')}")
         for k, p in enumerate(res["patches"]):
             i = counts[split]
-            _link(stage / "phone" / f"{k}.jpg", layout.patch(split, "phone", i))
-            _link(stage / "dslr" / f"{k}.jpg", layout.patch(split, "dslr", i))
+            for cam in ("phone", "dslr"):
+                link_into_place(stage / cam / f"{k}.{ext(cam)}", layout.patch(split, cam, i))
             writer.writerow({"split": split, "index": i, "name": res["name"], **p})
             counts[split] += 1
     write_text_atomic(layout.patches_csv, rows.getvalue())
@@ -234,39 +314,36 @@ class PatchSummary:
 
 
 def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = PatchOptions(), log=print) -> PatchSummary:
-    """Cut the DPED dataset of all ``ok`` pairs of ``aligned`` into ``out/<phone>/``.
+    """Cut the patch dataset of all ``ok`` pairs of ``aligned`` into ``out`` in ``opts.layout``.
 
-    Patches are ``opts.search.size`` px squares at the same pixel position of the aligned
-    pair (the phone one shifted and rotated by the best-scoring search offset); the DSLR
-    folder is named ``opts.dped_dslr`` (``canon``), the real camera names go into
-    ``out/<phone>/dataset.json``."""
-    if opts.layout == "zrr":
-        from dpedkit.patches.zrr import cut_zrr, zrr_options
-        return cut_zrr(aligned, out, zrr_options(opts), log)
-    if opts.layout != "dped":
-        raise ValueError(f"unknown layout {opts.layout!r} (dped or zrr)")
+    DPED layout (``out/<phone>/``): patches are ``opts.search.size`` px squares at the same
+    pixel position of the aligned pair (the phone one shifted and rotated by the search).
+    ZRR layout (``out/``): the phone mosaic window stays on the RGGB grid and the DSLR window
+    moves (:mod:`dpedkit.patches.zrr`). The DSLR folder is named ``opts.dped_dslr``
+    (``canon``); the real camera names go into the layout root's ``dataset.json``."""
+    kind = pair_kind(opts.layout)
     aligned, out = absolute_folders(aligned, out)
     phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=(PREVIEWS,))
     records = read_records(aligned / MANIFEST)
     if not records:
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
-    if any(r.get("status") == "ok" and "cfa_pattern" in r for r in records.values()):
-        raise ValueError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
-                         "--layout zrr, or align again with --phone-raw rgb for the DPED layout")
-    if opts.dped_dslr == phone:
-        raise ValueError(f"the DPED layout's DSLR folder name '{opts.dped_dslr}' is the phone's: "
-                         "pass another --dped-dslr")
-    layout = DpedLayout(out / phone, phone, opts.dped_dslr)
+    ok = {n: r for n, r in records.items() if r.get("status") == "ok"}
+    kind.check(aligned, ok, opts)
+    layout = kind.layout(kind.root(out, phone), phone, opts.dped_dslr)
+    if layout.patch_dir("train", "phone") == layout.patch_dir("train", "dslr"):
+        raise ValueError(f"the DSLR folder name '{opts.dped_dslr}' is the phone's folder in the {opts.layout} "
+                         "layout: pass another --dped-dslr")
     with stage_folder(layout.root, "dpedkit patches"):
         Cameras(phone, dslr, opts.dped_dslr).write(layout.root)
-        return _cut_all(aligned, layout, dslr, records, opts, log)
+        return _cut_all(aligned, layout, dslr, ok, opts, log)
 
 
-def _cut_all(aligned: Path, layout: DpedLayout, dslr: str, records: dict, opts: PatchOptions,
+def _cut_all(aligned: Path, layout: PatchLayout, dslr: str, records: dict, opts: PatchOptions,
              log) -> PatchSummary:
+    kind = pair_kind(opts.layout)
     params = _params_key(opts)
     summary = PatchSummary()
-    names = sorted(n for n, r in records.items() if r.get("status") == "ok")
+    names = sorted(records)
     cv_threads = cv_threads_per_job(resolve_jobs(opts.jobs), opts.dask_scheduler)
     results, items = [], []
     for n in names:
@@ -274,12 +351,12 @@ def _cut_all(aligned: Path, layout: DpedLayout, dslr: str, records: dict, opts: 
             results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
             continue
         pp, dp = aligned_paths(aligned, layout.phone, dslr, n)
-        job = _Job(n, pp, dp, layout.staging / n, params, opts, cv_threads)
+        job = _Job(n, pp, dp, layout.staging / n, params, opts, cv_threads, records[n])
         items.append(Item(n, job, _input_paths(job)))
     todo = plan(items, params, lambda it: _staged_result(it.job), lambda it, res: _staged_outputs(it.job, res))
     results += todo.done
     summary.skipped = len(todo.done)
-    log(plan_text("patches", f"{len(names)} aligned photos in {aligned}", todo, opts.jobs, opts.dask_scheduler))
+    log(plan_text("patches", f"{len(names)} aligned {kind.noun}s in {aligned}", todo, opts.jobs, opts.dask_scheduler))
     results += list(run(todo.todo, cut_photo, opts.jobs, opts.dask_scheduler, "cutting patches", opts.progress))
     splits = assign_splits(names, opts.seed, opts.test_fraction, opts.test_photos)
     summary.counts = assemble(layout, results, splits)
@@ -292,8 +369,9 @@ def _cut_all(aligned: Path, layout: DpedLayout, dslr: str, records: dict, opts: 
             summary.per_photo.append((r["name"], splits[r["name"]], r["windows"], r["accepted"], r["median_ncc"]))
             if r["accepted"] == 0:
                 summary.empty.append((r["name"], r["reason"]))
+    kind.finish(layout, opts, results)
     report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "seed": opts.seed,
-                          "test_fraction": opts.test_fraction, "test_photos": opts.test_photos},
+                          "test_fraction": opts.test_fraction, "test_photos": opts.test_photos, **kind.params(opts)},
               "patches": summary.counts,
               "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}
                          for r in sorted(results, key=lambda r: r["name"])]}

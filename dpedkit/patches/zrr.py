@@ -21,65 +21,30 @@ of the written mosaic patch with the written DSLR patch reaches ``threshold``.
 Values. ``raw_values="pynet"`` (default): black level subtracted per colour-filter position,
 scaled so the white level is 1020 (PyNET divides by 4·255), clipped to 0–1020.
 ``"native"``: the camera's raw values, unchanged; raw.json then lists each photo's levels.
+
+This module holds only what is particular to mosaics (:class:`MosaicPair`, raw.json); the
+stage itself — scoring, staging, resuming, assembly, the report — is
+:mod:`dpedkit.patches.stage`, the same as for the DPED layout.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import shutil
-import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dpedkit.fs import OutputWriteError, write_bytes_atomic, write_text_atomic
-from dpedkit.imageio import ImageReadError, read_image, write_image
-from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, ZrrLayout, aligned_paths,
-                            read_records, resolve_cameras)
-from dpedkit.parallel import cv_threads_per_job, resolve_jobs
-from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows, ncc
-from dpedkit.patches.common import _link, assign_splits, is_plain_name
+from dpedkit.fs import write_bytes_atomic, write_text_atomic
+from dpedkit.imageio import ImageReadError, read_image
+from dpedkit.layout import ZrrLayout
+from dpedkit.patches.common import same_size
+from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows
 from dpedkit.raw import (PYNET_MAX, Mosaic, RawMosaicError, encode_mosaic, pattern_at, quick_rgb, rggb_offset,
                          to_pynet_values)
-from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
 
 ZRR_SIZE = 448
 RAW_VALUES = ("pynet", "native")
-CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc"]
-
-
-@dataclass
-class ZrrOptions:
-    """Options of the ZRR layout (library use); the command line sets them through
-    :class:`dpedkit.patches.stage.PatchOptions` with ``layout="zrr"`` (:func:`zrr_options`)."""
-    search: SearchOptions = field(default_factory=lambda: SearchOptions(size=ZRR_SIZE))
-    threshold: float = 0.9
-    raw_values: str = field(default="pynet", metadata={
-        "choices": ["pynet", "native"],
-        "help": "Mosaic values: pynet (black subtracted, white at 1020, as PyNET expects) or native (camera units)."})
-    test_fraction: float = 0.1
-    test_photos: int | None = None
-    seed: int = 0
-    quality: int = 95
-    jobs: int | None = None
-    dask_scheduler: str | None = None
-    progress: bool = True
-    phone: str | None = None
-    dslr: str | None = None
-    dped_dslr: str = DPED_DSLR          # the DSLR folder name in the layout (PyNET's loader: canon)
-
-
-def zrr_options(o) -> ZrrOptions:
-    """The ZRR options of a :class:`dpedkit.patches.stage.PatchOptions` (same meanings)."""
-    return ZrrOptions(search=o.search, threshold=o.threshold, raw_values=o.raw_values, test_fraction=o.test_fraction,
-                      test_photos=o.test_photos, seed=o.seed, quality=o.quality, jobs=o.jobs,
-                      dask_scheduler=o.dask_scheduler, progress=o.progress, phone=o.phone, dslr=o.dslr,
-                      dped_dslr=o.dped_dslr)
 
 
 def read_mosaic_png(path: Path, rec: dict) -> Mosaic:
@@ -138,142 +103,7 @@ def dslr_patch(dslr: np.ndarray, X: int, Y: int, win, size: int) -> np.ndarray:
     return extract_phone_patch(dslr, X, Y, win.dx, win.dy, win.angle, size)
 
 
-@dataclass(frozen=True)
-class _Job:
-    name: str
-    phone_path: Path
-    dslr_path: Path
-    record: dict
-    stage: Path
-    params: str
-    opts: ZrrOptions
-    cv_threads: int
-
-
-def _input_paths(job: _Job) -> dict[str, Path]:
-    return {"phone": job.phone_path, "dslr": job.dslr_path}
-
-
-def cut_photo(job: _Job) -> dict:
-    """Search one aligned mosaic/DSLR pair and stage its accepted patches; returns its result."""
-    cv2.setNumThreads(job.cv_threads)
-    t0 = time.perf_counter()
-    o = job.opts
-    res = {"name": job.name, "status": "failed", "reason": None, "params": job.params, "inputs": fingerprints(_input_paths(job)),
-           "windows": 0, "accepted": 0, "flat": 0, "outside": 0, "low_ncc": 0, "median_ncc": None,
-           "median_accepted_ncc": None, "patches": []}
-    try:
-        m = read_mosaic_png(job.phone_path, job.record)
-        dslr = read_image(job.dslr_path)
-        if dslr.shape[:2] != m.data.shape:
-            raise ImageReadError(f"the aligned images differ in size ({m.data.shape[1]}x{m.data.shape[0]} vs "
-                                 f"{dslr.shape[1]}x{dslr.shape[0]})")
-        S = o.search.size
-        shutil.rmtree(job.stage, ignore_errors=True)
-        rendering, windows = zrr_windows(m, dslr, o.search)
-        codes, window_ncc, scores, patches = [], [], [], []
-        for X, Y, win in windows:
-            res["windows"] += 1
-            codes.append(WINDOW_CODES.get(win.status, "?"))
-            window_ncc.append(None)
-            if win.status != "ok":
-                res[win.status] = res.get(win.status, 0) + 1
-                continue
-            d = dslr_patch(dslr, X, Y, win, S)
-            score = ncc(rendering[Y:Y + S, X:X + S], d, o.search.min_std)   # the written mosaic's rendering
-            if np.isnan(score):
-                res["flat"] += 1
-                codes[-1] = WINDOW_CODES["flat"]
-                continue
-            scores.append(score)
-            window_ncc[-1] = round(float(score), 4)
-            if score < o.threshold:
-                res["low_ncc"] += 1
-                codes[-1] = WINDOW_CODES["low_ncc"]
-                continue
-            k = len(patches)
-            write_bytes_atomic(job.stage / "raw" / f"{k}.png", encode_mosaic(mosaic_values(m, X, Y, S, S, o.raw_values)))
-            write_image(job.stage / "dslr" / f"{k}.jpg", d, o.quality)
-            patches.append({"x": X, "y": Y, "dx": round(win.dx, 4), "dy": round(win.dy, 4),
-                            "angle": round(win.angle, 4), "ncc": round(score, 6)})
-        # the whole mosaic at the RGGB phase, whole 2×2 cells
-        ox, oy = rggb_offset(m.pattern)
-        h, w = m.data.shape
-        full = mosaic_values(m, ox, oy, (w - ox) // 2 * 2, (h - oy) // 2 * 2, o.raw_values)
-        write_bytes_atomic(job.stage / "full.png", encode_mosaic(full))
-        acc = [q["ncc"] for q in patches]
-        res.update(status="ok", accepted=len(patches), patches=patches, window_map="".join(codes),
-                   window_ncc=window_ncc, levels=m.record(),
-                   median_ncc=round(float(np.median(scores)), 4) if scores else None,
-                   median_accepted_ncc=round(float(np.median(acc)), 4) if acc else None)
-        if not windows:
-            res["reason"] = (f"the aligned mosaic ({m.data.shape[1]}x{m.data.shape[0]}) is smaller than one window "
-                             f"(--size {S} plus the --max-shift/--max-angle margin)")
-        elif not patches:
-            res["reason"] = "no window reached the correlation threshold" if scores else "no textured window"
-    except (ImageReadError, RawMosaicError, KeyError) as e:
-        res["reason"] = f"unreadable aligned mosaic: {e}" if not isinstance(e, KeyError) else \
-            f"the manifest record lacks {e}: align this folder again from RAW/DNG phone photos"
-    except OutputWriteError:
-        raise
-    except Exception as e:
-        res["reason"] = f"unexpected error: {type(e).__name__}: {e}"
-    res["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    write_text_atomic(job.stage / "result.json", json.dumps(res))
-    return res
-
-
-def _params_key(o: ZrrOptions) -> str:
-    return params_hash({"layout": "zrr", "search": asdict(o.search), "threshold": o.threshold, "quality": o.quality,
-                        "raw_values": o.raw_values})
-
-
-def _staged_result(job: _Job) -> dict | None:
-    try:
-        res = json.loads((job.stage / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return res if isinstance(res, dict) else None
-
-
-def _staged_outputs(job: _Job, res: dict) -> list[Path]:
-    n = len(res.get("patches", []))
-    return [job.stage / "full.png"] + [job.stage / d / f"{k}.{e}" for d, e in (("raw", "png"), ("dslr", "jpg"))
-                                       for k in range(n)]
-
-
-def assemble(layout: ZrrLayout, results: list[dict], splits: dict[str, str]) -> dict[str, int]:
-    """Number the staged patches 0..N-1 per split (photos in name order), link them into the
-    layout and write patches.csv; returns the patch count per split."""
-    dirs = [layout.patch_dir(split, cam) for split in ("train", "test") for cam in ("phone", "dslr")]
-    full = layout.full_size_dir
-    for d in dirs + [full]:
-        if d.is_dir():
-            for p in d.iterdir():
-                if p.suffix in (".png", ".jpg") and (p.stem.isdigit() or d == full):
-                    p.unlink()
-        d.mkdir(parents=True, exist_ok=True)
-    counts = Counter()
-    rows = io.StringIO()
-    writer = csv.DictWriter(rows, CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for res in sorted(results, key=lambda r: r["name"]):
-        if res["status"] != "ok":
-            continue
-        split, stage = splits[res["name"]], layout.staging / res["name"]
-        if split == "test":
-            _link(stage / "full.png", full / f"{res['name']}.png")
-        for k, p in enumerate(res["patches"]):
-            i = counts[split]
-            _link(stage / "raw" / f"{k}.png", layout.patch(split, "phone", i))
-            _link(stage / "dslr" / f"{k}.jpg", layout.patch(split, "dslr", i))
-            writer.writerow({"split": split, "index": i, "name": res["name"], **p})
-            counts[split] += 1
-    write_text_atomic(layout.patches_csv, rows.getvalue())
-    return dict(counts)
-
-
-def raw_json(layout: ZrrLayout, o: ZrrOptions, results: list[dict]) -> dict:
+def raw_json(layout: ZrrLayout, o, results: list[dict]) -> dict:
     """What raw.json states: the layout, the unpacking and the value convention."""
     ok = [r for r in results if r["status"] == "ok"]
     rel = lambda p: p.relative_to(layout.root).as_posix().replace("train/", "{train,test}/")  # noqa: E731
@@ -297,92 +127,69 @@ def raw_json(layout: ZrrLayout, o: ZrrOptions, results: list[dict]) -> dict:
     return d
 
 
-@dataclass
-class ZrrSummary:
-    photos: int = 0
-    skipped: int = 0
-    failed: list = field(default_factory=list)
-    empty: list = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
-    photos_per_split: Counter = field(default_factory=Counter)
-    report: Path | None = None
+class MosaicPair:
+    """One aligned pair of the ZRR layout: a 16-bit Bayer mosaic (phone) and an RGB DSLR image
+    of the same size (the pair interface: :class:`dpedkit.patches.stage.RgbPair`).
 
-    @property
-    def problems(self) -> int:
-        return len(self.failed)
+    The mosaic window stays where the grid puts it, at an RGGB site, never resampled; the
+    search runs on the mosaic's quick rendering and moves/rotates the DSLR window
+    (:func:`zrr_windows`). A pair is scored on the rendering of the written mosaic window;
+    the mosaic patch is written as 16-bit PNG in ``raw_values``."""
+    layout = ZrrLayout
+    noun = "mosaic"
+    read_errors: tuple = (ImageReadError, RawMosaicError)
 
-    def lines(self) -> list[str]:
-        out = [f"{self.photos} photos ({self.skipped} already done): {self.photos_per_split['train']} train, "
-               f"{self.photos_per_split['test']} test, {len(self.failed)} failed, {len(self.empty)} with no patch",
-               f"RAW-to-RGB patches: {self.counts.get('train', 0)} train, {self.counts.get('test', 0)} test"]
-        if self.photos and not self.photos_per_split["test"]:
-            out.append("warning: no photo fell in the test split: pass --test-photos N or a larger --test-fraction")
-        out += [f"  failed {n}: {r}" for n, r in self.failed]
-        out += [f"  no patch from {n}: {r}" for n, r in self.empty]
-        if self.report:
-            out.append(f"per-photo statistics: {self.report}")
+    def __init__(self, job):
+        try:
+            self.mosaic = read_mosaic_png(job.phone_path, job.record)
+        except KeyError as e:
+            raise RawMosaicError(f"the manifest record lacks {e}: align this folder again from RAW/DNG phone photos")
+        self.dslr = read_image(job.dslr_path)
+        self.hw = self.mosaic.data.shape
+        same_size(self.hw, self.dslr)
+        self.raw_values = job.opts.raw_values
+        self.rendering = None
+
+    def windows(self, o: SearchOptions) -> list:
+        self.rendering, found = zrr_windows(self.mosaic, self.dslr, o)
+        return [w for _, _, w in found]
+
+    def cut(self, w, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X, Y = w.x, w.y
+        return (dslr_patch(self.dslr, X, Y, w, size), self.rendering[Y:Y + size, X:X + size],
+                mosaic_values(self.mosaic, X, Y, size, size, self.raw_values))
+
+    @staticmethod
+    def write_phone(path: Path, values: np.ndarray, quality: int) -> None:
+        write_bytes_atomic(path, encode_mosaic(values))
+
+    def full(self) -> np.ndarray:
+        """The whole mosaic at the RGGB phase, whole 2×2 cells."""
+        ox, oy = rggb_offset(self.mosaic.pattern)
+        h, w = self.hw
+        return mosaic_values(self.mosaic, ox, oy, (w - ox) // 2 * 2, (h - oy) // 2 * 2, self.raw_values)
+
+    def result(self) -> dict:
+        return {"levels": self.mosaic.record()}
+
+    @staticmethod
+    def root(out: Path, phone: str) -> Path:
         return out
 
+    @staticmethod
+    def check(aligned: Path, ok_records: dict, opts) -> None:
+        if opts.raw_values not in RAW_VALUES:
+            raise ValueError(f"raw_values must be one of {', '.join(RAW_VALUES)}")
+        if opts.search.size % 2:
+            raise ValueError(f"--size must be even for a Bayer mosaic (got {opts.search.size})")
+        if ok_records and not any("cfa_pattern" in r for r in ok_records.values()):
+            raise ValueError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos (with "
+                             "--phone-raw mosaic) for --layout zrr, or use the default DPED layout")
 
-def cut_zrr(aligned: str | Path, out: str | Path, opts: ZrrOptions = ZrrOptions(), log=print) -> ZrrSummary:
-    """Cut the RAW-to-RGB dataset of all ``ok`` mosaic pairs of ``aligned`` into ``out``
-    (:class:`dpedkit.layout.ZrrLayout`)."""
-    if opts.raw_values not in RAW_VALUES:
-        raise ValueError(f"raw_values must be one of {', '.join(RAW_VALUES)}")
-    if opts.search.size % 2:
-        raise ValueError(f"--size must be even for a Bayer mosaic (got {opts.search.size})")
-    aligned, out = absolute_folders(aligned, out)
-    phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=(PREVIEWS,))
-    records = read_records(aligned / MANIFEST)
-    if not records:
-        raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
-    ok = {n: r for n, r in records.items() if r.get("status") == "ok"}
-    if ok and not any("cfa_pattern" in r for r in ok.values()):
-        raise ValueError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos (with "
-                         "--phone-raw mosaic) for --layout zrr, or use the default DPED layout")
-    if opts.dped_dslr == f"{phone}_raw":
-        raise ValueError(f"the DSLR folder name '{opts.dped_dslr}' is the mosaics' folder: pass another --dped-dslr")
-    layout = ZrrLayout(out, phone, opts.dped_dslr)
-    with stage_folder(layout.root, "dpedkit patches"):
-        Cameras(phone, dslr, opts.dped_dslr).write(layout.root)
-        return _cut_all(aligned, layout, dslr, ok, opts, log)
+    @staticmethod
+    def params(opts) -> dict:
+        return {"layout": "zrr", "raw_values": opts.raw_values}
 
-
-def _cut_all(aligned: Path, layout: ZrrLayout, dslr: str, records: dict, opts: ZrrOptions, log) -> ZrrSummary:
-    params = _params_key(opts)
-    cv_threads = cv_threads_per_job(resolve_jobs(opts.jobs), opts.dask_scheduler)
-    summary = ZrrSummary()
-    names = sorted(records)
-    results, items = [], []
-    for n in names:
-        if not is_plain_name(n):  # a hand-edited manifest must not lead reads or writes out of their folders
-            results.append({"name": n, "status": "failed", "reason": "not a plain file name in the manifest"})
-            continue
-        pp, dp = aligned_paths(aligned, layout.phone, dslr, n)
-        job = _Job(n, pp, dp, records[n], layout.staging / n, params, opts, cv_threads)
-        items.append(Item(n, job, _input_paths(job)))
-    todo = plan(items, params, lambda it: _staged_result(it.job), lambda it, res: _staged_outputs(it.job, res))
-    results += todo.done
-    summary.skipped = len(todo.done)
-    log(plan_text("patches (zrr)", f"{len(names)} aligned mosaics in {aligned}", todo, opts.jobs, opts.dask_scheduler))
-    results += list(run(todo.todo, cut_photo, opts.jobs, opts.dask_scheduler, "cutting RAW patches", opts.progress))
-    splits = assign_splits(names, opts.seed, opts.test_fraction, opts.test_photos)
-    summary.counts = assemble(layout, results, splits)
-    summary.photos = len(names)
-    for r in sorted(results, key=lambda r: r["name"]):
-        if r["status"] != "ok":
-            summary.failed.append((r["name"], r["reason"]))
-        else:
-            summary.photos_per_split[splits[r["name"]]] += 1
-            if r["accepted"] == 0:
-                summary.empty.append((r["name"], r["reason"]))
-    write_text_atomic(layout.raw_json, json.dumps(raw_json(layout, opts, results), indent=1))
-    report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "seed": opts.seed,
-                          "raw_values": opts.raw_values, "test_fraction": opts.test_fraction,
-                          "test_photos": opts.test_photos},
-              "patches": summary.counts,
-              "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}
-                         for r in sorted(results, key=lambda r: r["name"])]}
-    summary.report = layout.report
-    write_text_atomic(summary.report, json.dumps(report, indent=1))
-    return summary
+    @staticmethod
+    def finish(layout: ZrrLayout, opts, results: list[dict]) -> None:
+        write_text_atomic(layout.raw_json, json.dumps(raw_json(layout, opts, results), indent=1))

@@ -81,3 +81,19 @@ def test_corner_error_measures_shift():
     assert corner_error(H, H, (100, 80)) == pytest.approx(0, abs=1e-9)
     shifted = np.array([[1, 0, 0.3], [0, 1, 0.4], [0, 0, 1.0]]) @ H
     assert corner_error(shifted, H, (100, 80)) == pytest.approx(0.5)
+
+
+def test_plausibility_refusal_names_the_option_that_lets_it_through():
+    from dataclasses import fields
+
+    from dpedkit.align.geometry import Plausibility
+    size = (1000, 800)
+    stretched = np.diag([0.8, 0.5, 1.0])                     # 1.60× more in x than in y
+    msg = implausibility(stretched, size)
+    assert "stretch 1.60× exceeds --max-stretch 1.5" in msg
+    assert implausibility(stretched, size, Plausibility(max_stretch=1.7)) is None
+    assert "--min-scale 0.05" in implausibility(np.diag([0.01, 0.01, 1]), size)
+    assert "--max-scale 4" in implausibility(np.diag([5.0, 5.0, 1]), size)
+    persp = np.array([[0.6, 0.01, 20], [-0.01, 0.6, 10], [1.5e-3, 0, 1]])
+    assert "--max-area-ratio 3" in implausibility(persp, size)
+    assert all(f.metadata.get("help") for f in fields(Plausibility))   # the CLI generator's help texts

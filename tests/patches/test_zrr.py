@@ -132,6 +132,12 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
         assert c > 0.9, (name, i, c)
         checked += 1
     assert checked == summary.counts["train"] + summary.counts["test"]
+    # the same quality fields as the DPED layout: the verified search's model and residual per patch and window
+    assert all(r["model"] in ("shift", "rotation") and 0 <= float(r["residual"]) <= 0.75 for r in rows)
+    report = json.loads((ds / "patches_report.json").read_text())
+    for ph in report["photos"]:
+        assert len(ph["window_map"]) == len(ph["window_residual"]) == ph["windows"] == ph["grid"]["cols"] * ph["grid"]["rows"]
+        assert ph["window_map"].count("a") == ph["accepted"] == sum(v is not None for v in ph["window_residual"])
     full = list((ds / "test" / "phone_full_resolution").glob("*.png"))
     assert len(full) == 1
     fm = cv2.imread(str(full[0]), cv2.IMREAD_UNCHANGED)
@@ -191,7 +197,10 @@ def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_al
     other = cv2.resize(read_image(root / "aligned" / "canon" / "a.png"), (w, h), interpolation=cv2.INTER_AREA)
     for dslr, shift in ((read_image(root / "aligned" / "canon" / "b.png"), 3), (other, 0)):
         moved = np.roll(dslr, shift, axis=1)
-        rendering, wins = zrr_windows(m, moved, SearchOptions(size=96, max_angle=0))
+        # the DPED-style search: this measures its correlation on a wrong scene (the verified
+        # search rejects every such window before any score)
+        o = SearchOptions(size=96, max_angle=0, method="exhaustive", verify=False)
+        rendering, wins = zrr_windows(m, moved, o)
         scores, dxs = [], []
         for X, Y, win in wins:
             assert (X % 2, Y % 2) == (0, 1)                  # GBRG: R sits at odd rows

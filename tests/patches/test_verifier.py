@@ -1,0 +1,131 @@
+"""The verified patch search: sub-pixel without harm on an aligned pair (no spurious
+rotation), and the verifier's reasons on a depth edge and a moved object."""
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+
+from dpedkit.layout import WINDOW_CODES
+from dpedkit.patches.search import SearchOptions, WindowMatch, extract_patch_pair, match_windows, ncc
+
+W, H = 900, 700
+BASELINE = SearchOptions(method="exhaustive", verify=False)
+
+
+def phone_isp(img, rng):
+    """Sharpening, colour gains, noise and JPEG: what a phone does that moves nothing."""
+    f = img.astype(np.float32)
+    f = f + 0.6 * (f - cv2.GaussianBlur(f, (0, 0), 1.0))
+    f = f * [1.06, 1.0, 0.93] + 8 + rng.normal(0, 2.0, f.shape)
+    ok, enc = cv2.imencode(".jpg", np.clip(f, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+
+
+def moved_by(src, d):
+    """``out(q + d) = src(q)`` for a constant shift ``d`` (px)."""
+    M = np.float32([[1, 0, d[0]], [0, 1, d[1]]])
+    return cv2.warpAffine(src, M, src.shape[1::-1], flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def texture(samples, name, size=(W, H)):
+    return cv2.resize(samples[name], size, interpolation=cv2.INTER_CUBIC)
+
+
+def window_truth(truth, w, S=100):
+    """Mean true error (px) of a window's correspondence, ``truth`` the per-DSLR-pixel
+    displacement (phone − DSLR position)."""
+    jj, ii = np.meshgrid(np.arange(S), np.arange(S))
+    u = np.stack([jj - (S - 1) / 2, ii - (S - 1) / 2], -1)
+    t = np.deg2rad(w.angle)
+    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    pred = np.array([w.dx, w.dy]) + u @ R.T - u
+    return float(np.linalg.norm(pred - truth[w.y:w.y + S, w.x:w.x + S], axis=-1).mean())
+
+
+@pytest.fixture(scope="module")
+def aligned_pair(samples):
+    dslr = texture(samples, "astronaut")
+    return dslr, phone_isp(dslr, np.random.default_rng(0))
+
+
+def test_aligned_pair_gets_no_spurious_shift_or_rotation(aligned_pair):
+    dslr, phone = aligned_pair
+    ws = match_windows(dslr, phone, SearchOptions())
+    ok = [w for w in ws if w.status == "ok"]
+    assert len(ok) >= 0.9 * sum(w.status != "flat" for w in ws)
+    err = np.array([np.hypot(w.dx, w.dy) for w in ok])
+    assert np.percentile(err, 95) <= 0.15, np.percentile(err, 95)
+    assert all(w.angle == 0 and w.model == "shift" for w in ok)
+    # the DPED-style search picks the highest peak whatever its angle: the test can fail
+    base = [w for w in match_windows(dslr, phone, BASELINE) if w.status == "ok"]
+    assert sum(w.angle != 0 for w in base) >= 3
+    # the written pair: the phone side is an exact crop, the DSLR side nearly untouched
+    w = ok[0]
+    d, p = extract_patch_pair(dslr, phone, w, 100)
+    ox, oy = round(w.dx), round(w.dy)
+    assert np.array_equal(p, phone[w.y + oy:w.y + oy + 100, w.x + ox:w.x + ox + 100])
+    assert ncc(d, p) > 0.95
+
+
+def test_verifier_rejects_a_depth_edge_and_keeps_clean_windows(samples):
+    rng = np.random.default_rng(1)
+    bg, fg = texture(samples, "astronaut"), texture(samples, "coffee")
+    mask = np.zeros((H, W), np.float32)
+    cv2.rectangle(mask, (0, 330), (470, H), 1, -1)              # a foreground layer, lower left
+    d_fg = np.array([3.5, 1.0])
+    dslr = np.where(mask[..., None] > 0, fg, bg)
+    phone = np.where(moved_by(mask, d_fg)[..., None] > 0.5, moved_by(fg, d_fg), bg)
+    phone = phone_isp(phone, rng)
+    truth = np.where(mask[..., None] > 0, d_fg, 0.0)
+    ws = match_windows(dslr, phone, SearchOptions())
+    straddling = [w for w in ws if 0.1 < mask[w.y:w.y + 100, w.x:w.x + 100].mean() < 0.9]
+    inside = [w for w in ws if mask[w.y:w.y + 100, w.x:w.x + 100].mean() in (0.0, 1.0) and w.status != "flat"]
+    assert len(straddling) >= 5 and len(inside) >= 20
+    rejected = [w for w in straddling if w.status in ("inconsistent", "at_search_limit", "asymmetric")]
+    assert len(rejected) >= 0.8 * len(straddling), [(w.x, w.y, w.status) for w in straddling]
+    # what slips through is a thin band whose texture cannot show the shift (stripes along it)
+    assert all(window_truth(truth, w) < 1.5 for w in straddling if w.status == "ok")
+    kept = [w for w in inside if w.status == "ok"]
+    assert len(kept) >= 0.8 * len(inside)
+    assert max(window_truth(truth, w) for w in kept) < 0.5
+    # the baseline accepts windows across the edge (one shift cannot align two layers)
+    base = match_windows(dslr, phone, BASELINE)
+    assert sum(w.status == "ok" for w in base if 0.1 < mask[w.y:w.y + 100, w.x:w.x + 100].mean() < 0.9) >= 3
+    # every status has a code in the report's window map
+    assert {w.status for w in ws} <= set(WINDOW_CODES)
+
+
+def test_verifier_rejects_a_moved_object(samples):
+    rng = np.random.default_rng(2)
+    bg = texture(samples, "astronaut")
+    obj = texture(samples, "rocket", (150, 150))
+    p0, mv = (560, 180), np.array([9.0, -6.0])                  # it moved between the exposures
+    m = np.zeros((H, W), np.float32)
+    m[p0[1]:p0[1] + 150, p0[0]:p0[0] + 150] = 1
+    src = np.zeros_like(bg)
+    src[p0[1]:p0[1] + 150, p0[0]:p0[0] + 150] = obj
+    dslr = np.where(m[..., None] > 0, src, bg)
+    mp = moved_by(m, mv)
+    phone = phone_isp(np.where(mp[..., None] > 0.5, moved_by(src, mv), bg), rng)
+    cover = lambda w: np.maximum(m, mp)[w.y:w.y + 100, w.x:w.x + 100].mean()  # noqa: E731
+    touched = lambda w: cover(w) > 0  # noqa: E731
+    truth = np.where(m[..., None] > 0, mv, 0.0)
+    ws = match_windows(dslr, phone, SearchOptions())
+    hit = [w for w in ws if cover(w) > 0.03]
+    assert len(hit) >= 4
+    assert not [w for w in hit if w.status == "ok"], Counter(w.status for w in hit)
+    # a window the object only grazes (a corner of a few px) may stay: it is nearly right
+    assert all(window_truth(truth, w) < 0.5 for w in ws if touched(w) and w.status == "ok")
+    clean = [w for w in ws if not touched(w) and w.status != "flat"]
+    assert sum(w.status == "ok" for w in clean) >= 0.85 * len(clean)
+    base = match_windows(dslr, phone, BASELINE)
+    assert sum(w.status == "ok" and touched(w) for w in base) >= 3   # the DPED gate lets them through
+
+
+def test_window_at_the_search_limit_is_rejected(samples):
+    dslr = texture(samples, "chelsea")
+    phone = moved_by(dslr, (5.6, 0.3))                          # beyond the ±5 px range
+    ws = match_windows(dslr, phone, SearchOptions())
+    assert Counter(w.status for w in ws)["at_search_limit"] >= 0.8 * sum(w.status != "flat" for w in ws)
+    assert WindowMatch(0, 0).status == "ok"

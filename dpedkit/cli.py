@@ -337,17 +337,16 @@ def _export_command() -> click.Command:
 
 @_lazy_command('report', 'A report folder about ALIGNED_DIR [DATASET_DIR [RUN_DIR]] that opens offline.')
 def _report_command() -> click.Command:
-    from dpedkit.report.page import build_report
-    from dpedkit.report.site import build_site
+    from dpedkit.report.site import build_site, site_folder
 
     @click.command(epilog=_example("dpedkit report aligned/ dataset/iphone runs/iphone -o report/"))
     @click.argument("aligned_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
-                  help="Report folder (index.html, pages/, pairs/, img/); a path ending in .html writes the older "
-                       "single self-contained page instead (small sets only).")
-    @click.option("--thumb", type=int, default=default_of(build_report, "thumb"),
+                  help="Report folder (index.html, pages/, pairs/, img/); '-o DIR/index.html' means DIR, "
+                       "any other .html path is an error (the report is a folder).")
+    @click.option("--thumb", type=int, default=default_of(build_site, "thumb"),
                   show_default=True, help="Thumbnail width (px).")
     @click.option("--enhanced", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                   help="Folder of 'dpedkit enhance' outputs to show (before/after photos).")
@@ -365,11 +364,8 @@ def _report_command() -> click.Command:
         image to zoom).
         """
         try:
-            if out.suffix == ".html":
-                path = build_report(aligned_dir, dataset_dir, run_dir, out, thumb, log=_echo)
-            else:
-                path = build_site(aligned_dir, dataset_dir, run_dir, out, thumb, enhanced, list(evaluations),
-                                  log=_echo)
+            path = build_site(aligned_dir, dataset_dir, run_dir, site_folder(out), thumb, enhanced, list(evaluations),
+                              log=_echo)
         except (FileNotFoundError, ValueError) as e:
             raise click.UsageError(str(e)) from None
         click.echo(f"report: {path}")
@@ -396,7 +392,7 @@ def _demo_command() -> click.Command:
         DEMO_DIR/dataset/   patches (DPED layout)
         DEMO_DIR/runs/demo/ a short CPU training run
         DEMO_DIR/enhanced/  the test photos enhanced, with before/after
-        DEMO_DIR/report.html
+        DEMO_DIR/report/    the report: open DEMO_DIR/report/index.html
         Re-running resumes where it stopped.
         """
         problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size, log=click.echo)

@@ -58,7 +58,7 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     from dpedkit.layout import MANIFEST, DpedLayout, dataset_cameras, read_records
     from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
-    from dpedkit.report.page import build_report
+    from dpedkit.report.site import build_site
     from dpedkit.train.loop import TrainConfig, train
     from dpedkit.model.vgg import find_vgg_weights
 
@@ -109,7 +109,8 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
         log(line)
 
     log("\n== 6/6 report")
-    report = build_report(aligned, dataset, run, root / "report.html", log=log)
+    report = build_site(aligned, dataset, run, root / "report", enhanced=root / "enhanced",
+                        evaluations=[root / "evaluate.json"], log=log)
     log(f"\ndone. raw photos {raw}/, aligned pairs {aligned}/, dataset {dataset}/, run {run}/, "
         f"enhanced photos {root / 'enhanced'}/\nopen {report} in a browser")
     return summary.problems + psum.problems + esum.problems

@@ -27,16 +27,15 @@ from dpedkit.imageio import ImageReadError, encode_image, list_images, read_imag
 from dpedkit.imageops import checkerboard
 from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records, resolve_cameras
 from dpedkit.layout import aligned_paths as output_paths
+from dpedkit.raw import Mosaic, RawMosaicError, quick_rgb
 from dpedkit.report import charts
-from dpedkit.report.page import _cameras_from, _patches_report, difference
-from dpedkit.report.svg import histogram
 
 PAGE_ROWS = 250
 ZOOM_SIDE = 1600        # px, longer side of the click-to-zoom images
 
 CSS = """body{font-family:sans-serif;margin:20px;color:#222;max-width:1400px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
-td:first-child,th:first-child,td.reason{text-align:left}tr.failed td,tr.unpaired td{background:#fde8e8}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}tr.failed td,tr.unpaired td{background:#fde8e8}
 .card{display:inline-block;vertical-align:top;margin:0 12px 16px 0;font-size:13px}.card img,.card svg{display:block;margin-top:3px}
 .note{color:#666;font-size:13px}.bad{color:#b00}nav a{margin-right:8px}img.zoom{cursor:zoom-in}
 #zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.88);z-index:9;cursor:zoom-out;align-items:center;justify-content:center}
@@ -73,6 +72,32 @@ def _num(v, spec: str) -> str:
     return s.lstrip("-") if float(s) == 0 else s
 
 
+def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|luminance difference| after matching each image's mean and contrast: edges that do
+    not cancel show misalignment, whatever the colour rendition of the two cameras."""
+    la, lb = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32) for x in (a, b))
+    la, lb = ((x - x.mean()) / (x.std() + 1e-6) for x in (la, lb))
+    d = np.clip(np.abs(la - lb) * 64, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(d, cv2.COLOR_GRAY2RGB)
+
+
+def read_aligned_phone(path: Path, rec: dict) -> np.ndarray:
+    """The aligned phone image as 8-bit RGB. A RAW phone's aligned image is its 16-bit Bayer
+    mosaic (the record has ``cfa_pattern`` and levels): it is rendered with
+    :func:`dpedkit.raw.quick_rgb` (same pixel grid, so it lines up with the warped DSLR)
+    rather than shown as a grey mosaic."""
+    if "cfa_pattern" not in rec:
+        return read_image(path)
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None or data.ndim != 2 or data.dtype != np.uint16:
+        raise ImageReadError(f"{path.name}: not a 1-channel 16-bit mosaic PNG, as a record with a cfa_pattern "
+                             "says it should be")
+    try:
+        return quick_rgb(Mosaic.from_record(data, rec))
+    except (KeyError, RawMosaicError) as e:
+        raise ImageReadError(f"{path.name}: the record's mosaic levels are unusable ({e})") from None
+
+
 def _save_jpeg(img: np.ndarray, path: Path, side: int, quality: int = 85) -> None:
     h, w = img.shape[:2]
     if max(h, w) > side:
@@ -98,6 +123,24 @@ def _img(rel: str, full: str, alt: str, width: int) -> str:
 def _window_names() -> dict[str, str]:
     """Window code character → reason (the patches stage's table in :mod:`dpedkit.layout`)."""
     return {c: reason for reason, c in WINDOW_CODES.items()}
+
+
+def _cameras_from(records: dict[str, dict]) -> tuple[str, str] | None:
+    """Camera folder names from the manifest's source paths (``<camera>/<file>``, relative to raw/)."""
+    for r in records.values():
+        if r.get("status") == "ok" and r.get("phone") and r.get("dslr"):
+            return Path(r["phone"]).parts[0], Path(r["dslr"]).parts[0]
+    return None
+
+
+def _patches_report(dataset: Path | None) -> dict:
+    """``patches_report.json`` of ``dataset`` or its first sub-folder that has one; {} without a dataset."""
+    if dataset is None:
+        return {}
+    for p in (dataset / "patches_report.json", *sorted(dataset.glob("*/patches_report.json"))):
+        if p.is_file():
+            return json.loads(p.read_text())
+    raise FileNotFoundError(f"no patches_report.json in {dataset} or its sub-folders (run 'dpedkit patches')")
 
 
 def _metrics(run: Path | None) -> list[dict]:
@@ -151,6 +194,24 @@ def run_charts(rows: list[dict], evaluations: list[dict]) -> str:
     return "".join(f'<div class="card">{c}</div>' for c in out if c)
 
 
+def latest_samples(run: Path, out: Path, thumb: int) -> str:
+    """The run's latest sample image (``samples/<iteration>.png``: phone | enhanced | DSLR) as
+    a card; '' when the run has none."""
+    samples = sorted((run / "samples").glob("*.png"), key=lambda p: int(p.stem) if p.stem.isdigit() else -1)
+    if not samples:
+        return ""
+    src = samples[-1]
+    small, big = out / "img" / "samples.jpg", out / "img" / "samples_zoom.jpg"
+    if not (_fresh(small, src) and _fresh(big, src)):
+        img = read_image(src)
+        _save_jpeg(img, small, 2 * thumb)
+        _save_jpeg(img, big, 2 * ZOOM_SIDE)
+    with Image.open(small) as im:           # shown at its own size: a column of patches is tall
+        width = im.size[0]
+    return (f'<h3>samples at iteration {escape(src.stem)}: phone | enhanced | DSLR</h3>'
+            + _img("img/" + small.name, "img/" + big.name, "latest samples", width))
+
+
 def evaluation_table(evaluations: list[dict]) -> str:
     if not evaluations:
         return ""
@@ -158,16 +219,23 @@ def evaluation_table(evaluations: list[dict]) -> str:
     for e in evaluations:
         for which in ("identity", "enhanced"):
             s = e[which]
-            rows.append(f"<tr><td>{escape(Path(e['_file']).name)}</td><td>{which}</td><td>{_num(s.get('psnr'), '.2f')}</td>"
-                        f"<td>{_num(s.get('ssim'), '.4f')}</td><td>{_num(s.get('ms_ssim'), '.4f')}</td>"
-                        f"<td>{e.get('patches', '')}</td></tr>")
-    return ('<h2>Evaluation (dpedkit evaluate)</h2><table id="evaluate"><tr><th>file</th><th>model</th><th>PSNR (dB)</th>'
-            '<th>SSIM</th><th>MS-SSIM</th><th>test patches</th></tr>' + "".join(rows) + "</table>")
+            rows.append(f"<tr><td>{escape(Path(e['_file']).name)}</td><td>{which}</td>"
+                        f"<td class=num>{_num(s.get('psnr'), '.2f')}</td><td class=num>{_num(s.get('ssim'), '.4f')}</td>"
+                        f"<td class=num>{_num(s.get('ms_ssim'), '.4f')}</td>"
+                        f"<td class=num>{_num(e.get('patches'), 'd')}</td></tr>")
+    return ('<h2>Evaluation (dpedkit evaluate)</h2><table id="evaluate"><tr><th>file</th><th>model</th>'
+            '<th class=num>PSNR (dB)</th><th class=num>SSIM</th><th class=num>MS-SSIM</th><th class=num>test patches</th>'
+            '</tr>' + "".join(rows) + "</table>")
+
+
+PAIR_COLUMNS = ("pair", "status", "matches", "inliers", "RMSE (px)", "crop (px)", "split", "windows", "accepted",
+                "median NCC", "reason")
+NUMERIC = {"matches", "inliers", "RMSE (px)", "crop (px)", "windows", "accepted", "median NCC"}   # right-aligned
 
 
 def table_rows(items: list[tuple[str, str, dict, dict]]) -> str:
-    head = ("pair", "status", "matches", "inliers", "RMSE (px)", "crop (px)", "split", "windows", "accepted",
-            "median NCC", "reason")
+    """The pairs table (columns :data:`PAIR_COLUMNS`); pair links are ``PAIRS/<id>.html`` for
+    the caller to make relative. Numbers right-aligned, text left-aligned."""
     rows = []
     for pid, name, r, p in items:
         crop = r.get("crop")
@@ -177,9 +245,13 @@ def table_rows(items: list[tuple[str, str, dict, dict]]) -> str:
                  _num(p.get("accepted"), "d"), _num(p.get("median_ncc"), ".3f"),
                  escape(r.get("reason") or p.get("reason") or "")]
         rows.append(f'<tr class="{escape(str(r.get("status", "")))}">' + "".join(
-            f'<td class="reason">{c}</td>' if i == len(cells) - 1 else f"<td>{c}</td>" for i, c in enumerate(cells))
-            + "</tr>")
-    return ('<table id="pairs"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+            f"<td{_align(h)}>{c}</td>" for h, c in zip(PAIR_COLUMNS, cells)) + "</tr>")
+    return ('<table id="pairs"><tr>' + "".join(f"<th{_align(h)}>{h}</th>" for h in PAIR_COLUMNS) + "</tr>"
+            + "".join(rows) + "</table>")
+
+
+def _align(column: str) -> str:
+    return " class=num" if column in NUMERIC else ""
 
 
 def _nav(n_pages: int, current: int, prefix: str) -> str:
@@ -213,7 +285,7 @@ def pair_page(out: Path, pid: str, name: str, rec: dict, photo: dict, aligned: P
     zooms = {k: img_dir / f"{pid}_{k}_zoom.jpg" for k in files}
     if not all(_fresh(f, pp, dp) for f in list(files.values()) + list(zooms.values())):
         try:
-            phone, dslr = read_image(pp), read_image(dp)
+            phone, dslr = read_aligned_phone(pp, rec), read_image(dp)
         except ImageReadError as e:
             return _page(title, body + f'<p class="bad">aligned images unreadable: {escape(str(e))}</p>')
         views = {"phone": phone, "dslr": dslr, "checker": checkerboard(phone, dslr, max_side=ZOOM_SIDE),
@@ -247,6 +319,21 @@ def pair_page(out: Path, pid: str, name: str, rec: dict, photo: dict, aligned: P
             body += ("<h2>Enhanced</h2>" + f'<div class="card">{escape(found[0].name)}'
                      + _img("../img/" + small.name, "../img/" + big.name, "enhanced", 4 * thumb) + "</div>")
     return _page(title, body)
+
+
+def site_folder(out: str | Path) -> Path:
+    """The report folder for ``-o out``: ``out`` itself, or its parent for ``…/index.html``.
+
+    Any other ``.html`` path raises :class:`ValueError`: the report is a folder of pages and
+    images now (there is no single-page report), and silently writing a folder called
+    ``x.html`` would surprise."""
+    out = Path(out)
+    if out.name == "index.html":
+        return out.parent
+    if out.suffix.lower() in (".html", ".htm"):
+        raise ValueError(f"the report is a folder (index.html, pages/, pairs/, img/), not one page: "
+                         f"use -o {out.with_suffix('')}/ (or -o {out.with_suffix('')}/index.html) instead of -o {out}")
+    return out
 
 
 def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str | Path | None = None,
@@ -284,9 +371,9 @@ def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str 
         scores = [v for p in photos.values() for v in p.get("window_ncc") or [] if v is not None]
         parts.append(f'<h2>Patches</h2><p id="patch-counts">{counts.get("train", 0)} train and {counts.get("test", 0)} '
                      f'test patches from {len(photos)} photos; threshold {charts.fmt(threshold) if threshold is not None else "?"}</p>')
-        parts.append(histogram(scores, "normalised cross-correlation of every scored window", bins=60,
-                               lim=(min(0.0, min(scores, default=0)), 1.0), marker=threshold,
-                               marker_label=f"threshold {threshold}")
+        parts.append(charts.histogram(scores, "normalised cross-correlation of every scored window", bins=60,
+                                      lim=(min(0.0, min(scores, default=0)), 1.0), marker=threshold,
+                                      marker_label=f"threshold {charts.fmt(threshold) if threshold is not None else ''}")
                      or '<p class="note">no per-window scores in patches_report.json (re-run patches)</p>')
     evals = _evaluations(run, [Path(p) for p in evaluations])
     rows = _metrics(run)
@@ -295,7 +382,7 @@ def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str 
         parts.append(f"<h2>Training run {escape(str(run))}</h2><p>{len(rows)} evaluations; last at iteration "
                      f"{escape(str(last.get('iteration', '?')))}: test PSNR {_num(last.get('test_psnr'), '.2f')} dB, "
                      f"SSIM {_num(last.get('test_ssim'), '.4f')}, MS-SSIM {_num(last.get('test_ms_ssim'), '.4f')}</p>"
-                     + run_charts(rows, evals))
+                     + run_charts(rows, evals) + latest_samples(run, out, thumb))
     parts.append(evaluation_table(evals))
     if enhanced is not None and enhanced.is_dir():
         shots = [p for p in list_images(enhanced) if p.stem.endswith("_before_after")][:6]

@@ -1,17 +1,14 @@
-"""The demo end to end (small), its resume, and the HTML report checked against the files it reads."""
-import base64
+"""The demo end to end (small), its resume, and its report folder checked against the files it reads."""
 import json
 import shutil
-import subprocess
-from html.parser import HTMLParser
 
 import cv2
-import numpy as np
 import pytest
 
 from dpedkit.demo import run_demo
 from dpedkit.layout import read_records
-from dpedkit.report.page import build_report
+from dpedkit.report.site import build_site
+from tests.report.site_check import BROWSER, browser_images, pages_of, parse, screenshot
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +32,7 @@ def test_demo_runs_the_whole_pipeline(demo):
     enhanced = sorted(p.name for p in (root / "enhanced").iterdir() if p.suffix == ".jpg")
     assert len(enhanced) == 4 and sum(n.endswith("_before_after.jpg") for n in enhanced) == 2
     assert len(read_records(root / "enhanced" / "manifest.jsonl")) == 2       # one record per photo
-    assert "open " in text and (root / "report.html").is_file()
+    assert f"open {root / 'report' / 'index.html'} in a browser" in text
 
 
 def test_demo_rerun_redoes_nothing(demo):
@@ -49,42 +46,6 @@ def test_demo_rerun_redoes_nothing(demo):
     assert "2 photos: 2 ok, 0 failed (2 already done, skipped)" in text
 
 
-class Page(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.rows, self.images, self.text, self._row, self._cell, self._in_pairs = [], [], [], None, None, False
-        self.tags = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.tags.append(tag)
-        if tag == "table" and a.get("id") == "pairs":
-            self._in_pairs = True
-        if tag == "tr" and self._in_pairs and "data-name" in a:
-            self._row = {"name": a["data-name"], "class": a.get("class"), "cells": []}
-        if tag == "td" and self._row is not None:
-            self._cell = ""
-        if tag == "img":
-            self.images.append(a["src"])
-        if tag == "image":
-            self.images.append(a["href"])
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._row is not None:
-            self._row["cells"].append(self._cell)
-            self._cell = None
-        if tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
-            self._row = None
-        if tag == "table":
-            self._in_pairs = False
-
-    def handle_data(self, data):
-        self.text.append(data)
-        if self._cell is not None:
-            self._cell += data
-
-
 def test_report_matches_the_manifest_and_patch_report(demo, tmp_path):
     root, _, _ = demo
     aligned = tmp_path / "aligned"
@@ -93,49 +54,77 @@ def test_report_matches_the_manifest_and_patch_report(demo, tmp_path):
               "reason": "phone photo: truncated JPEG (no end-of-image marker after the image data)"}
     with open(aligned / "manifest.jsonl", "a") as f:
         f.write(json.dumps(failed) + "\n")
-    out = build_report(aligned, root / "dataset", root / "runs" / "demo", tmp_path / "r.html", log=lambda *_: None)
-    page = Page()
-    page.feed(out.read_text())
+    out = tmp_path / "report"
+    build_site(aligned, root / "dataset", root / "runs" / "demo", out, enhanced=root / "enhanced",
+               evaluations=[root / "evaluate.json"], log=lambda *_: None)
+    index = parse(out / "index.html")
     records = read_records(aligned / "manifest.jsonl")
     preport = json.loads((root / "dataset" / "phone" / "patches_report.json").read_text())
     photos = {p["name"]: p for p in preport["photos"]}
-    assert [r["name"] for r in page.rows] == sorted(records)
-    for row in page.rows:
-        rec, c = records[row["name"]], row["cells"]
+    assert [r["cells"][0] for r in index.rows] == sorted(records)              # 7 pairs: one page
+    for row in index.rows:
+        rec, c = records[row["cells"][0]], row["cells"]
         assert c[1] == rec["status"] and row["class"] == rec["status"]
         if rec["status"] == "ok":
             assert int(c[2]) == rec["matches"] and int(c[3]) == rec["inliers"]
             assert c[4] == f"{rec['reprojection_rmse']:.3f}"
             assert c[5] == f"{rec['crop'][2]}×{rec['crop'][3]}"
-            p = photos[row["name"]]
+            p = photos[c[0]]
             assert (int(c[7]), int(c[8]), c[6]) == (p["windows"], p["accepted"], p["split"])
+            assert c[9] == f"{p['median_ncc']:.3f}"
         else:
             assert c[-1] == rec["reason"]
-    text = " ".join(page.text)
+    text = " ".join(index.text)
     assert f"{preport['patches']['train']} train and {preport['patches']['test']} test patches" in text
     scored = sum(v is not None for p in photos.values() for v in p["window_ncc"])
     assert f"{scored} values" in text                                     # the histogram holds every scored window
     assert "threshold 0.9" in text and "truncated JPEG" in text
     assert "samples at iteration 4" in text
-    # every image is embedded and decodes; 4 panels per ok pair + the window map + the samples
+    result = json.loads((root / "evaluate.json").read_text())             # evaluate's scores, formatted
+    for which in ("identity", "enhanced"):
+        assert f"{result[which]['psnr']:.2f}" in text and f"{result[which]['ssim']:.4f}" in text
+    assert f"(identity, evaluate.json) {result['identity']['psnr']:.4g}" in text   # the baseline on the PSNR chart
+    metrics = (root / "runs" / "demo" / "metrics.csv").read_text().splitlines()
+    assert f"{len(metrics) - 1} evaluations; last at iteration 4" in text
+    assert index.tags.count("svg") >= 1 + 3                                # histogram, run charts
+
+    # every page's links and images resolve inside the folder, and every image decodes
+    pages = pages_of(out)
     n_ok = sum(r["status"] == "ok" for r in records.values())
-    assert len(page.images) == 5 * n_ok + 1
-    for src in page.images:
-        assert src.startswith("data:image/jpeg;base64,")
-        img = cv2.imdecode(np.frombuffer(base64.b64decode(src.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
-        assert img is not None and img.size > 0
-    assert page.tags.count("svg") >= n_ok + 1 + 3                       # window maps, histogram, run charts
+    assert len(pages) == 1 + len(records)                                 # index + a page per pair
+    srcs = {}
+    for page in pages:
+        links = parse(page)
+        for ref in links.hrefs + links.srcs:
+            assert (page.parent / ref).resolve().is_file(), (page.name, ref)
+        srcs[page] = [(page.parent / s).resolve() for s in links.srcs]
+    for f in {f for v in srcs.values() for f in v}:
+        img = cv2.imread(str(f))
+        assert img is not None and img.size > 0, f
+    # index: the samples and the 2 before/after photos (thumb + zoom each); an ok pair: 4 views
+    # (thumb + zoom) + the window map over the phone thumb, and a test photo its enhanced photo too
+    assert len(srcs[out / "index.html"]) == 2 + 2 * 2
+    enhanced = {p.name.removesuffix("_before_after.jpg") for p in (root / "enhanced").glob("*_before_after.jpg")}
+    per_pair = {p: len(srcs[p]) for p in pages[1:]}
+    expected = {}
+    for p in pages[1:]:
+        name = p.stem.split("-", 1)[1]
+        ok = records[name]["status"] == "ok"
+        expected[p] = (9 if ok else 0) + (2 if ok and name in enhanced else 0)
+    assert per_pair == expected and sum(v == 11 for v in expected.values()) == 2
+    assert sum(parse(p).tags.count("svg") for p in pages[1:]) == n_ok        # a window map per ok pair
+    assert "truncated JPEG" in " ".join(parse(out / "pairs" / f"{len(records) - 1:05d}-zz_broken.html").text)
 
 
+@pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed")
 def test_report_renders_in_a_headless_browser(demo, tmp_path):
-    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-    if browser is None:
-        pytest.skip("no headless browser on this machine")
     root, _, _ = demo
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,900", (root / "report.html").resolve().as_uri()],
-                   check=True, capture_output=True, timeout=120)
-    img = cv2.imread(str(shot))
-    assert img is not None and img.shape[:2] == (900, 1200)
-    assert img.std() > 10                                                 # not a blank page
+    out = root / "report"
+    for page in (out / "index.html", sorted((out / "pairs").glob("*.html"))[0]):
+        images, broken = browser_images(page)
+        assert images > 0 and broken == 0, (page, images, broken)
+        shot = tmp_path / f"{page.stem}.png"
+        screenshot(page, shot, (1200, 900))
+        img = cv2.imread(str(shot))
+        assert img is not None and img.shape[:2] == (900, 1200)
+        assert img.std() > 10                                             # not a blank page

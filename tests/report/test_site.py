@@ -4,45 +4,22 @@ browser rendering every image."""
 import csv
 import json
 import re
-import shutil
-import subprocess
-from html.parser import HTMLParser
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from dpedkit.cli import main
-from dpedkit.imageio import write_image
+from dpedkit.imageio import read_image, write_image
+from dpedkit.raw import Mosaic
 from dpedkit.report import charts
 from dpedkit.report.site import build_site
+from tests.camera_writer import SENSOR_WB, simulate_raw_phone
+from tests.report.site_check import BROWSER, browser_images, parse, screenshot
 
 QUIET = dict(log=lambda *_: None)
-
-
-class Links(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.hrefs, self.srcs, self.text = [], [], []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "a" and a.get("href"):
-            self.hrefs.append(a["href"])
-        if tag == "img" and a.get("src"):
-            self.srcs += [a["src"]] + ([a["data-full"]] if a.get("data-full") else [])
-        if tag == "image":
-            self.srcs.append(a["href"])
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def parse(path: Path) -> Links:
-    p = Links()
-    p.feed(path.read_text())
-    return p
 
 
 def make_inputs(root: Path, samples, n_ok=3, n_failed=1, with_images=True):
@@ -110,6 +87,7 @@ def test_report_folder_structure_numbers_and_links(tmp_path, samples):
     loss_svg = re.search(r'<svg[^>]*aria-label="loss terms \(unweighted\)".*?</svg>', html).group(0)
     assert "content" not in loss_svg and "total variation" in loss_svg and "log scale" in loss_svg
     assert not re.search(r">-0<", html)
+    assert "<th>reason</th>" in html and "<th>pair</th>" in html and "<th class=num>RMSE (px)</th>" in html
     # every link and image resolves inside the folder; each table row links to its pair page
     pair_links = [h for h in links.hrefs if h.startswith("pairs/")]
     assert len(pair_links) == 4
@@ -156,27 +134,48 @@ def test_ticks_and_labels():
     assert legend_y and min(legend_y) > plot_bottom                            # legends below the plot
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-                    reason="Chromium is not installed")
+def test_html_out_path_is_an_error_or_its_folder(tmp_path, samples):
+    aligned, ds, run, _ = make_inputs(tmp_path, samples, n_ok=1, n_failed=0)
+    r = CliRunner().invoke(main, ["report", str(aligned), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 2 and "the report is a folder" in r.output and not (tmp_path / "r.html").exists()
+    r = CliRunner().invoke(main, ["report", str(aligned), "-o", str(tmp_path / "site" / "index.html")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "pairs").is_dir()
+
+
+def test_raw_phone_mosaic_is_shown_in_colour(tmp_path, samples):
+    """A RAW phone's aligned image is a 16-bit Bayer mosaic: the report renders it (demosaic,
+    white balance) rather than showing the grey mosaic."""
+    dslr = np.ascontiguousarray(samples["coffee"][:200, :300])
+    mosaic = simulate_raw_phone(dslr, np.eye(3), (300, 200), "GBRG", 12, 256, np.random.default_rng(0))
+    aligned = tmp_path / "aligned"
+    rec = {"name": "m", "status": "ok", "phone": "phone/m.dng", "dslr": "dslr/m.jpg", "matches": 500, "inliers": 400,
+           "reprojection_rmse": 0.2, "crop": [0, 0, 300, 200],
+           **Mosaic(mosaic, "GBRG", (256.0,) * 4, 4095.0, SENSOR_WB).record()}
+    (aligned / "phone").mkdir(parents=True)
+    assert cv2.imwrite(str(aligned / "phone" / "m.png"), mosaic)                  # 16-bit, 1 channel
+    write_image(aligned / "dslr" / "m.png", dslr)
+    (aligned / "manifest.jsonl").write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "report"
+    build_site(aligned, out=out, thumb=150, **QUIET)
+    phone = read_image(out / "img" / "00000-m_phone.jpg").astype(np.float32)
+    ref = cv2.resize(dslr, phone.shape[1::-1], interpolation=cv2.INTER_AREA).astype(np.float32)
+    chroma = np.abs(phone - phone.mean(axis=2, keepdims=True)).mean()
+    assert chroma > 0.5 * np.abs(ref - ref.mean(axis=2, keepdims=True)).mean()   # a grey mosaic has ~0
+    for c in range(3):                                                            # the right colour in each channel
+        assert np.corrcoef(phone[..., c].ravel(), ref[..., c].ravel())[0, 1] > 0.9, c
+    checker = read_image(out / "img" / "00000-m_checker.jpg")
+    assert checker.std(axis=2).mean() > 5                                         # the checkerboard too
+
+
+@pytest.mark.skipif(BROWSER is None, reason="Chromium is not installed")
 def test_report_renders_in_a_headless_browser(tmp_path, samples):
     aligned, ds, run, enh = make_inputs(tmp_path, samples)
     out = tmp_path / "report"
     build_site(aligned, ds, run, out, enhanced=enh, **QUIET)
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
     pair = sorted((out / "pairs").glob("*.html"))[0]
     for page, shot in ((out / "index.html", tmp_path / "index.png"), (pair, tmp_path / "pair.png")):
-        # the DOM after load: every <img> complete with a natural width (an image that failed to load has 0)
-        probe = page.with_name(page.stem + "_probe.html")
-        probe.write_text(page.read_text().replace("</body>", """<script>window.addEventListener('load',function(){
-var imgs=[].filter.call(document.images,function(i){return i.getAttribute('src')});
-var bad=imgs.filter(function(i){return !(i.complete&&i.naturalWidth>0)}).length;
-document.title='images:'+imgs.length+' broken:'+bad;});</script></body>""").replace(
-            'loading="lazy"', ""))
-        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                              "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-        m = re.search(r"<title>images:(\d+) broken:(\d+)</title>", dom.stdout)
-        assert m, dom.stderr[-1000:]
-        assert int(m.group(1)) > 0 and int(m.group(2)) == 0, m.group(0)
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                        "--window-size=1280,1600", page.as_uri()], capture_output=True, timeout=120)
+        images, broken = browser_images(page)
+        assert images > 0 and broken == 0, (page, images, broken)
+        screenshot(page, shot)
         assert shot.is_file() and shot.stat().st_size > 10_000

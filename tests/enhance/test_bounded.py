@@ -120,7 +120,7 @@ def test_plan_and_sizes():
 
 
 PEAK_SCRIPT = textwrap.dedent("""
-    import json, resource, sys
+    import json, sys
     import numpy as np, torch
     from dpedkit.enhance.bounded import enhance_exact, plan, resident_bytes
     from dpedkit.model.inference import bytes_needed, prepare
@@ -130,11 +130,17 @@ PEAK_SCRIPT = textwrap.dedent("""
     img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     g = prepare(Generator(), torch.device("cpu"))
     enhance_exact(g, img[:40, :40], torch.device("cpu"))     # warm-up: oneDNN's kernels are loaded on first use
-    base = max(resident_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+    def high_water_mark():  # peak resident memory since the last reset (Linux: VmHWM)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM to the current resident size
+        f.write("5")
+    base = resident_bytes()       # what the planner sees too, so budget - base is the room it plans in
     budget = base + extra
     p = plan(h, w, budget)
     enhance_exact(g, img, torch.device("cpu"), max_bytes=budget)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = high_water_mark()
     print(json.dumps({"mode": p.mode, "rows": p.rows, "budget": budget, "base": base, "peak": peak,
                       "whole": base + bytes_needed(h, w)}))
 """)

@@ -4,7 +4,7 @@
 
 One aligned pair of 4000×3000 (a phone image displaced by a smooth field of up to 3 px and
 rotated slightly), searched over ±5 px and 5 angles (−1°…1°), 100 px windows, one process:
-  dpedkit   dpedkit.patches.run.cut_photo: read, search, score, write accepted patches (JPEG)
+  dpedkit   dpedkit.patches.stage.cut_photo: read, search, score, write accepted patches (JPEG)
   numpy     the same exhaustive search written with NumPy: for each angle and each of the
             121 shifts, ZNCC of every window at once; run on --ref-fraction of the rows
   io        read the aligned pair, write as many patch pairs as dpedkit accepted

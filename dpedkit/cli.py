@@ -323,10 +323,9 @@ def _export_command() -> click.Command:
         """
         from dpedkit.model.checkpoint import CheckpointError
 
-        try:
-            import onnx  # noqa: F401  (torch's exporter needs it)
-        except ImportError:
-            raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'") from None
+        import importlib.util
+        if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
+            raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'")
         from dpedkit.export import export_model
         try:
             export_model(model, out, opset, log=_echo)

@@ -63,3 +63,26 @@ def refine_peak(scores: np.ndarray, px: int, py: int) -> tuple[float, float, flo
     if 0 < py < h - 1:
         fy, gy = parabola(scores[py - 1, px], scores[py, px], scores[py + 1, px])
     return px + fx, py + fy, gx + gy
+
+
+def refine_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`refine_peak` for a stack of score maps ``(K, h, w)`` at once: per map the first
+    maximum in row-major order (as ``cv2.minMaxLoc``), then the same separable parabolas.
+    Returns ``(fx, fy, peak, px, py)``, arrays of ``K`` (score-map px; ``peak`` is the
+    integer maximum's score)."""
+    k, h, w = maps.shape
+    flat = maps.reshape(k, -1)
+    at = flat.argmax(axis=1)
+    py, px = np.divmod(at, w)
+    idx = np.arange(k)
+    peak = flat[idx, at]
+
+    def vertex(a, c, inside):
+        den = a - 2 * peak + c
+        off = np.clip(0.5 * (a - c) / np.where(den < 0, den, -1.0), -0.5, 0.5)
+        return np.where(inside & (den < 0), off, 0.0)
+
+    inx, iny = (px > 0) & (px < w - 1), (py > 0) & (py < h - 1)
+    fx = vertex(maps[idx, py, np.maximum(px - 1, 0)], maps[idx, py, np.minimum(px + 1, w - 1)], inx)
+    fy = vertex(maps[idx, np.maximum(py - 1, 0), px], maps[idx, np.minimum(py + 1, h - 1), px], iny)
+    return px + fx, py + fy, peak, px, py

@@ -16,13 +16,15 @@ about — lives in luminance; one channel also keeps the search three times chea
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from dpedkit.imageops import refine_peak
+from dpedkit.imageops import refine_peak, refine_peaks
 
 MIN_STD = 2.0  # gray levels (0–255): below this a window has no texture to correlate
 
@@ -230,6 +232,9 @@ def match_windows_exhaustive(dslr: np.ndarray, phone: np.ndarray, o: SearchOptio
 # the same correspondence as in the exhaustive method.
 
 _SUBPIXEL_ITERS = 4
+# the sub-pixel iteration stops after a step below this (px): each step leaves about a fifth
+# of its size (measured on bench/patches.py's pair), so the estimate is then within ~0.01 px
+_SUBPIXEL_STEP = 0.03
 
 
 def patch_offset(w: WindowMatch) -> tuple[int, int]:
@@ -242,15 +247,36 @@ def _dslr_affine(x: int, y: int, dx: float, dy: float, angle: float, size: int, 
     """2×3 matrix: pixel ``(j, i)`` of the DSLR sample grid (the phone crop's pixels, extended
     by ``margin`` on each side) → DSLR aligned-image coordinates."""
     h = (size - 1) / 2
-    c = np.array([x + h, y + h])
-    Ri = _rotation(-angle)
     # v = (j − margin − h, i − margin − h); point = c + Ri (v + o − d)
-    t = c + Ri @ (np.array([ox - dx - margin - h, oy - dy - margin - h]))
-    return np.c_[Ri, t]
+    vx, vy = ox - dx - margin - h, oy - dy - margin - h
+    if angle == 0:
+        return np.array([[1.0, 0.0, x + h + vx], [0.0, 1.0, y + h + vy]])
+    Ri = _rotation(-angle)
+    return np.hstack([Ri, (np.array([x + h, y + h]) + Ri @ (vx, vy))[:, None]])
+
+
+def _cubic_taps(f: float) -> np.ndarray:
+    """Weights of the four samples at offsets −1, 0, 1, 2 for a point ``f`` ∈ [0, 1) past the
+    second: OpenCV's bicubic kernel (Keys, a = −0.75), so a shift and a warp agree."""
+    a = -0.75
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1          # noqa: E731  |x| ≤ 1
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a     # noqa: E731  1 < |x| < 2
+    return np.array([far(1 + f), near(f), near(1 - f), far(2 - f)], np.float32)
 
 
 def _sample(img: np.ndarray, A: np.ndarray, out: int, interpolation=cv2.INTER_CUBIC) -> np.ndarray:
-    """``img`` sampled at ``A @ (j, i, 1)`` on an ``out × out`` grid (read from a small region)."""
+    """``img`` sampled at ``A @ (j, i, 1)`` on an ``out × out`` grid (read from a small region).
+
+    A pure translation away from the image border, the verified search's usual case, is two
+    4-tap filters: a quarter of a warp's time, and exact where a warp rounds the position to
+    1/32 px."""
+    if interpolation == cv2.INTER_CUBIC and A[0, 0] == 1 and A[1, 1] == 1 and A[0, 1] == 0 and A[1, 0] == 0:
+        ix, iy = int(np.floor(A[0, 2])), int(np.floor(A[1, 2]))
+        if ix >= 1 and iy >= 1 and ix + out + 2 <= img.shape[1] and iy + out + 2 <= img.shape[0]:
+            src = img[iy - 1:iy + out + 2, ix - 1:ix + out + 2]
+            kx, ky = _cubic_taps(A[0, 2] - ix), _cubic_taps(A[1, 2] - iy)
+            # anchor 1: output q = Σ_t k[t] src[q − 1 + t], so rows/columns 1..out are the samples
+            return cv2.sepFilter2D(src, -1, kx, ky, anchor=(1, 1))[1:out + 1, 1:out + 1]
     pts = A @ np.array([[0, out - 1, 0, out - 1], [0, 0, out - 1, out - 1], [1, 1, 1, 1]])
     x0, y0 = (max(0, int(np.floor(v)) - 3) for v in pts.min(axis=1))
     x1, y1 = (min(n, int(np.ceil(v)) + 4) for v, n in zip(pts.max(axis=1), img.shape[1::-1]))
@@ -273,8 +299,22 @@ def extract_patch_pair(dslr: np.ndarray, phone: np.ndarray, w: WindowMatch, size
     return _sample(dslr, A, size), p
 
 
-def _std(a: np.ndarray) -> float:
-    return float(cv2.meanStdDev(a)[1][0, 0])
+class _Scratch(threading.local):
+    """Per-thread scratch arrays by shape. Why: a fresh array of a few hundred kB is mapped
+    anew by the allocator on every call, and touching its pages cost as much as the
+    arithmetic done in it (the correlation maps below, computed per window)."""
+    def __init__(self):
+        self.arrays: dict[tuple, np.ndarray] = {}
+
+
+_scratch_arrays = _Scratch()
+
+
+def _scratch(shape: tuple) -> np.ndarray:
+    a = _scratch_arrays.arrays.get(shape)
+    if a is None:
+        a = _scratch_arrays.arrays[shape] = np.empty(shape, np.float32)
+    return a
 
 
 def ncc_map_small(region: np.ndarray, templ: np.ndarray) -> np.ndarray:
@@ -282,14 +322,13 @@ def ncc_map_small(region: np.ndarray, templ: np.ndarray) -> np.ndarray:
     template and a score map of a few pixels (OpenCV's Fourier path costs as much for 3×3
     scores as for 11×11 ones): one tensor contraction plus box sums from integral images."""
     th, tw = templ.shape
-    rh, rw = region.shape[0] - th + 1, region.shape[1] - tw + 1
     T = templ.astype(np.float32)
-    T = T - T.mean()
+    T -= T.mean()
     tn = float(np.sqrt(np.vdot(T, T)))
-    cross = np.empty((rh, rw))
-    for i in range(rh):
-        for j in range(rw):
-            cross[i, j] = np.vdot(T, region[i:i + th, j:j + tw])
+    shifted = np.lib.stride_tricks.sliding_window_view(region, (th, tw))
+    buf = _scratch(shifted.shape)
+    buf[...] = shifted
+    cross = (buf.reshape(-1, th * tw) @ T.ravel()).reshape(shifted.shape[:2])
     s, sq = cv2.integral2(region, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
     box = lambda a: a[th:, tw:] - a[:-th, tw:] - a[th:, :-tw] + a[:-th, :-tw]  # noqa: E731
     n = th * tw
@@ -308,28 +347,139 @@ def _ncc_peak(region: np.ndarray, templ: np.ndarray) -> tuple[float, float, floa
     return fx, fy, peak, px, py, scores.shape
 
 
-def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions) -> None:
-    """Sub-pixel shift, model choice and the verifier for one window whose search over
-    whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place."""
+@dataclass(frozen=True)
+class Cells:
+    """Rectangles ``(by, bx, bh, bw)`` (rows, columns; px) inside an ``S × S`` window, with the
+    row and column indicator matrices that sum an image over all of them with two products."""
+    size: int
+    rects: tuple[tuple[int, int, int, int], ...]
+    strip_rects: tuple[int, ...] = ()       # which rectangles are the border strips (top, bottom, left, right)
+
+    def __post_init__(self):
+        r = np.array(self.rects, dtype=np.intp).reshape(-1, 4)
+        rows = sorted({(y, h) for y, _, h, _ in self.rects})
+        cols = sorted({(x, w) for _, x, _, w in self.rects})
+        Rm = np.zeros((len(rows), self.size), np.float32)
+        Cm = np.zeros((self.size, len(cols)), np.float32)
+        for k, (y, h) in enumerate(rows):
+            Rm[k, y:y + h] = 1
+        for k, (x, w) in enumerate(cols):
+            Cm[x:x + w, k] = 1
+        ri = np.array([rows.index((y, h)) for y, _, h, _ in self.rects], dtype=np.intp)
+        ci = np.array([cols.index((x, w)) for _, x, _, w in self.rects], dtype=np.intp)
+        area = (r[:, 2] * r[:, 3]).astype(np.float64)
+        h = (self.size - 1) / 2
+        # a rotation θ moves a rectangle's centre u (from the window's centre) by θ·(−u_y, u_x)
+        rotation_field = np.c_[-(r[:, 0] + (r[:, 2] - 1) / 2 - h), r[:, 1] + (r[:, 3] - 1) / 2 - h]
+        strips = np.array(self.strip_rects, dtype=np.intp)
+        for name, v in dict(_r=r, _Rm=Rm, _Cm=Cm, _ri=ri, _ci=ci, _area=area, rotation_field=rotation_field,
+                            strips=strips).items():
+            object.__setattr__(self, name, v)
+
+    @functools.lru_cache(maxsize=4)
+    def _corners(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices into an integral image of the ``(S+2r)²`` region (row length S+2r+1):
+        the four corners of every rectangle at every shift, ``(4, n, n, K)``, and those of the
+        rectangles in the template's own integral image (row length S+1), ``(4, K)``."""
+        n, S = 2 * r + 1, self.size
+        by, bx, bh, bw = self._r.T
+        v = np.arange(n)[:, None, None]
+        y0, x0 = by + v, bx + v.transpose(1, 0, 2)
+        y1, x1 = y0 + bh, x0 + bw
+        row = S + 2 * r + 1
+        region = np.stack(np.broadcast_arrays(y1 * row + x1, y0 * row + x1, y1 * row + x0, y0 * row + x0))
+        own = np.stack([(by + bh) * (S + 1) + bx + bw, by * (S + 1) + bx + bw, (by + bh) * (S + 1) + bx,
+                        by * (S + 1) + bx])
+        return region, own
+
+    def ncc_maps(self, region: np.ndarray, templ: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each rectangle's ``cv2.matchTemplate(TM_CCOEFF_NORMED)`` map over shifts ``0..2r``.
+
+        ``templ`` is ``S × S`` and ``region`` ``(S+2r) × (S+2r)``; ``maps[k, v, u]`` is the NCC of
+        ``templ[by:by+bh, bx:bx+bw]`` with ``region[by+v:by+v+bh, bx+u:bx+u+bw]`` (so ``u = v = r``
+        is the rectangle's own place). Also returns, per rectangle, the standard deviations
+        (grey levels) of ``region`` at its own place and of ``templ``.
+
+        Why not one ``matchTemplate`` call per rectangle: for 20 rectangles of a 100 px window
+        the calls and their Python loop cost twice as much as these few array products (the
+        cross terms of all shifts from two indicator-matrix products, box sums from integral
+        images)."""
+        S = self.size
+        corners, own = self._corners(r)
+        area = self._area
+        # centred by one constant each: NCC does not change, the float32 products stay small
+        T = templ.astype(np.float32)
+        T -= T.mean()
+        G = region.astype(np.float32)
+        G -= G.mean()
+        shifted = np.lib.stride_tricks.sliding_window_view(G, (S, S))           # (n, n, S, S)
+        prod = np.multiply(shifted, T, out=_scratch(shifted.shape))
+        cross = (self._Rm @ (prod @ self._Cm))[:, :, self._ri, self._ci]        # (n, n, K)
+        s, sq = cv2.integral2(G, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+        box = lambda a, i: a.take(i[0]) - a.take(i[1]) - a.take(i[2]) + a.take(i[3])  # noqa: E731
+        sr, srr = box(s, corners), box(sq, corners)
+        st, stt = cv2.integral2(T, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
+        st, stt = box(st, own), box(stt, own)
+        var_r = np.maximum(srr - sr * sr / area, 0)
+        var_t = np.maximum(stt - st * st / area, 0)
+        den = np.sqrt(var_r * var_t)
+        maps = (cross - st * sr / area) / np.maximum(den, 1e-9 * area)
+        maps[den <= 1e-9 * area] = 0.0
+        return np.clip(maps, -1, 1).transpose(2, 0, 1), np.sqrt(var_r[r, r] / area), np.sqrt(var_t / area)
+
+
+@functools.lru_cache(maxsize=16)
+def _window_cells(o: SearchOptions) -> Cells:
+    """The verifier's cells: overlapping square sub-blocks, then the four border strips (top,
+    bottom, left, right; a quarter of the window deep): a thin band of another depth along a
+    side dominates its strip, never a square block. Last, the whole window (the sub-pixel
+    iteration's own measure)."""
     S, nb = o.size, max(1, o.blocks)
     b = max(8, round(S * o.block_size))           # sub-block side (px); they overlap when nb·b > S
     starts = np.linspace(0, S - b, nb).round().astype(int) if nb > 1 else np.array([(S - b) // 2])
-    # overlapping square blocks, and the four border strips (a quarter of the window deep): a
-    # thin band of another depth along a side dominates its strip, never a square block
     e = max(4, S // 4)
-    cells = [(by, bx, b, b) for by in starts for bx in starts]
-    cells += [(0, 0, e, S), (S - e, 0, e, S), (0, 0, S, e), (0, S - e, S, e)]
+    rects = [(int(by), int(bx), b, b) for by in starts for bx in starts]
+    rects += [(0, 0, e, S), (S - e, 0, e, S), (0, 0, S, e), (0, S - e, S, e)]
+    return Cells(S, tuple(rects) + ((0, 0, S, S),), tuple(range(len(rects) - 4, len(rects))))
+
+
+def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions) -> None:
+    """Sub-pixel shift, model choice and the verifier for one window whose search over
+    whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place."""
+    S = o.size
+    cells = _window_cells(o)                       # the verifier's cells, then the whole window
+    n_cells = len(cells.rects) - 1
     rb = 2                                         # block search radius around the model (px)
     h = (S - 1) / 2
-    for _ in range(_SUBPIXEL_ITERS):               # iterate the parabola to its fixed point: unbiased
+
+    def measure(angle: float, with_cells: bool):
+        """At the current model: the whole window's step to its 3×3 NCC peak, and (with_cells)
+        the cells' maps over ±rb px from the same sample."""
         ox, oy = patch_offset(w)
         Pi = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
-        Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, 0.0, S, ox, oy, margin=1), S + 2)
-        fx, fy, _, _, _, _ = _ncc_peak(Ds, Pi)
+        m = rb if with_cells else 1
+        Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=m), S + 2 * m)
+        if with_cells:
+            maps, std_dslr, std_phone = cells.ncc_maps(Ds, Pi, rb)
+            scores = maps[-1, rb - 1:rb + 2, rb - 1:rb + 2]
+            at = (ox, oy), maps[:-1], std_dslr[:-1], std_phone[:-1]
+        else:
+            scores, at = ncc_map_small(Ds, Pi), None
+        _, _, _, (px, py) = cv2.minMaxLoc(scores)
+        fx, fy, _ = refine_peak(scores, px, py)
         # Pi(v) ≈ Ds(v + δ) ⇒ the phone-minus-DSLR displacement shrinks by δ
-        ddx, ddy = fx - 1, fy - 1
+        return fx - 1, fy - 1, at
+
+    # Iterate the parabola to its fixed point (unbiased). After a small step the next is likely
+    # the last: it then measures the cells' maps from the same sample too (their cross terms
+    # cost the whole window's nothing more), and the verifier needs no sample of its own.
+    measured, converged, step = None, False, np.inf
+    for _ in range(_SUBPIXEL_ITERS):
+        ddx, ddy, measured = measure(0.0, with_cells=o.verify and step < 3 * _SUBPIXEL_STEP)
+        step = max(abs(ddx), abs(ddy))
         w.dx, w.dy = w.dx - ddx, w.dy - ddy
-        if abs(ddx) < 0.01 and abs(ddy) < 0.01:
+        if step < _SUBPIXEL_STEP:
+            converged = True
             break
     w.model = "shift"
     if max(abs(w.dx), abs(w.dy)) > o.max_shift + 0.5:
@@ -337,36 +487,26 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
         return
     if not o.verify:
         return
-    # sub-blocks: each one's own shift around the window's model
-    ox, oy = patch_offset(w)
+    if not converged or measured is None or measured[0] != patch_offset(w):
+        ddx, ddy, measured = measure(0.0, with_cells=True)
+        ddx = ddy = 0.0                            # measured at the model itself
+    ox, oy = measured[0]
     Pi = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
 
-    strips_textured = [0, [False] * 4]
+    def block_deviations(maps, std_dslr, std_phone, step=(0.0, 0.0)):
+        """Each textured cell's deviation from the model (px); ``step`` is how far the model
+        moved since the maps were measured."""
+        fx, fy, peak, px, py = refine_peaks(maps)
+        # texture judged on the DSLR side: the phone's noise and sharpening give a flat block a
+        # standard deviation, never a trustworthy correlation peak
+        textured = (std_dslr >= o.block_std) & (std_phone >= o.min_std)
+        # a peak ≥ rb px off, or content that does not correspond
+        bad = textured & ((px == 0) | (px == 2 * rb) | (py == 0) | (py == 2 * rb) | (peak < 0.5))
+        good = textured & ~bad
+        dev = np.stack([fx - rb - step[0], fy - rb - step[1]], axis=1)[good]
+        return dev, good, int(bad.sum())
 
-    def block_deviations(angle: float):
-        Ds = _sample(D, _dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=rb), S + 2 * rb)
-        dev, centres, bad = [], [], 0
-        strips_textured[:] = [0, [False] * 4]
-        for k, (by, bx, bh, bw) in enumerate(cells):
-            if True:
-                t = Pi[by:by + bh, bx:bx + bw]
-                region = Ds[by:by + bh + 2 * rb, bx:bx + bw + 2 * rb]
-                # texture judged on the DSLR side: the phone's noise and sharpening give a flat
-                # block a standard deviation, never a trustworthy correlation peak
-                if _std(region[rb:rb + bh, rb:rb + bw]) < o.block_std or _std(t) < o.min_std:
-                    continue                       # no texture: nothing to verify here
-                fx, fy, peak, px, py, shape = _ncc_peak(region, t)
-                if px in (0, shape[1] - 1) or py in (0, shape[0] - 1) or peak < 0.5:
-                    bad += 1                       # ≥ rb px off, or content that does not correspond
-                    continue
-                dev.append((fx - rb, fy - rb))
-                if k >= len(cells) - 4:
-                    strips_textured[0] += 1
-                    strips_textured[1][k - len(cells) + 4] = True
-                centres.append((bx + (bw - 1) / 2 - h, by + (bh - 1) / 2 - h))
-        return np.array(dev, float).reshape(-1, 2), np.array(centres, float).reshape(-1, 2), bad
-
-    dev, cen, bad = block_deviations(0.0)
+    dev, good, bad = block_deviations(*measured[1:], step=(ddx, ddy))
     if bad:
         w.status, w.residual = "inconsistent", float(rb)
         return
@@ -374,13 +514,14 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
     # for the rest (a flat part may lie on another depth, or where the global warp bends). Such a
     # window goes through the other checks and is then judged with its neighbours
     # (_vouch_flat_sides); ``flat_sides`` names the sides it cannot vouch for itself.
-    if len(dev) < o.min_textured * len(cells) or strips_textured[0] < o.min_textured_sides:
+    strips = good[cells.strips]
+    if len(dev) < o.min_textured * n_cells or strips.sum() < o.min_textured_sides:
         w.flat_sides = "tblr"
     else:
-        w.flat_sides = "".join(n for n, t in zip("tblr", strips_textured[1]) if not t)
+        w.flat_sides = "".join(n for n, t in zip("tblr", strips) if not t)
     # rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), richer model by a margin
     if o.max_angle > 0 and len(dev) >= 4:
-        Ju = np.c_[-cen[:, 1], cen[:, 0]]
+        Ju = cells.rotation_field[:n_cells][good]
         mean = dev.mean(axis=0)
         theta = -float(((dev - mean) * Ju).sum() / (Ju * Ju).sum())   # radians
         rss_shift = float(((dev - mean) ** 2).sum())
@@ -388,7 +529,8 @@ def _verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOption
         corner_move = abs(theta) * h * np.sqrt(2)
         if corner_move >= 0.2 and rss_rot <= o.rotation_gain * rss_shift:
             angle = float(np.clip(np.rad2deg(theta), -o.max_angle, o.max_angle))
-            dev_r, cen_r, bad_r = block_deviations(angle)
+            _, _, rotated = measure(angle, with_cells=True)
+            dev_r, _, bad_r = block_deviations(*rotated[1:])
             if not bad_r and len(dev_r) and np.abs(dev_r).max() < np.abs(dev).max():
                 w.angle, w.model, dev = angle, "rotation", dev_r
     w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
@@ -418,7 +560,7 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
     windows = [WindowMatch(x, y, model="shift") for x, y in grid_positions(w_img, h_img, o)]
     for w in windows:
         t = D[w.y:w.y + S, w.x:w.x + S]
-        if t.std() < o.min_std:
+        if cv2.meanStdDev(t)[1][0, 0] < o.min_std:
             w.status = "flat"
             continue
         if w.x - m < 0 or w.y - m < 0 or w.x + S + m > w_img or w.y + S + m > h_img:

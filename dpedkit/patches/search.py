@@ -317,15 +317,23 @@ def _scratch(shape: tuple) -> np.ndarray:
     return a
 
 
+def _shifted_views(region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``out[v, u] = region[v:v+h, u:u+w]`` for every shift that fits, as one strided view
+    (``sliding_window_view`` without its argument checks, which cost more than the view)."""
+    (rh, rw), (h, w) = region.shape, shape
+    return np.lib.stride_tricks.as_strided(region, (rh - h + 1, rw - w + 1, h, w), region.strides * 2,
+                                           writeable=False)
+
+
 def ncc_map_small(region: np.ndarray, templ: np.ndarray) -> np.ndarray:
     """``cv2.matchTemplate(region, templ, TM_CCOEFF_NORMED)`` computed directly, for a large
     template and a score map of a few pixels (OpenCV's Fourier path costs as much for 3×3
     scores as for 11×11 ones): one tensor contraction plus box sums from integral images."""
     th, tw = templ.shape
     T = templ.astype(np.float32)
-    T -= T.mean()
+    T -= np.float32(cv2.mean(T)[0])
     tn = float(np.sqrt(np.vdot(T, T)))
-    shifted = np.lib.stride_tricks.sliding_window_view(region, (th, tw))
+    shifted = _shifted_views(region, (th, tw))
     buf = _scratch(shifted.shape)
     buf[...] = shifted
     cross = (buf.reshape(-1, th * tw) @ T.ravel()).reshape(shifted.shape[:2])
@@ -409,10 +417,10 @@ class Cells:
         area = self._area
         # centred by one constant each: NCC does not change, the float32 products stay small
         T = templ.astype(np.float32)
-        T -= T.mean()
+        T -= np.float32(cv2.mean(T)[0])
         G = region.astype(np.float32)
-        G -= G.mean()
-        shifted = np.lib.stride_tricks.sliding_window_view(G, (S, S))           # (n, n, S, S)
+        G -= np.float32(cv2.mean(G)[0])
+        shifted = _shifted_views(G, (S, S))                                    # (n, n, S, S)
         prod = np.multiply(shifted, T, out=_scratch(shifted.shape))
         cross = (self._Rm @ (prod @ self._Cm))[:, :, self._ri, self._ci]        # (n, n, K)
         s, sq = cv2.integral2(G, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)

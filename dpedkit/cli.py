@@ -381,8 +381,10 @@ def _demo_command() -> click.Command:
                   help="Training iterations (CPU minutes).")
     @click.option("--batch-size", type=int, default=default_of(run_demo, "batch_size"), show_default=True,
                   help="Patches per training iteration.")
+    @click.option("--test-patches", type=int, default=None,
+                  help="Score training and evaluate on at most this many test patches (default: all; fewer is faster).")
     @click.option("--jobs", "-j", type=int, default=None, help="Parallel workers (default: all cores).")
-    def demo(demo_dir, train_iters, batch_size, jobs):
+    def demo(demo_dir, train_iters, batch_size, test_patches, jobs):
         """Run the whole pipeline on real photos that ship with scikit-image (no download).
 
         \b
@@ -394,7 +396,8 @@ def _demo_command() -> click.Command:
         DEMO_DIR/report/    the report: open DEMO_DIR/report/index.html
         Re-running resumes where it stopped.
         """
-        problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size, log=click.echo)
+        problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
+                            test_patches=test_patches, log=click.echo)
         from dpedkit.runner import exit_code
         sys.exit(exit_code(problems))
     return demo

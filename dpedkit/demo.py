@@ -48,10 +48,11 @@ def alignment_errors(raw: str | Path, manifest: dict[str, dict]) -> dict[str, fl
 
 
 def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, batch_size: int = 8,
-             log=print) -> int:
+             test_patches: int | None = None, log=print) -> int:
     """Build the sample raw/ folder under ``root`` and run align → patches → train → enhance →
     evaluate → report on it; returns the number of items that failed. Every stage resumes, so a
-    second call finishes an interrupted demo without redoing work."""
+    second call finishes an interrupted demo without redoing work. ``test_patches`` limits the
+    test patches that training and evaluate score (default: all of them, up to 200)."""
     from dpedkit.align.stage import AlignRunOptions, align_folder
     from dpedkit.enhance.stage import EnhanceOptions, enhance_paths
     from dpedkit.evaluate import evaluate_model, table
@@ -89,7 +90,7 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
         log("no VGG-19 weights found ($DPEDKIT_VGG, torch hub cache): training without the content loss")
     _, phone, dslr = dataset_cameras(dataset)     # as patches recorded them in dataset/<phone>/dataset.json
     cfg = TrainConfig(data_dir=str(dataset), phone=phone, dslr=dslr, out=str(run), iters=train_iters,
-                      batch_size=batch_size, eval_every=max(train_iters // 5, 1), eval_patches=200,
+                      batch_size=batch_size, eval_every=max(train_iters // 5, 1), eval_patches=test_patches or 200,
                       content_loss="vgg" if vgg else "none", vgg=str(vgg) if vgg else None,
                       resume=(run / "checkpoints" / "last.pt").exists(), keep_checkpoints=0)
     rows = train(cfg, log=log)
@@ -103,7 +104,7 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
         log(line)
 
     log("\n== 5/6 evaluate on the test patches")
-    result = evaluate_model(run, dataset, log=log)
+    result = evaluate_model(run, dataset, limit=test_patches, log=log)
     write_text_atomic(root / "evaluate.json", json.dumps(result, indent=1))
     for line in table(result):
         log(line)

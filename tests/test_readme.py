@@ -20,7 +20,7 @@ OFFICIAL = ROOT.parent / "shared" / "dped_official"
 # the README's commands are for real datasets; on six small photos they run with these
 # additions (later options win in click), so that they finish in seconds
 SHORTEN = {"train": ["--iters", "2", "--eval-every", "1", "--batch-size", "2", "--eval-patches", "8"],
-           "patches": ["--test-photos", "2"]}
+           "patches": ["--test-photos", "2"], "evaluate": ["--limit", "8"]}
 
 
 def fenced_commands(text: str) -> list[str]:
@@ -47,7 +47,7 @@ def test_bench_commands_exist():
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     from tests.helpers import save_torchvision, tiny_vgg_weights
-    make_raw(tmp_path / "demo_raw")
+    make_raw(tmp_path / "demo_raw", phone_scale=0.4)    # phone photos of ~0.1 MP: enhance takes seconds
     (tmp_path / "raw").mkdir()
     for cam, name in (("phone", "iphone"), ("dslr", "canon")):       # the README's camera names
         (tmp_path / "demo_raw" / cam).rename(tmp_path / "raw" / name)

@@ -232,8 +232,9 @@ def match_windows_exhaustive(dslr: np.ndarray, phone: np.ndarray, o: SearchOptio
 # the same correspondence as in the exhaustive method.
 
 _SUBPIXEL_ITERS = 4
-# the sub-pixel iteration stops after a step below this (px): each step leaves about a fifth
-# of its size (measured on bench/patches.py's pair), so the estimate is then within ~0.01 px
+# the sub-pixel iteration stops after a step below this (px): a step typically leaves a fifth
+# of its size (the median on bench/patches.py's pair), so the estimate is then within ~0.01 px
+# (against a stop at 0.01 px the estimates moved by 0.002 px median, 0.02 px at the 99th percentile)
 _SUBPIXEL_STEP = 0.03
 
 

@@ -67,7 +67,9 @@ def refine_peak(scores: np.ndarray, px: int, py: int) -> tuple[float, float, flo
 
 def refine_peaks(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`refine_peak` for a stack of score maps ``(K, h, w)`` at once: per map the first
-    maximum in row-major order (as ``cv2.minMaxLoc``), then the same separable parabolas.
+    maximum in row-major order (as ``cv2.minMaxLoc``), then the same separable parabolas
+    (:func:`parabola`'s fit on arrays; the scalar one stays for single maps, where NumPy's
+    per-call cost would exceed the fit; a test holds the two equal).
     Returns ``(fx, fy, peak, px, py)``, arrays of ``K`` (score-map px; ``peak`` is the
     integer maximum's score)."""
     k, h, w = maps.shape

@@ -329,7 +329,9 @@ def _shifted_views(region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def ncc_map_small(region: np.ndarray, templ: np.ndarray) -> np.ndarray:
     """``cv2.matchTemplate(region, templ, TM_CCOEFF_NORMED)`` computed directly, for a large
     template and a score map of a few pixels (OpenCV's Fourier path costs as much for 3×3
-    scores as for 11×11 ones): one tensor contraction plus box sums from integral images."""
+    scores as for 11×11 ones): one matrix-vector product plus box sums from integral images.
+    :meth:`Cells.ncc_maps` computes the same for many rectangles at once; for the whole
+    template alone this costs half as much."""
     th, tw = templ.shape
     T = templ.astype(np.float32)
     T -= np.float32(cv2.mean(T)[0])

@@ -396,8 +396,17 @@ def _demo_command() -> click.Command:
         DEMO_DIR/report/    the report: open DEMO_DIR/report/index.html
         Re-running resumes where it stopped.
         """
-        problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
-                            test_patches=test_patches, log=click.echo)
+        from dpedkit.train.data import DatasetError
+        from dpedkit.train.loop import Interrupted, TrainError
+        try:
+            problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
+                                test_patches=test_patches, log=click.echo)
+        except Interrupted as e:      # training saved its iteration: the demo resumes from it
+            click.echo(f"\ninterrupted; finished work is kept: re-run `dpedkit demo {demo_dir}` to resume", err=True)
+            sys.exit(e.exit_code)
+        except (TrainError, DatasetError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
         from dpedkit.runner import exit_code
         sys.exit(exit_code(problems))
     return demo

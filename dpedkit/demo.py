@@ -89,10 +89,13 @@ def run_demo(root: str | Path, jobs: int | None = None, train_iters: int = 150, 
     if vgg is None:
         log("no VGG-19 weights found ($DPEDKIT_VGG, torch hub cache): training without the content loss")
     _, phone, dslr = dataset_cameras(dataset)     # as patches recorded them in dataset/<phone>/dataset.json
+    # a re-run with another --batch-size or --test-patches continues the demo's run (override:
+    # the change is recorded in its config_changes.jsonl) instead of refusing it as train would
+    resume = (run / "checkpoints" / "last.pt").exists()
     cfg = TrainConfig(data_dir=str(dataset), phone=phone, dslr=dslr, out=str(run), iters=train_iters,
                       batch_size=batch_size, eval_every=max(train_iters // 5, 1), eval_patches=test_patches or 200,
                       content_loss="vgg" if vgg else "none", vgg=str(vgg) if vgg else None,
-                      resume=(run / "checkpoints" / "last.pt").exists(), keep_checkpoints=0)
+                      resume=resume, override=resume, keep_checkpoints=0)
     rows = train(cfg, log=log)
     log(f"test PSNR {float(rows[0]['test_psnr']):.2f} dB at iteration 0 → {float(rows[-1]['test_psnr']):.2f} dB "
         f"at iteration {rows[-1]['iteration']}")

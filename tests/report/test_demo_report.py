@@ -50,6 +50,16 @@ def test_demo_rerun_redoes_nothing(demo):
     assert "2 photos: 2 ok, 0 failed (2 already done, skipped)" in text
 
 
+def test_demo_rerun_with_other_settings_continues(demo, tmp_path):
+    root = tmp_path / "demo"
+    shutil.copytree(demo[0], root)
+    log = []
+    assert run_demo(root, **{**DEMO, "batch_size": 2, "test_patches": 12}, log=log.append) == 0
+    text = "\n".join(log)
+    assert "recipe changed on resume" in text and "batch_size: 4 → 2" in text
+    assert json.loads((root / "evaluate.json").read_text())["patches"] == 12
+
+
 def test_report_matches_the_manifest_and_patch_report(demo, tmp_path):
     root, _, _ = demo
     aligned = tmp_path / "aligned"

@@ -269,8 +269,8 @@ def _sample(img: np.ndarray, A: np.ndarray, out: int, interpolation=cv2.INTER_CU
     """``img`` sampled at ``A @ (j, i, 1)`` on an ``out × out`` grid (read from a small region).
 
     A pure translation away from the image border, the verified search's usual case, is two
-    4-tap filters: a quarter of a warp's time, and exact where a warp rounds the position to
-    1/32 px."""
+    separable 4-tap filters with the warp's own kernel: the same values in a quarter of the
+    time."""
     if interpolation == cv2.INTER_CUBIC and A[0, 0] == 1 and A[1, 1] == 1 and A[0, 1] == 0 and A[1, 0] == 0:
         ix, iy = int(np.floor(A[0, 2])), int(np.floor(A[1, 2]))
         if ix >= 1 and iy >= 1 and ix + out + 2 <= img.shape[1] and iy + out + 2 <= img.shape[0]:

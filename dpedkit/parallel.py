@@ -1,15 +1,15 @@
-"""Run a function over many items in parallel with joblib, with a progress bar: in worker
-processes on this machine, or on the workers of an existing Dask cluster (joblib's dask
-backend) when a scheduler address is given."""
+"""Run a function over many items in parallel with joblib, with a progress display
+(:mod:`dpedkit.progress`): in worker processes on this machine, or on the workers of an
+existing Dask cluster (joblib's dask backend) when a scheduler address is given."""
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Callable, Iterable, Iterator, TypeVar
 
-import click
 from joblib import Parallel, delayed, parallel_config
+
+from dpedkit.progress import iterate
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,7 +51,8 @@ def imap(fn: Callable[[T], R], items: Iterable[T], jobs: int, label: str = "",
     ``jobs == 1`` runs in this process (easy to debug and profile). ``scheduler``, a Dask
     scheduler address (``tcp://host:8786``), runs the items on that cluster's workers
     instead and ignores ``jobs``; ``fn`` and its items must then be picklable and name
-    paths the workers can reach. The progress bar goes to stderr, only on a terminal.
+    paths the workers can reach. Progress goes to stderr: a bar on a terminal, else a plain
+    line a minute (:func:`dpedkit.progress.iterate`).
     """
     items = list(items)
     if scheduler and items:  # nothing to do: no need for the cluster to be up
@@ -61,10 +62,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], jobs: int, label: str = "",
     else:
         results = Parallel(n_jobs=jobs, return_as="generator_unordered")(
             delayed(fn)(item) for item in items)
-    show = progress and sys.stderr.isatty()
-    with click.progressbar(results, length=len(items), label=label, file=sys.stderr,
-                           show_pos=True, show_eta=True) if show else _null(results) as bar:
-        yield from bar
+    yield from iterate(results, len(items), label, enabled=progress)
 
 
 def _on_dask(fn: Callable[[T], R], items: list[T], address: str) -> Iterator[R]:
@@ -86,13 +84,3 @@ def _on_dask(fn: Callable[[T], R], items: list[T], address: str) -> Iterator[R]:
         except Exception as e:  # tasks record their own failures; this is the cluster's
             raise ClusterError(f"the Dask cluster failed: {type(e).__name__}: {e}") from None
 
-
-class _null:
-    def __init__(self, it):
-        self.it = it
-
-    def __enter__(self):
-        return self.it
-
-    def __exit__(self, *exc):
-        return False

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dpedkit.fs import write_bytes_atomic
+from dpedkit.progress import Progress, callback
 from dpedkit.camera_files import other_file_status
 from dpedkit.imageio import ImageReadError, encode_image, list_images, other_files, read_image
 from dpedkit.layout import MANIFEST, Journal
@@ -83,16 +84,10 @@ def enhance_array(g, img: np.ndarray, device: torch.device, dtype: torch.dtype, 
     return enhance_exact(g, img, device, dtype, max_bytes, cache_dir, progress, log)
 
 
-def _progress(log, src: Path, every_s: float = 10.0):
-    """A progress callback for the strip mode: a line at most every ``every_s`` seconds."""
-    last = [time.monotonic()]
-
-    def report(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every_s or done == total:
-            last[0] = now
-            log(f"  {src.name}: pass {done}/{total}")
-    return report
+def _progress(log, src: Path, every_s: float = 10.0) -> Progress:
+    """The strip mode's progress (:mod:`dpedkit.progress`): its ``update(done, total)`` is the
+    callback; off a terminal a line at most every ``every_s`` seconds and one at the end."""
+    return callback(f"  {src.name}: pass", log, every_s)
 
 
 def enhance_params(model: str | Path, opts: EnhanceOptions, dtype: torch.dtype) -> str:
@@ -154,8 +149,9 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         try:
             img = read_image(photo.src)
             t0 = time.perf_counter()
-            enhanced = enhance_array(g, img, device, dtype, opts.tile, opts.overlap, max_bytes, opts.cache_dir,
-                                     progress=_progress(log, photo.src), log=log)
+            with _progress(log, photo.src) as bar:
+                enhanced = enhance_array(g, img, device, dtype, opts.tile, opts.overlap, max_bytes, opts.cache_dir,
+                                         progress=bar.update, log=bar.say)
             speed["busy"] += time.perf_counter() - t0
             speed["megapixels"] += img.shape[0] * img.shape[1] / 1e6
         except (ImageReadError, EnhanceError, BudgetError) as e:

@@ -118,7 +118,10 @@ def test_resume_continues_exactly(tmp_path, samples):
     full = train(tiny_config(data, tmp_path / "a"), log=lambda *_: None, progress=False)
     train(tiny_config(data, tmp_path / "b", iters=3), log=lambda *_: None, progress=False)
     resumed = train(tiny_config(data, tmp_path / "b", resume=True), log=lambda *_: None, progress=False)
-    train(tiny_config(data, tmp_path / "c", iters=0), log=lambda *_: None, progress=False)  # only the first checkpoint
+    # a run killed just after its first checkpoint: iteration 0's state as last.pt
+    train(tiny_config(data, tmp_path / "c", iters=3, keep_checkpoints=2), log=lambda *_: None, progress=False)
+    ck = tmp_path / "c" / "checkpoints"
+    (ck / "iter_0.pt").replace(ck / "last.pt")
     from_zero = train(tiny_config(data, tmp_path / "c", resume=True), log=lambda *_: None, progress=False)
     assert [r["iteration"] for r in full] == [0, 3, 6]
     for run in (resumed, from_zero):

@@ -131,24 +131,18 @@ def test_config_reruns_the_recorded_recipe(data, tmp_path):
     assert r.exit_code == 2 and "--config" in r.output
 
 
-def test_progress_on_a_terminal_and_in_a_log(data, tmp_path):
+def test_progress_on_a_terminal_and_in_a_log(data, tmp_path, monkeypatch):
     class Tty(io.StringIO):
         def isatty(self):
             return True
     tty = Tty()
-    import dpedkit.train.loop as loop
-    real = loop.sys.stderr
-    loop.sys.stderr = tty
-    try:
-        # progress redrawn every 0.5 s: force a draw on every iteration
-        old_due = loop.Progress.due
-        loop.Progress.due = lambda self: True
-        train(tiny(data, tmp_path / "a", iters=5, eval_every=3), log=lambda m: tty.write(m + "\n"))
-    finally:
-        loop.sys.stderr = real
-        loop.Progress.due = old_due
+    from dpedkit.progress import Progress
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(Progress, "due", lambda self: True)   # redrawn every 0.5 s: force a draw every iteration
+    train(tiny(data, tmp_path / "a", iters=5, eval_every=3), log=lambda m: tty.write(m + "\n"))
+    monkeypatch.undo()
     text = tty.getvalue()
-    assert "\r4/5 (80%)" in text and "ETA 0:" in text and "loss G" in text
+    assert "4/5 (80%)" in text and "ETA 0:" in text and "loss G" in text and "[" in text   # click's bar
     for line in ("iter 3: test PSNR", "iter 5: test PSNR"):
         at = text.index(line)
         assert text[:at].endswith("\r\033[K")          # the progress line was erased first: no run-in

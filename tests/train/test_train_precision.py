@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import dpedkit.train.loop as loop
+import dpedkit.train.trainer as trainer
 from dpedkit.model.networks import Generator
 from tests.helpers import make_dataset, save_torchvision, tiny_config
 
@@ -75,7 +76,7 @@ def test_compile_with_inductor_on_cpu(data, tmp_path, monkeypatch):
     generator's kernels takes minutes on a small CPU; the code path is the same)."""
     from torch._dynamo.utils import counters
     import torch._inductor.config as inductor_config
-    monkeypatch.setattr(loop, "Generator", lambda: Generator(ch=8, blocks=1))
+    monkeypatch.setattr(trainer, "Generator", lambda: Generator(ch=8, blocks=1))
     # kernels built in this process: a pool of compile workers costs more to start than it saves here
     monkeypatch.setattr(inductor_config, "compile_threads", 1)
     ref, _ = losses(data, tmp_path, content_loss="none")

@@ -13,7 +13,7 @@ holds (networks, data):
 - the two float batches (phone and DSLR) of each step.
 
 Calibration (this CPU, 1 thread, fp32, first step in a fresh process, peak RSS growth read
-from ``/proc/self/status`` VmHWM after resetting it): measured / estimated was 0.86–1.06
+from ``/proc/self/status`` VmHWM after resetting it): measured / estimated was 0.89–1.10
 for 32–64 px patches, batches 4–16, with and without VGG (tests/train/test_memory.py checks
 a factor of 1.5 either way). Under bf16 autocast (CUDA's default) the count is of fp32
 activations: an over-estimate, on the safe side; it was not calibrated on a GPU.

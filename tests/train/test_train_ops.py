@@ -186,3 +186,30 @@ def test_cli_leaves_the_cuda_only_switches_unset_unless_given(data, monkeypatch)
         r = CliRunner().invoke(main, ["train", str(data), "--phone", "p", "--dslr", "d", *extra])
         assert r.exit_code == 0, r.output
     assert [(c.channels_last, c.fused_adam) for c in seen] == [(None, None), (True, False)]
+
+
+def test_interrupt_names_a_resume_command_with_the_options_the_run_started_with(data, tmp_path):
+    """The default command is ``--config <out>/config.json``, which holds every option given
+    (here --eval-patches 1 and --w-color 0.7); a caller with its own command (the demo) passes
+    it, and names its own option in the "nothing to do" hint."""
+    from dpedkit.train.config import config_from_json, recorded
+    from dpedkit.train.loop import Interrupted
+    run = tmp_path / "run"
+
+    def log(msg):                       # SIGINT during iteration 1: it is finished, then saved
+        if msg.startswith("iter 0: test PSNR"):
+            os.kill(os.getpid(), signal.SIGINT)
+    cfg = tiny(data, run, iters=4, eval_every=4, eval_patches=1, w_color=0.7)
+    with pytest.raises(Interrupted) as e:
+        train(cfg, log=log, progress=False)
+    assert e.value.exit_code == 128 + signal.SIGINT and "stopped after iteration 1" in str(e.value)
+    assert e.value.resume_command == f"dpedkit train --config {run / 'config.json'}" in str(e.value)
+    assert recorded(config_from_json(run / "config.json")) == recorded(cfg)    # eval_patches 1 included
+    with pytest.raises(Interrupted) as e:
+        train(tiny(data, tmp_path / "demo", iters=4, eval_every=4), log=log, progress=False,
+              resume_command="dpedkit demo D --test-patches 1")
+    assert "To resume, run: dpedkit demo D --test-patches 1" in str(e.value)
+    lines = []
+    train(tiny(data, run, iters=1, eval_every=4, eval_patches=1, w_color=0.7), log=lines.append, progress=False,
+          iters_option="--train-iters")
+    assert any("nothing to do (raise --train-iters to train further)" in ln for ln in lines), lines

@@ -18,17 +18,16 @@ Run folder::
 
 The pieces: :mod:`~dpedkit.train.config` (options, recipe checks),
 :mod:`~dpedkit.train.trainer` (networks and steps), :mod:`~dpedkit.train.checkpoint`,
-:mod:`~dpedkit.train.memory` (the step's memory, checked before the first step) and
-:mod:`dpedkit.progress`; this module runs them.
+:mod:`~dpedkit.train.records` (metrics.csv, TensorBoard), :mod:`~dpedkit.train.signals`
+(SIGINT/SIGTERM), :mod:`~dpedkit.train.memory` (the step's memory, checked before the
+first step) and :mod:`dpedkit.progress`; this module runs them. Its names stay importable
+from here (``from dpedkit.train.loop import TrainConfig, Trainer, TrainError, ...``).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -44,18 +43,9 @@ from dpedkit.train.config import (PATH_FIELDS, RECIPE_FIELDS, TrainConfig, Train
                                   check_resume, config_from_json, recipe_changes, recorded)
 from dpedkit.train.distributed import Ranks, mean_over_ranks, ranks_from_env, start, stop
 from dpedkit.train.memory import check_memory
+from dpedkit.train.records import Board, LossReadout, read_rows, write_rows
+from dpedkit.train.signals import Interrupted, StopSignals, stop_requested
 from dpedkit.train.trainer import LOSS_KEYS, METRIC_FIELDS, Trainer  # noqa: F401  (re-exported)
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal after saving ``last.pt``; ``exit_code`` is 128 + signal,
-    ``resume_command`` the command that continues the run with the options it started with."""
-
-    def __init__(self, signum: int, message: str, resume_command: str = ""):
-        super().__init__(message)
-        self.signum = signum
-        self.exit_code = 128 + signum
-        self.resume_command = resume_command
 
 
 def train(cfg: TrainConfig, log=print, progress: bool = True, *, resume_command: str | None = None,
@@ -83,118 +73,6 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, *, resume_command:
             return _Run(cfg, log, progress, ranks, hints).run()
     finally:
         stop()
-
-
-class StopSignals:
-    """SIGINT/SIGTERM set a flag the loop checks after each iteration; a second signal stops
-    at once (KeyboardInterrupt). Only installed in the main thread (Python's rule)."""
-
-    def __init__(self):
-        self.signum = 0
-        self.saved = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
-def _stop_requested(signals: StopSignals, iteration: int, ranks: Ranks, device: torch.device) -> bool:
-    """Whether to stop now. With several processes every one must stop after the same
-    iteration: the flag is agreed on (max over processes) every 10 iterations."""
-    if ranks.world == 1:
-        return bool(signals.signum)
-    if iteration % 10:
-        return False
-    import torch.distributed as dist
-    flag = torch.tensor([float(signals.signum)], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item() and not signals.signum:
-        signals.signum = int(flag.item())
-    return bool(flag.item())
-
-
-class LossReadout:
-    """Current losses for the progress line without stalling the GPU.
-
-    On CUDA the running means are copied to pinned host memory without blocking, and shown
-    once the copy's event has completed (a few iterations late); on the CPU they are read
-    directly.
-    """
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.host = torch.zeros(len(LOSS_KEYS), pin_memory=self.cuda)
-        self.event = torch.cuda.Event() if self.cuda else None
-        self.shown: list[float] | None = None
-        self.pending = False
-
-    def push(self, mean: torch.Tensor) -> None:
-        if self.event is None:
-            self.shown = mean.tolist()
-            return
-        if self.pending:
-            if not self.event.query():
-                return  # the previous copy is still in flight: keep showing the older values
-            self.shown = self.host.tolist()
-        self.host.copy_(mean, non_blocking=True)
-        self.event.record()
-        self.pending = True
-
-    def text(self) -> str:
-        if self.shown is None:
-            return ""
-        g, _, _, _, _, d, acc = self.shown
-        return f" loss G {g:.4g} D {d:.3g} D acc {acc:.2f}"
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, METRIC_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
-def _read_rows(path: Path, upto: int) -> list[dict]:
-    """The rows of ``metrics.csv`` up to iteration ``upto`` (a killed run's later rows go)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return [dict(r) for r in csv.DictReader(f) if int(r["iteration"]) <= upto]
-
-
-class _Board:
-    """TensorBoard's copy of every metric row and sample (``--tensorboard``)."""
-
-    def __init__(self, out: Path, purge_step: int):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise TrainError("--tensorboard needs the tensorboard package: pip install 'dpedkit[tensorboard]'") from None
-        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
-
-    def add(self, row: dict, sample: np.ndarray) -> None:
-        step = row["iteration"]
-        for k, v in row.items():
-            if k not in ("iteration", "seconds"):
-                self.writer.add_scalar(("test/" if k.startswith("test_") else "train/") + k.removeprefix("test_"),
-                                       float(v), step)
-        self.writer.add_image("samples (phone | enhanced | DSLR)", sample, step, dataformats="HWC")
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 class _Run:
@@ -249,7 +127,7 @@ class _Run:
             self.n_acc = int(running["n"])
         self.seconds_before = float(ck.get("seconds", 0.0))
         if self.main:
-            self.rows = _read_rows(self.out / "metrics.csv", self.t.iteration)
+            self.rows = read_rows(self.out / "metrics.csv", self.t.iteration)
         self.log(f"resumed at iteration {self.t.iteration}")
 
     def _announce(self) -> None:
@@ -263,7 +141,7 @@ class _Run:
     def _loop(self) -> list[dict]:
         t, cfg = self.t, self.cfg
         self.t_start = time.perf_counter()
-        self.board = _Board(self.out, t.iteration) if cfg.tensorboard and self.main else None
+        self.board = Board(self.out, t.iteration) if cfg.tensorboard and self.main else None
         self.saver.best = max((float(r["test_psnr"]) for r in self.rows if r.get("test_psnr") not in (None, "")),
                               default=-np.inf)
         self.bar = Progress(cfg.iters, "iter", done=t.iteration, every=cfg.log_every, log=self.log,
@@ -275,7 +153,7 @@ class _Run:
                     self._evaluate(None)
                 while t.iteration < cfg.iters:
                     self._iterate()
-                    if t.iteration < cfg.iters and _stop_requested(signals, t.iteration, self.ranks, t.device):
+                    if t.iteration < cfg.iters and stop_requested(signals, t.iteration, self.ranks, t.device):
                         self._stop(signals.signum or signal.SIGTERM)
         finally:
             self.bar.clear()
@@ -309,7 +187,7 @@ class _Run:
         row = {"iteration": t.iteration, **(dict(zip(LOSS_KEYS, losses.tolist())) if losses is not None else {}),
                **t.evaluate(), "seconds": round(self.seconds(), 2)}
         self.rows.append(row)
-        _write_rows(self.out / "metrics.csv", self.rows)
+        write_rows(self.out / "metrics.csv", self.rows)
         sample = t.sample_image()
         write_image(self.out / "samples" / f"{t.iteration}.png", sample)
         if self.board is not None:

@@ -22,7 +22,7 @@ import click
 T = TypeVar("T")
 
 REDRAW_S = 0.5      # a terminal bar is redrawn at most this often (cheap, but not free)
-ERASE = "\r\033[K"  # carriage return + erase to the end of the line
+ERASE = "\r\033[K\033[?25h"  # carriage return, erase to the end of the line, show the cursor (click hid it)
 
 
 def format_duration(seconds: float) -> str:
@@ -141,7 +141,7 @@ def iterate(items: Iterable[T], total: int, label: str = "", enabled: bool = Tru
             p.advance()
         if p.tty and p.bar is not None:
             p.show(p.done)
-            p.stream.write("\n")   # keep the finished bar; the next line starts below it
+            p.stream.write("\033[?25h\n")   # keep the finished bar, show the cursor; the next line starts below
             p.drawn = False
 
 

@@ -2,7 +2,7 @@
 import io
 
 import dpedkit.progress as progress
-from dpedkit.progress import Progress, format_duration, iterate
+from dpedkit.progress import ERASE, Progress, format_duration, iterate
 
 
 class Tty(io.StringIO):
@@ -58,10 +58,18 @@ def test_terminal_bar_is_erased_before_a_message(monkeypatch):
     assert "[" in tty.getvalue() and "2/4 (50%)" in tty.getvalue() and "loss G 3" in tty.getvalue()
     p.say("iter 2: test PSNR 20 dB")
     text = tty.getvalue()
-    assert text[:text.index("iter 2: test")].endswith("\r\033[K")
+    assert text[:text.index("iter 2: test")].endswith(ERASE)
     p.show(3)                        # drawn again after the message
     assert "3/4 (75%)" in tty.getvalue()[len(text):]
 
 
 def test_format_duration():
     assert format_duration(3725.9) == "1:02:05" and format_duration(-3) == "0:00:00"
+
+
+def test_iterate_on_a_terminal_keeps_the_finished_bar_and_the_cursor(monkeypatch):
+    tty = Tty()
+    monkeypatch.setattr(progress.sys, "stderr", tty)
+    assert list(iterate(iter(range(3)), 3, "align")) == [0, 1, 2]
+    text = tty.getvalue()
+    assert "align" in text and "3/3 (100%)" in text and text.endswith("\033[?25h\n")

@@ -103,3 +103,11 @@ def test_every_numeric_option_has_a_range():
     for f in fields(TrainConfig):
         if f.type.split(" |")[0] in ("int", "float"):
             assert "min" in f.metadata or "max" in f.metadata, f.name
+
+
+def test_the_command_line_refuses_a_bad_option_with_exit_2(data):
+    from click.testing import CliRunner
+    from dpedkit.cli import main
+    for args, words in ((["--eval-every", "0"], "--eval-every"), (["--lr", "-1"], "--lr")):
+        r = CliRunner().invoke(main, ["train", str(data), "--phone", "p", "--dslr", "d", *args])
+        assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output

@@ -136,7 +136,7 @@ def test_progress_on_a_terminal_and_in_a_log(data, tmp_path, monkeypatch):
         def isatty(self):
             return True
     tty = Tty()
-    from dpedkit.progress import Progress
+    from dpedkit.progress import ERASE, Progress
     monkeypatch.setattr(sys, "stderr", tty)
     monkeypatch.setattr(Progress, "due", lambda self: True)   # redrawn every 0.5 s: force a draw every iteration
     train(tiny(data, tmp_path / "a", iters=5, eval_every=3), log=lambda m: tty.write(m + "\n"))
@@ -145,7 +145,7 @@ def test_progress_on_a_terminal_and_in_a_log(data, tmp_path, monkeypatch):
     assert "4/5 (80%)" in text and "ETA 0:" in text and "loss G" in text and "[" in text   # click's bar
     for line in ("iter 3: test PSNR", "iter 5: test PSNR"):
         at = text.index(line)
-        assert text[:at].endswith("\r\033[K")          # the progress line was erased first: no run-in
+        assert text[:at].endswith(ERASE)          # the progress line was erased first: no run-in
     lines = []
     train(tiny(data, tmp_path / "b", iters=3, eval_every=3, log_every=0.0), log=lines.append)
     plain = [ln for ln in lines if ln.startswith("iter ") and "/" in ln.split()[1]]

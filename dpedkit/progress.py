@@ -44,11 +44,14 @@ class Progress:
     ``enabled=False`` shows nothing (every method still works). ``log`` receives the plain
     lines and :meth:`say`'s messages (default: a line on ``stream``, which defaults to
     stderr, read when the display is made so that tests may replace it). ``every=None``: no
-    plain lines at all (only the terminal bar)."""
+    plain lines at all (only the terminal bar); ``end_line=False``: no plain line when
+    :meth:`update` reaches the total (the caller prints its own summary)."""
 
     def __init__(self, total: int | None, label: str = "", *, done: int = 0, every: float | None = 60.0,
-                 log: Callable[[str], None] | None = None, stream=None, enabled: bool = True, unit: str = "it"):
+                 log: Callable[[str], None] | None = None, stream=None, enabled: bool = True, unit: str = "it",
+                 end_line: bool = True):
         self.total, self.label, self.first, self.done, self.every, self.unit = total, label, done, done, every, unit
+        self.end_line = end_line
         self.stream = stream if stream is not None else sys.stderr
         self.log = log or (lambda msg: click.echo(msg, file=self.stream))
         self.tty = enabled and _isatty(self.stream)
@@ -92,7 +95,8 @@ class Progress:
         if total is not None:
             self.total = total
         self.done, self.info = done, info
-        if self.due() or (self.total is not None and done >= self.total and (self.tty or self.plain)):
+        at_end = self.total is not None and done >= self.total and (self.tty or (self.plain and self.end_line))
+        if self.due() or at_end:
             self.show(done, info)
 
     def advance(self, n: int = 1) -> None:
@@ -134,8 +138,9 @@ class Progress:
 def iterate(items: Iterable[T], total: int, label: str = "", enabled: bool = True, every: float | None = 60.0,
             log: Callable[[str], None] | None = None, unit: str = "items") -> Iterator[T]:
     """Yield from ``items`` (``total`` of them) with a :class:`Progress` counting them; on a
-    terminal the finished bar stays on screen."""
-    with Progress(total, label, every=every, log=log, enabled=enabled, unit=unit) as p:
+    terminal the finished bar stays on screen; off one, no line at the end (the stage's
+    summary follows)."""
+    with Progress(total, label, every=every, log=log, enabled=enabled, unit=unit, end_line=False) as p:
         for item in items:
             yield item
             p.advance()

@@ -73,3 +73,16 @@ def test_iterate_on_a_terminal_keeps_the_finished_bar_and_the_cursor(monkeypatch
     assert list(iterate(iter(range(3)), 3, "align")) == [0, 1, 2]
     text = tty.getvalue()
     assert "align" in text and "3/3 (100%)" in text and text.endswith("\033[?25h\n")
+
+
+def test_iterate_off_a_terminal_adds_no_line_at_the_end(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
+    lines = []
+
+    def slow():
+        for i in range(4):
+            clock.t += 1.0
+            yield i
+    assert list(iterate(slow(), 4, "patches", every=2.5, log=lambda m: lines.append(m))) == [0, 1, 2, 3]
+    assert lines == ["patches 3/4 (75%) 1 items/s ETA 0:00:01"]      # at 3 s; none at the end (4 s)

@@ -53,15 +53,19 @@ class _Group(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        from dpedkit.errors import DpedkitError
         from dpedkit.fs import LockError, OutputWriteError
         from dpedkit.parallel import ClusterError
-        from dpedkit.runner import EXIT_INTERRUPTED, EXIT_STOPPED
+        from dpedkit.runner import EXIT_BAD_START, EXIT_INTERRUPTED, EXIT_STOPPED
         try:
             return super().invoke(ctx)
         except (OutputWriteError, LockError, ClusterError) as e:
             click.echo(f"error: {e}", err=True)
             click.echo("stopped; finished work is kept: re-run the same command to resume", err=True)
             sys.exit(EXIT_STOPPED)
+        except DpedkitError as e:       # every other dpedkit error: the run could not start or go on
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_BAD_START)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; finished work is kept: re-run the same command to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -78,6 +82,25 @@ def _finish(lines: list[str], problems: int, allow_failures: bool) -> None:
     code = exit_code(problems, allow_failures)
     if code:
         sys.exit(code)
+
+
+def _command_line(name: str, ctx: click.Context) -> str:
+    """``dpedkit NAME ...`` with the arguments and every option this command line gave (not
+    click's defaults): the command that resumes the same run."""
+    import shlex
+
+    from click.core import ParameterSource
+    words = ["dpedkit", name]
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name)
+        if isinstance(p, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, tuple) else (value,)) if v is not None]
+        elif ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            if p.is_flag:
+                words.append(p.opts[0] if value else (p.secondary_opts or p.opts)[0])
+            else:
+                words += [p.opts[0], str(value)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _example(*lines: str) -> str:
@@ -309,10 +332,19 @@ def _evaluate_command() -> click.Command:
 
 @_lazy_command('export', "Export MODEL's generator to OUT as ONNX (dynamic height and width).")
 def _export_command() -> click.Command:
+    from dpedkit.export import OPSET, export_format
+
+    def out_format(ctx, param, value):
+        try:
+            export_format(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+        return value
+
     @click.command(epilog=_example("dpedkit export models_orig/iphone_orig iphone.onnx"))
     @model_argument
-    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-    @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path), callback=out_format)
+    @click.option("--opset", type=click.IntRange(min=9), default=OPSET, show_default=True, help="ONNX opset version.")
     def export(model, out, opset):
         """Export MODEL's generator to OUT as ONNX (dynamic height and width).
 
@@ -402,7 +434,8 @@ def _demo_command() -> click.Command:
             problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
                                 test_patches=test_patches, log=click.echo)
         except Interrupted as e:      # training saved its iteration: the demo resumes from it
-            click.echo(f"\ninterrupted; finished work is kept: re-run `dpedkit demo {demo_dir}` to resume", err=True)
+            again = _command_line("demo", click.get_current_context())
+            click.echo(f"\ninterrupted; finished work is kept: re-run `{again}` to resume", err=True)
             sys.exit(e.exit_code)
         except (TrainError, DatasetError) as e:
             click.echo(f"error: {e}", err=True)

@@ -27,7 +27,7 @@ import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dpedkit.fs import write_text_atomic
+from dpedkit.fs import fsync_file, sync_folders, write_text_atomic
 
 MANIFEST = "manifest.jsonl"          # aligned/: one JSON record per pair
 DATASET_JSON = "dataset.json"        # aligned/ and dataset/<phone>/: camera names
@@ -142,9 +142,11 @@ class Journal:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
+        """Record one item, durably, after the folders its outputs were renamed into."""
+        sync_folders()
         self.records[record["name"]] = record
         self._f.write(json.dumps(record, sort_keys=True) + "\n")
-        self._f.flush()
+        fsync_file(self._f)
 
     def close(self, keep: set[str] | None = None) -> None:
         """Compact to one line per record (only names in ``keep`` when given)."""
@@ -152,6 +154,7 @@ class Journal:
         names = sorted(n for n in self.records if keep is None or n in keep)
         text = "".join(json.dumps(self.records[n], sort_keys=True) + "\n" for n in names)
         write_text_atomic(self.path, text)
+        sync_folders()
 
 
 # ---------------------------------------------------------------- the patch layouts (DPED, Zurich RAW-to-RGB)

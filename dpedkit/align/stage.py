@@ -208,7 +208,7 @@ def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: lis
         job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads)
         items.append(Item(pair.name, job, _input_paths(job), {"phone": pair.phone, "dslr": pair.dslr}))
     todo = plan(items, params, lambda it: journal.records.get(it.name), lambda it, rec: _outputs(it.job), opts.force)
-    summary = RunSummary()
+    summary = RunSummary(empty_reason=f"no photos to pair in {raw / phone_dir} and {raw / dslr_dir}")
     for rec in todo.done:
         summary.add(rec)
     summary.skipped = len(todo.done)

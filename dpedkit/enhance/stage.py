@@ -131,7 +131,8 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
         + (f", tiles of {opts.tile} px (approximate)" if opts.tile
            else ", exact (whole, or strips beyond the budget)"))
-    summary = RunSummary(noun="photos", statuses=("ok", "failed"))
+    summary = RunSummary(noun="photo", statuses=("ok", "failed"),
+                         empty_reason="no photos in " + ", ".join(map(str, inputs)))
     items, seen = [], {}
     for folder in (Path(i) for i in inputs if Path(i).is_dir()):   # every file is used or reported
         for p, why in other_files(folder):

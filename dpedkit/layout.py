@@ -235,15 +235,37 @@ def dataset_root(data_dir: str | os.PathLike, phone: str | None = None) -> Path:
 def dataset_cameras(data_dir: str | os.PathLike, phone: str | None = None,
                     dslr: str | None = None) -> tuple[Path, str, str]:
     """(root, phone folder, DSLR folder) of a DPED dataset: the options where given, else
-    what ``patches`` recorded in ``dataset.json``, else the DPED defaults (DSLR ``canon``)."""
+    what ``patches`` recorded in ``dataset.json``, else the DPED defaults (DSLR ``canon``).
+
+    ``--dslr`` may name the DSLR as the user knows it (its ``raw/`` folder, recorded as
+    ``dslr`` in ``dataset.json``): it then means the DPED folder recorded beside it
+    (``canon``). Raises :class:`LayoutError`, listing the folders the dataset has, when the
+    camera folders are not there."""
     root = dataset_root(data_dir, phone)
     rec = Cameras.read(root)
     named_after_phone = any((root / d / root.name).is_dir() for d in DpedLayout.SPLIT_DIRS.values())
     phone = phone or (rec.phone if rec else None) or (root.name if named_after_phone else None)
     if not phone:
         raise LayoutError(f"cannot tell the phone folder of {data_dir}: pass --phone NAME")
+    if dslr and rec and dslr == rec.dslr and not any((root / d / dslr).is_dir() for d in DpedLayout.SPLIT_DIRS.values()):
+        dslr = rec.dped_dslr
     dslr = dslr or (rec.dped_dslr if rec else DPED_DSLR)
+    _check_camera_folders(root, phone, dslr, rec)
     return root, phone, dslr
+
+
+def _check_camera_folders(root: Path, phone: str, dslr: str, rec: Cameras | None) -> None:
+    for split_dir in (root / d for d in DpedLayout.SPLIT_DIRS.values()):
+        if not split_dir.is_dir():
+            continue
+        have = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        missing = [n for n in (phone, dslr) if n not in have]
+        if missing:
+            known = (f"; dataset.json records the phone '{rec.phone}' and the DSLR '{rec.dslr}' "
+                     f"(folder '{rec.dped_dslr}')" if rec else "")
+            raise LayoutError(f"{split_dir} has no folder {', '.join(m + '/' for m in missing)} (it has: "
+                              f"{', '.join(h + '/' for h in have) or 'no folders'}){known}: pass --phone and "
+                              f"--dslr naming its folders")
 
 
 # ---------------------------------------------------------------- the Zurich RAW-to-RGB (PyNET) layout

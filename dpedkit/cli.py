@@ -377,7 +377,7 @@ def _report_command() -> click.Command:
     @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
                   help="Report folder (index.html, pages/, pairs/, img/); '-o DIR/index.html' means DIR, "
                        "any other .html path is an error (the report is a folder).")
-    @click.option("--thumb", type=int, default=default_of(build_site, "thumb"),
+    @click.option("--thumb", type=click.IntRange(min=32), default=default_of(build_site, "thumb"),
                   show_default=True, help="Thumbnail width (px).")
     @click.option("--enhanced", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                   help="Folder of 'dpedkit enhance' outputs to show (before/after photos).")
@@ -409,11 +409,11 @@ def _demo_command() -> click.Command:
 
     @click.command(epilog=_example("dpedkit demo demo/"))
     @click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
-    @click.option("--train-iters", type=int, default=default_of(run_demo, "train_iters"), show_default=True,
+    @click.option("--train-iters", type=click.IntRange(min=1), default=default_of(run_demo, "train_iters"), show_default=True,
                   help="Training iterations (CPU minutes).")
-    @click.option("--batch-size", type=int, default=default_of(run_demo, "batch_size"), show_default=True,
+    @click.option("--batch-size", type=click.IntRange(min=1), default=default_of(run_demo, "batch_size"), show_default=True,
                   help="Patches per training iteration.")
-    @click.option("--test-patches", type=int, default=None,
+    @click.option("--test-patches", type=click.IntRange(min=1), default=None,
                   help="Score training and evaluate on at most this many test patches (default: all; fewer is faster).")
     @click.option("--jobs", "-j", type=int, default=None, help="Parallel workers (default: all cores).")
     def demo(demo_dir, train_iters, batch_size, test_patches, jobs):

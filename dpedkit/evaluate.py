@@ -23,7 +23,7 @@ class EvaluateOptions:
                 "DATA_DIR's only sub-folder)."})
     dslr: str | None = field(default=None, metadata={
         "help": "DSLR folder name in the DPED layout (default: from dataset.json, else canon)."})
-    limit: int | None = field(default=None, metadata={"help": "Use at most this many test patches."})
+    limit: int | None = field(default=None, metadata={"help": "Use at most this many test patches.", "min": 1})
     device: str = field(default="auto", metadata={
         "help": "auto: CUDA when available, else the CPU.", "choices": ["auto", "cpu", "cuda"]})
 

@@ -34,7 +34,7 @@ class AlignRunOptions:
     pair_by: str = field(default="name", metadata={
         "help": "Pair by file stem, or by EXIF capture time.", "choices": ["name", "time"]})
     max_skew: float = field(default=2.0, metadata={
-        "help": "Largest capture-time difference of a pair (seconds), with --pair-by time."})
+        "help": "Largest capture-time difference of a pair (seconds), with --pair-by time.", "min": 0})
     clock_offset: float = field(default=0.0, metadata={
         "help": "Seconds added to the DSLR's clock, with --pair-by time."})
     jobs: int | None = field(default=None, metadata={

@@ -35,11 +35,11 @@ class EnhanceOptions:
     precision: str = field(default="auto", metadata={
         "help": "auto: fp16 on CUDA (within 1/255 of fp32), fp32 on CPU.", "choices": ["auto", "fp32", "fp16", "bf16"]})
     format: str = field(default="jpg", metadata={"help": "Output image format.", "choices": ["jpg", "png"]})
-    quality: int = field(default=95, metadata={"help": "JPEG quality."})
+    quality: int = field(default=95, metadata={"help": "JPEG quality.", "min": 1, "max": 100})
     side_by_side: bool = field(default=False, metadata={"help": "Also write <name>_before_after.<format>."})
     tile: int | None = field(default=None, metadata={
-        "help": "Approximate mode for photos too big for memory: tiles of this side (px), cross-faded."})
-    overlap: int = field(default=64, metadata={"help": "Tile overlap (px), with --tile."})
+        "help": "Approximate mode for photos too big for memory: tiles of this side (px), cross-faded.", "min": 16})
+    overlap: int = field(default=64, metadata={"help": "Tile overlap (px), with --tile.", "min": 0})
     force: bool = field(default=False, metadata={
         "help": "Redo photos an earlier run finished with the same model and options."})
     max_memory: str | None = field(default=None, metadata={"help": (

@@ -11,9 +11,10 @@ from dpedkit.model.inference import generate, prepare, to_tensor
 from dpedkit.model.generator import load_generator
 from dpedkit.model.networks import Generator
 
-OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[2] / "shared" / "dped_official")
+from helpers import OFFICIAL
+
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
-                                    reason="the official DPED checkpoints are not in ../shared/dped_official")
+                                    reason=f"the official DPED checkpoints are not in {OFFICIAL} (set $DPEDKIT_OFFICIAL)")
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

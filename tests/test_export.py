@@ -11,7 +11,7 @@ from dpedkit.model.inference import generate, prepare, to_tensor
 from dpedkit.model.generator import load_generator
 from dpedkit.model.networks import Generator
 
-from helpers import OFFICIAL
+from tests.helpers import OFFICIAL
 
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
                                     reason=f"the official DPED checkpoints are not in {OFFICIAL} (set $DPEDKIT_OFFICIAL)")

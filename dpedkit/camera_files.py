@@ -72,22 +72,127 @@ def _pillow_heif():
     return pillow_heif
 
 
+# ISO-BMFF (HEIF) boxes: 4-byte big-endian size, 4-byte type; size 1: a 64-bit size follows,
+# size 0: the box runs to the end of its parent. "Full" boxes add 1 byte version + 3 bytes flags.
+_FULL_BOXES = frozenset({b"meta", b"pitm", b"ipma", b"iinf", b"iloc", b"iref"})
+HEIF_TRANSFORMS = (b"irot", b"imir")   # rotation and mirror item properties (HEIF §6.5.10, §6.5.12)
+_SEQUENCE_BRANDS = (b"msf1", b"hevs", b"avis")   # image sequences (HEIF §7): no primary still image
+EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                  7: "TRANSVERSE", 8: "ROTATE_90"}   # EXIF Orientation → PIL transpose that shows it upright
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None):
+    """``(type, payload_start, payload_end)`` of the boxes in ``data[start:end]``."""
+    end = len(data) if end is None else end
+    at = start
+    while at + 8 <= end:
+        size, kind = int.from_bytes(data[at:at + 4], "big"), data[at + 4:at + 8]
+        head = 8
+        if size == 1:
+            size, head = int.from_bytes(data[at + 8:at + 16], "big"), 16
+        elif size == 0:
+            size = end - at
+        if size < head or at + size > end:
+            return
+        yield kind, at + head + (4 if kind in _FULL_BOXES else 0), at + size
+        at += size
+
+
+def heif_brands(head: bytes) -> tuple[bytes, ...]:
+    """Major and compatible brands of the ``ftyp`` box at the start of a file, ``()`` if none."""
+    if head[4:8] != b"ftyp":
+        return ()
+    size = int.from_bytes(head[:4], "big")
+    body = head[8:min(size, len(head))]
+    return (body[:4],) + tuple(body[i:i + 4] for i in range(8, len(body) - 3, 4))
+
+
+def heif_primary_transforms(data: bytes) -> list[tuple[str, int]] | None:
+    """The ``irot``/``imir`` properties of the primary item of a HEIF file's bytes, in the
+    order the file lists them, as ``("irot", quarter turns anticlockwise)`` and ``("imir",
+    axis)``; ``None`` when the ``meta`` box cannot be parsed. libheif applies these when it
+    decodes; a file without them is oriented by its EXIF Orientation only."""
+    meta = next(((a, b) for k, a, b in _boxes(data) if k == b"meta"), None)
+    if meta is None:
+        return None
+    primary, props, assoc = None, [], {}
+    for kind, a, b in _boxes(data, *meta):
+        if kind == b"pitm":
+            primary = int.from_bytes(data[a:a + (2 if data[a - 4] == 0 else 4)], "big")
+        elif kind == b"iprp":
+            for k2, a2, b2 in _boxes(data, a, b):
+                if k2 == b"ipco":
+                    props = [(k3, data[a3:b3]) for k3, a3, b3 in _boxes(data, a2, b2)]
+                elif k2 == b"ipma":
+                    version, flags = data[a2 - 4], int.from_bytes(data[a2 - 3:a2], "big")
+                    n, at = int.from_bytes(data[a2:a2 + 4], "big"), a2 + 4
+                    for _ in range(n):
+                        w = 2 if version == 0 else 4
+                        item, count = int.from_bytes(data[at:at + w], "big"), data[at + w]
+                        at += w + 1
+                        idx = []
+                        for _ in range(count):
+                            if flags & 1:
+                                idx.append(int.from_bytes(data[at:at + 2], "big") & 0x7FFF)
+                                at += 2
+                            else:
+                                idx.append(data[at] & 0x7F)
+                                at += 1
+                        assoc[item] = idx
+    if primary is None:
+        return None
+    out = []
+    for i in assoc.get(primary, []):
+        if 1 <= i <= len(props) and props[i - 1][0] in HEIF_TRANSFORMS and props[i - 1][1]:
+            kind, body = props[i - 1]
+            out.append((kind.decode(), body[0] & (3 if kind == b"irot" else 1)))
+    return out
+
+
+def _not_heif_reason(head: bytes) -> str | None:
+    """Why a file named .heic/.heif is not a HEIF still image, from its first bytes; or None."""
+    if head[4:8] != b"ftyp":
+        for magic, what, suffix in ((b"\xff\xd8\xff", "a JPEG", ".jpg"), (b"\x89PNG", "a PNG", ".png"),
+                                    (b"II*\x00", "a TIFF", ".tif"), (b"MM\x00*", "a TIFF", ".tif")):
+            if head.startswith(magic):
+                return f"not a HEIF file: it is {what} image with a HEIF suffix; rename it to {suffix}"
+        return ("not a HEIF file (no 'ftyp' box at its start): a corrupt or mis-named file; if it opens on the "
+                "phone, export it again as HEIC or JPEG")
+    brands = heif_brands(head)
+    if any(b in _SEQUENCE_BRANDS for b in brands) and not any(b in (b"mif1", b"mif2") for b in brands):
+        return ("a HEIF image sequence (brand " + brands[0].decode("ascii", "replace") + ", e.g. a burst or a "
+                "Live/animated photo) with no still image: dpedkit reads still photos; export one frame as "
+                "HEIC or JPEG")
+    return None
+
+
 def read_heif(path: str | os.PathLike) -> np.ndarray:
-    """A HEIC/HEIF photo as 8-bit RGB, oriented (HEIF's own rotation and EXIF orientation)."""
+    """A HEIC/HEIF photo as 8-bit RGB, oriented as a viewer shows it.
+
+    The orientation is the container's ``irot``/``imir`` transform of the primary image when
+    it has one (libheif applies it while decoding; the EXIF Orientation is then only
+    informational, HEIF §6.5.10), else the EXIF Orientation (an iPhone 7 HEIC carries only
+    the EXIF tag). pillow-heif resets the EXIF tag to 1 in either case and keeps the file's
+    value as ``info["original_orientation"]``, which is what is read here.
+    """
     _pillow_heif()
-    from PIL import Image, ImageOps
+    from PIL import Image
+    path = Path(path)
+    data = path.read_bytes()
+    reason = _not_heif_reason(data[:64])
+    if reason:
+        raise CameraFileError(reason)
     try:
         with Image.open(path) as im:
-            # pillow-heif applies the container's rotation and leaves EXIF orientation at 1
-            # in that case; exif_transpose covers files that carry only the EXIF tag
-            im = ImageOps.exif_transpose(im)
-            rgb = np.array(im.convert("RGB"))   # writable: torch.from_numpy warns on read-only arrays
-    except CameraFileError:
-        raise
+            orientation = im.info.get("original_orientation") or im.getexif().get(0x0112) or 1
+            img = im.convert("RGB")
     except Exception as e:
         raise CameraFileError(f"pillow-heif cannot decode this HEIF file ({type(e).__name__}: {e}); if it plays on the "
                               "phone, export it as JPEG (iPhone: Settings › Camera › Formats › Most Compatible)") from None
-    return np.ascontiguousarray(rgb)
+    transforms = heif_primary_transforms(data)
+    if not transforms and orientation in EXIF_TRANSPOSE:   # None (unparseable) too: EXIF is all there is
+        img = img.transpose(getattr(Image.Transpose, EXIF_TRANSPOSE[orientation]))
+    return np.ascontiguousarray(np.array(img))   # writable: torch.from_numpy warns on read-only arrays
 
 
 def _tiff_tags(path: Path) -> dict[int, object] | None:

@@ -231,15 +231,27 @@ def _dng_compressions(path: Path) -> set[int]:
         return set()
 
 
+# Lossless RAW compression (lossless JPEG, Nikon/Canon/Panasonic codecs) keeps several bits per
+# sensor pixel; even lossy DNG keeps more than one. A file with less than half a bit per pixel of
+# the sensor it declares cannot hold that sensor's image: it is metadata only, or cut short.
+MIN_RAW_BITS_PER_PIXEL = 0.5
+STUB_ADVICE = "copy the original file from the camera or phone again (an incomplete download or copy?)"
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.0f} KB" if n < 1024 ** 2 else f"{n / 1024 ** 2:.1f} MB"
+
+
 def raw_open_error(path: Path, exc: BaseException) -> str:
-    """The reason shown when LibRaw cannot open ``path``: what is wrong and what to do."""
+    """The reason shown when LibRaw cannot open or unpack ``path``: what is wrong and what to do."""
     path = Path(path)
     try:
         import rawpy
         libraw = "LibRaw " + ".".join(map(str, rawpy.libraw_version))
     except ImportError:
         libraw = "LibRaw"
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         return "empty file (0 bytes)"
     if path.suffix.lower() == ".dng" and TIFF_COMPRESSION_JPEG_XL in _dng_compressions(path):
         return (f"this DNG is compressed with JPEG XL (DNG 1.7, as iOS 18 ProRAW and some Android phones write); "
@@ -247,10 +259,52 @@ def raw_open_error(path: Path, exc: BaseException) -> str:
                 "(Adobe DNG Converter with 'JPEG XL' compression off, Lightroom 'Export as DNG', or on iPhone a "
                 "ProRAW setting/app that writes DNG 1.6), or shoot HEIC/JPEG for an RGB dataset")
     name = type(exc).__name__
-    if name in ("LibRawFileUnsupportedError", "LibRawIOError") or "unsupported" in str(exc).lower():
+    if name == "LibRawIOError":       # LibRaw read past the end of the file
+        what = (f"at {_kib(size)} it holds the metadata only, or is truncated" if size < 1024 ** 2 else
+                "it is truncated")
+        return f"{libraw} reached the end of the file before the end of the image data: {what}; {STUB_ADVICE}"
+    if name == "LibRawDataError":
+        detail = exc.args[0].decode("ascii", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        return f"{libraw} found corrupt or truncated image data ({detail}); {STUB_ADVICE}"
+    if name == "LibRawFileUnsupportedError" or "unsupported" in str(exc).lower():
         return (f"{libraw} cannot decode this RAW file ({name}): an unsupported or newer camera model, or a corrupt "
                 "file. Update rawpy (pip install -U rawpy) or convert it to DNG with Adobe DNG Converter")
     return f"{libraw} cannot read this RAW file ({name}: {exc}): corrupt or truncated?"
+
+
+def raw_data_problem(raw, path: Path) -> str | None:
+    """Why a RAW file LibRaw opened without error holds no usable image, or ``None``.
+
+    LibRaw decodes a metadata-only file (the image data cut away) without complaint, to a flat
+    or noise image of the declared sensor size. Two signs give it away: far fewer bytes than
+    the sensor needs (:data:`MIN_RAW_BITS_PER_PIXEL`), and raw values that hardly vary."""
+    import numpy as np
+    s = raw.sizes
+    data = raw.raw_image
+    pixels = int(s.raw_width) * int(s.raw_height) * (data.shape[2] if data.ndim == 3 else 1)
+    size = Path(path).stat().st_size
+    need = pixels * MIN_RAW_BITS_PER_PIXEL / 8
+    if size < need:
+        return (f"the file holds metadata only or is truncated: {_kib(size)} for a {s.raw_width}×{s.raw_height} "
+                f"sensor, which needs at least {_kib(int(need))} even compressed; {STUB_ADVICE}")
+    sample = np.asarray(data[::max(1, data.shape[0] // 64), ::max(1, data.shape[1] // 64)])
+    if len(np.unique(sample)) < 8:
+        return (f"the file holds no image: its {s.raw_width}×{s.raw_height} raw values take "
+                f"{len(np.unique(sample))} distinct levels (metadata only, or the image data were cut); "
+                f"{STUB_ADVICE}")
+    return None
+
+
+def saturation_level(raw) -> int:
+    """The white (saturation) level of an opened RAW: LibRaw's, unless the data exceed it.
+
+    LibRaw takes some files' bit depth wrong — a Nikon film scanner's 16-bit NEF is reported
+    with white level 255, and its rendering comes out blown white. Data above twice the
+    reported level mean the bit depth is wrong (a few hot pixels a little above it do not);
+    the smallest ``2^k − 1`` that holds the data is used then."""
+    white = int(raw.white_level)
+    top = int(raw.raw_image.max())
+    return white if top <= 2 * white else (1 << top.bit_length()) - 1
 
 
 def read_raw_rgb(path: str | os.PathLike, rendering: RawRendering = RawRendering()) -> np.ndarray:
@@ -262,9 +316,14 @@ def read_raw_rgb(path: str | os.PathLike, rendering: RawRendering = RawRendering
     path = Path(path)
     try:   # rawpy opens lazily: an undecodable file may fail only when its data are used
         with rawpy.imread(str(path)) as raw:
-            rgb = raw.postprocess(**rendering.postprocess_args())
+            problem = raw_data_problem(raw, path)
+            sat = saturation_level(raw)
+            extra = {} if sat == raw.white_level else {"user_sat": sat}
+            rgb = None if problem else raw.postprocess(**rendering.postprocess_args(), **extra)
     except Exception as e:
         raise CameraFileError(raw_open_error(path, e)) from None
+    if problem:
+        raise CameraFileError(problem)
     return np.ascontiguousarray(rgb)
 
 

@@ -194,25 +194,41 @@ def _rawpy():
     return rawpy
 
 
+def linear_error(planes: int) -> str:
+    """Why a linear (demosaiced) RAW file cannot be a RAW-to-RGB input, and what to do."""
+    return (f"this RAW file is linear: it holds an already demosaiced image (LibRaw sees {planes} colour planes per pixel), not a "
+            "Bayer mosaic; iPhone ProRAW and Adobe DNG Converter's 'linear' option write such DNGs. Align it as "
+            "RGB with --phone-raw rgb (for the DPED layout), or for a RAW-to-RGB dataset use a mosaic (CFA) file: "
+            "the camera's original RAW, or a DNG converted without the linear option")
+
+
 def read_mosaic(path: str | Path) -> Mosaic:
     """The raw Bayer mosaic of a camera RAW/DNG file (visible area, sensor orientation).
 
-    Raises :class:`RawMosaicError` for a file LibRaw cannot read (with the reason and what
-    to do) and for sensors that are not 2×2 Bayer (X-Trans, Foveon, linear DNG).
+    Raises :class:`RawMosaicError` for a file LibRaw cannot read, one that holds metadata
+    only or is truncated (:func:`dpedkit.camera_files.raw_data_problem`), a linear
+    (demosaiced) file such as iPhone ProRAW (:func:`linear_error`) and sensors that are not
+    2×2 Bayer (X-Trans, Foveon), each with the reason and what to do.
     """
-    from dpedkit.camera_files import raw_open_error
+    from dpedkit.camera_files import raw_data_problem, raw_open_error, saturation_level
     rawpy = _rawpy()
     path = Path(path)
     try:   # rawpy opens lazily: an undecodable file may fail only when its data are used
         raw = rawpy.imread(str(path))
+        problem = raw_data_problem(raw, path)
+        planes = 1 if raw.raw_image.ndim == 2 else raw.raw_image.shape[2]
+        if problem or planes != 1:
+            raw.close()
+            raise RawMosaicError(problem or linear_error(planes))
         colors = raw.raw_colors_visible
         data = raw.raw_image_visible.copy()
+    except RawMosaicError:
+        raise
     except Exception as e:
         raise RawMosaicError(raw_open_error(path, e)) from None
     with raw:
-        if data.ndim != 2 or raw.num_colors not in (3, 4):
-            raise RawMosaicError("not a single-plane Bayer mosaic (a linear DNG or a multi-shot file): "
-                                 "export the original RAW")
+        if raw.num_colors not in (3, 4):
+            raise RawMosaicError(f"LibRaw reports {raw.num_colors} colours: not a 2×2 Bayer (RGB) sensor")
         desc = raw.color_desc.decode("ascii", "replace")
         if colors.shape[0] < 6 or colors.shape[1] < 6:
             raise RawMosaicError("mosaic too small")
@@ -227,7 +243,7 @@ def read_mosaic(path: str | Path) -> Mosaic:
             raise RawMosaicError(f"{e}; LibRaw reports colours {desc!r}") from None
         blc = np.asarray(raw.black_level_per_channel, np.float64)
         black = tuple(float(blc[c]) for c in cell[:2, :2].ravel())
-        white = float(raw.white_level)
+        white = float(saturation_level(raw))
         wb = np.asarray(raw.camera_whitebalance, np.float64)[:3]
         if not np.all(np.isfinite(wb)) or wb[1] <= 0 or np.any(wb <= 0):
             wb = np.ones(3)

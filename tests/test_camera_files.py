@@ -151,3 +151,31 @@ def test_enhance_reports_every_file_of_a_folder(tmp_path, samples):
     assert "4 photos: 2 ok, 1 failed, 1 ignored" in r.output, r.output
     assert r.exit_code == 1 and "c.psd" in r.output
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["a.jpg", "b.jpg"]
+
+
+def test_enhance_over_real_bad_files_finishes_the_good_ones(tmp_path, samples, monkeypatch):
+    """A linear DNG (its EXIF once stopped the run: "seek of closed file"), a metadata-only
+    stub, a JPEG named .heic and an image sequence: each fails or succeeds alone, with its reason.
+    The network is replaced by the identity: files, not pixels, are under test (and CPU time)."""
+    import torch
+    import dpedkit.enhance.stage
+    monkeypatch.setattr(dpedkit.enhance.stage, "enhance_array", lambda g, img, *a, **k: img)
+    from click.testing import CliRunner
+    from dpedkit.cli import main
+    from dpedkit.model.networks import Generator
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"generator": Generator().eval().state_dict(), "iteration": 1}, run / "checkpoints" / "last.pt")
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("canon_eos_6d.dng", "DNG.dng", "wrong.heic", "fixture-msf1.heic"):
+        (src / name).symlink_to(camera_file(name))
+    write_image(src / "z.jpg", samples["coffee"][:64, :96])
+    r = CliRunner().invoke(main, ["enhance", str(run), str(src), "-o", str(tmp_path / "out")])
+    assert "5 photos: 2 ok, 3 failed" in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["canon_eos_6d.jpg", "z.jpg"]
+    for reason in ("metadata only or is truncated", "it is a JPEG image", "image sequence"):
+        assert reason in r.output
+    from PIL import Image
+    with Image.open(tmp_path / "out" / "canon_eos_6d.jpg") as im:
+        assert im.size == (1224, 816) and im.getexif()[0x0110] == "Canon EOS 6D"

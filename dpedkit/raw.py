@@ -10,8 +10,10 @@ positions and ``white`` the saturation level, in raw units. A crop keeps the pat
 
 PyNET (the Zurich RAW-to-RGB dataset's model) unpacks a mosaic with
 ``R = raw[0::2, 0::2]``, ``Gb = raw[0::2, 1::2]``, ``Gr = raw[1::2, 0::2]``,
-``B = raw[1::2, 1::2]`` and divides by 1020, so its inputs must have R at (0,0) and B at (1,1)
-(:func:`rggb_offset`) and values in 0–1020 (:func:`to_pynet_values`).
+``B = raw[1::2, 1::2]`` and divides by 4·255 = 1020, so its inputs must have R at (0,0) and B
+at (1,1) (:func:`rggb_offset`). The published dataset's mosaics hold the sensor's 10-bit raw
+values as PyNET's ``dng_to_png.py`` writes them, black level included (:func:`to_zurich_values`
+gives that convention for any sensor); :func:`to_pynet_values` is the black-subtracted one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PYNET_MAX = 1020          # PyNET divides the mosaic by 4·255: a 10-bit range with black subtracted
+PYNET_MAX = 1020          # PyNET's loaders divide the mosaic by 4·255
+ZURICH_BITS = 10          # the published Zurich RAW-to-RGB mosaics: the Huawei P20's 10-bit raw values
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
@@ -110,6 +113,23 @@ def to_pynet_values(data: np.ndarray, black, white: float, pattern_offset: tuple
     b = np.tile(black_at(black, pattern_offset), ((h + 1) // 2, (w + 1) // 2))[:h, :w]
     v = (data.astype(np.float64) - b) / (float(white) - b) * PYNET_MAX
     return np.clip(np.rint(v), 0, PYNET_MAX).astype(np.uint16)
+
+
+def to_zurich_values(data: np.ndarray, white: float) -> np.ndarray:
+    """The published Zurich RAW-to-RGB convention: the raw values as the sensor wrote them,
+    black level included, on a 10-bit scale (what a model trained on that dataset expects).
+
+    A 10-bit sensor (white level ≤ 1023, ``2^10 − 1``) keeps its numbers unchanged, as PyNET's
+    ``dng_to_png.py`` writes them. A deeper one is scaled by ``1023 / (2^b − 1)`` with ``b`` the
+    bit length of its white level (12-bit: ÷ 4.003, 14-bit: ÷ 16.02), so its black level and
+    white level land where a 10-bit sensor's would (12-bit black 256 → 64); rounded, clipped to
+    0–1023, uint16. Shallower sensors (8-bit) are scaled up the same way."""
+    bits = max(1, int(round(float(white))).bit_length())
+    top = (1 << ZURICH_BITS) - 1
+    if bits == ZURICH_BITS:
+        return np.clip(data, 0, top).astype(np.uint16)
+    v = data.astype(np.float64) * (top / ((1 << bits) - 1))
+    return np.clip(np.rint(v), 0, top).astype(np.uint16)
 
 
 _G_KERNEL = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4

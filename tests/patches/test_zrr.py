@@ -100,6 +100,17 @@ def test_raw_align_recovers_the_homography_and_keeps_the_mosaic(raw_aligned):
         assert m.dtype == np.uint16 and np.array_equal(m, mosaic[y:y + h, x:x + w])   # the raw values, uncut phase
         d = read_image(root / "aligned" / "canon" / f"{name}.png")
         assert d.shape[:2] == m.shape                                              # sensor resolution
+        # the record carries the residual field the DSLR was warped with, and aligned_to_dslr applies it
+        from dpedkit.align.geometry import aligned_to_dslr, apply_h
+        from dpedkit.align.warp import SplineField
+        assert r["warp"]["type"] == "bspline" and r["residual"]["n"] > 12 and r["residual"]["p95"] < 1.0
+        xy = np.array([[5.0, 7.0], [w / 2, h / 2], [w - 3.0, h - 2.0]])
+        q = xy + (x, y)
+        f = SplineField.from_dict(r["warp"]["params"])(q)
+        assert np.abs(f).max() > 1e-4                                  # a field that changes the mapping
+        got = aligned_to_dslr(r, xy)
+        np.testing.assert_allclose(got, apply_h(np.linalg.inv(np.array(r["homography"])), q + f), atol=1e-9)
+        assert np.abs(got - apply_h(np.linalg.inv(H), q)).max() < 1.0 * 960 / PHONE_SIZE[0]   # DSLR px: the truth
     assert recs["a"]["cfa_pattern"] == "RGGB" and recs["b"]["cfa_pattern"] == "GBRG"
     assert recs["b"]["black_level"] == [256.0] * 4 and recs["b"]["white_level"] == 4095
 

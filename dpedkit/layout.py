@@ -12,7 +12,7 @@ names and record formats from here (docs/contracts.md describes them in prose).
     dataset/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
     dataset/<phone>/test_data/full_size_test_images/<name>.jpg
     dataset/<phone>/patches.csv, patches_report.json, dataset.json
-    dataset/{train,test}/<phone>_raw/<i>.png, …/canon/<i>.jpg  patches --layout zrr (:class:`ZrrLayout`)
+    dataset/{train,test}/huawei_raw/<i>.png, …/canon/<i>.jpg   patches --layout zrr (:class:`ZrrLayout`)
 
 The DSLR folder of the DPED layout is ``canon`` (as in the published dataset and the
 original ``load_dataset.py``) unless the user names it otherwise; the real DSLR camera
@@ -273,19 +273,36 @@ def _check_camera_folders(root: Path, phone: str, dslr: str, rec: Cameras | None
 RAW_JSON = "raw.json"                # dataset/: pattern, value convention and levels of the mosaics
 
 
+ZRR_PHONE = "huawei"   # the phone folders' prefix in the original PyNET code: huawei_raw, huawei_full_resolution
+
+
 @dataclass(frozen=True)
 class ZrrLayout(PatchLayout):
     """Paths of a RAW-to-RGB dataset in the Zurich RAW-to-RGB / PyNET layout, ``root = dataset``::
 
-        <root>/{train,test}/<phone>_raw/<i>.png     1-channel 16-bit Bayer mosaic, R at (0,0), B at (1,1)
-        <root>/{train,test}/<dslr>/<i>.jpg          the DSLR patch (``dslr`` is ``canon`` by default)
-        <root>/test/<phone>_full_resolution/<name>.png   whole aligned test mosaics
+        <root>/{train,test}/<folder>_raw/<i>.png     1-channel 16-bit Bayer mosaic, R at (0,0), B at (1,1)
+        <root>/{train,test}/<dslr>/<i>.jpg           the DSLR patch (``dslr`` is ``canon`` by default)
+        <root>/test/<folder>_full_resolution/<name>.png   whole aligned test mosaics
         <root>/raw.json, patches.csv, patches_report.json, dataset.json
+
+    ``folder`` is ``huawei`` by default: the original PyNET code (``load_dataset.py``,
+    ``load_data.py``, ``test_model.py``) hard-codes ``huawei_raw``, ``huawei_full_resolution``
+    and ``canon``, as the DPED loader hard-codes ``canon``. ``phone`` stays the aligned
+    folder's (the real camera's) name; dataset.json and raw.json record both.
     """
+    folder: str = ZRR_PHONE
+
     SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
     PHONE_SUFFIX: typing.ClassVar[str] = "_raw"
     PHONE_EXT: typing.ClassVar[str] = "png"
     FULL_SIZE: typing.ClassVar[str] = "test/{phone}_full_resolution"
+
+    def patch_dir(self, split: str, camera: str) -> Path:
+        return self.split_dir(split) / (self.folder + self.PHONE_SUFFIX if camera == "phone" else self.dslr)
+
+    @property
+    def full_size_dir(self) -> Path:
+        return Path(self.root) / self.FULL_SIZE.format(phone=self.folder)
 
     @property
     def raw_json(self) -> Path:

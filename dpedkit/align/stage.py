@@ -171,9 +171,7 @@ def _align_mosaic_pair(job: _Job, rec: dict) -> None:
         write_image(dslr_path, res.dslr)
         if job.opts.previews:
             write_image(preview_path(job.out, p.name), checkerboard(res.preview, res.dslr), quality=90)
-        rec.update(status="ok", phone_kind="mosaic", homography=res.homography.round(10).tolist(), crop=list(res.crop),
-                   matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
-                   refine_points=res.refine_points, **res.mosaic.record())
+        rec.update(status="ok", **res.record())    # warp and residual too, as for RGB pairs
     except AlignError as e:
         rec.update(reason=str(e), **e.stats)
     except MemoryError:

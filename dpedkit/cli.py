@@ -171,8 +171,9 @@ def _patches_command() -> click.Command:
 
         \b
         With --layout zrr (RAW phone photos aligned as mosaics; Zurich RAW-to-RGB / PyNET):
-        OUT_DIR/{train,test}/<phone>_raw/<i>.png (16-bit mosaic, R at (0,0)),
-        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/<phone>_full_resolution/<name>.png,
+        OUT_DIR/{train,test}/huawei_raw/<i>.png (16-bit mosaic, R at (0,0)),
+        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/huawei_full_resolution/<name>.png
+        (PyNET's folder names; --zrr-phone NAME writes NAME_raw, NAME_full_resolution),
         OUT_DIR/raw.json, patches.csv, patches_report.json
         """
         from dpedkit.patches.search import SearchOptions

@@ -1,5 +1,8 @@
 """The DPED generator and discriminator, as the original TensorFlow code builds them.
 
+The generator is a layer description (:func:`generator_layers`, :mod:`dpedkit.model.layers`):
+its modules, forward pass, whole-image inference and exact strips all come from it.
+
 Tensors are NCHW, RGB in [0, 1]. Padding follows TensorFlow's 'SAME' (asymmetric for even
 totals: the extra pixel goes after), instance normalisation uses biased moments over H, W,
 eps 1e-3, and a learnable per-channel scale (init 1) and shift (init 0).

@@ -10,8 +10,9 @@ the DPED generator's. From the description come
   ``Add`` (saved map + current map), so walkers need no recursion;
 - every size that depends on the network: :func:`radius` (rows of context the whole network
   needs, the strips' halo), :func:`widest` (the widest map's channels),
-  :func:`peak_channels` (channels alive at once in whole-image inference), and
-  :func:`segments` (the stretches between instance norms, which the exact strips stream).
+  :func:`peak_channels` (channels alive at once in whole-image inference),
+  :func:`segments` (the stretches between instance norms, which the exact strips stream)
+  and :func:`cached_channels` (the full-size maps the strips' statistics passes cache).
 
 :func:`walk` applies the steps to a map with an *ops* object that says what each kind of
 step does: the autograd forward pass (:class:`AutogradOps` here), in-place whole-image
@@ -27,9 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from torch import nn
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass(frozen=True)

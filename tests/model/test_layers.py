@@ -2,7 +2,6 @@
 every walk of it (forward pass, whole-image inference, exact strips) agreeing, for DPED's
 generator and for a network of another shape."""
 import numpy as np
-import pytest
 import torch
 
 from dpedkit.enhance.planner import cache_bytes, plan

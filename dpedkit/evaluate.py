@@ -12,8 +12,6 @@ from dpedkit.model.device import resolve_device
 from dpedkit.model.generator import load_generator
 from dpedkit.train.data import load_split
 
-METRICS = ("psnr", "ssim", "ms_ssim")
-
 
 @dataclass
 class EvaluateOptions:

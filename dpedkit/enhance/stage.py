@@ -19,9 +19,10 @@ from dpedkit.imageio import ImageReadError, encode_image, list_images, other_fil
 from dpedkit.layout import MANIFEST, Journal
 from dpedkit.model.device import resolve_device
 from dpedkit.model.generator import load_generator, model_fingerprint
-from dpedkit.enhance.bounded import BudgetError, enhance_exact, parse_size
+from dpedkit.enhance.planner import BudgetError, parse_size
+from dpedkit.enhance.strips import enhance_exact
 from dpedkit.enhance.outputs import add_metadata, read_metadata, side_by_side
-from dpedkit.model.inference import EnhanceError, enhance_tiled, prepare
+from dpedkit.model.inference import enhance_tiled, prepare
 from dpedkit.runner import Item, RunSummary, fingerprints, params_hash, plan, run, stage_folder
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -159,7 +160,7 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
                                      progress=_progress(log, photo.src), log=log)
             speed["busy"] += time.perf_counter() - t0
             speed["megapixels"] += img.shape[0] * img.shape[1] / 1e6
-        except (ImageReadError, EnhanceError, BudgetError) as e:
+        except (ImageReadError, BudgetError) as e:
             rec["reason"] = f"{e} ({photo.src})"
             log(f"failed: {photo.src}: {e}")
             return rec

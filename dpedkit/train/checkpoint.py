@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.fs import write_bytes_atomic
+from dpedkit.fs import sync_folders, write_bytes_atomic
 
 
 def save_atomic(path: Path, obj: dict) -> None:
-    """``torch.save`` ``obj`` to ``path`` through a temporary file and a rename."""
+    """``torch.save`` ``obj`` to ``path`` durably: a temporary file, fsynced, renamed, and the
+    folder fsynced (a checkpoint is written rarely: no batching to wait for)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes_atomic(path, buf.getvalue())
+    sync_folders()
 
 
 class CheckpointSaver:

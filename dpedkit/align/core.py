@@ -23,10 +23,10 @@ import cv2
 import numpy as np
 
 from dpedkit.align.features import match_descriptors, sift_features, to_gray
-from dpedkit.align.geometry import (Plausibility, apply_h, corners, implausibility, largest_rectangle,
-                                    largest_rectangle_rows, local_scale, scale_matrix)
+from dpedkit.align.geometry import (Plausibility, corners, implausibility, largest_rectangle, largest_rectangle_rows,
+                                    local_scale, scale_matrix)
+from dpedkit.align.warp import SplineField, apply_h, fit_field, warp_to_phone
 from dpedkit.imageops import refine_peak
-from dpedkit.align.warp import SplineField, fit_field, warp_to_phone
 
 
 class AlignError(ValueError):

@@ -2,6 +2,7 @@
 full-resolution aligner vs the I/O floor, all measured in the same run.
 
     python bench/align.py [--pairs 2] [--repeat 1] [--workdir bench/out/align] [--profile]
+                          [--methods io,dpedkit,naive] [--before OTHER_CHECKOUT]
 
 The pairs: a ~20 MP "DSLR" collage and a ~12 MP phone rendering of it through a known
 homography (both JPEG) in ``WORKDIR/raw/{phone,dslr}/``. Each method runs as one fresh
@@ -18,7 +19,8 @@ as a user sees them), and reported per pair:
 Mean corner error (phone px) against the known homography is read from dpedkit's manifest and
 from the naive aligner's output. ``--repeat N`` runs the three methods N times, interleaved,
 and keeps each method's fastest run (a loaded machine slows runs, never speeds them up).
-``--profile`` also runs the dpedkit command once under cProfile and prints the top entries.
+``--profile`` also runs the dpedkit command once under cProfile and prints the top entries;
+``--before /path/to/other/checkout`` times that checkout's dpedkit too (``before``), e.g. main.
 """
 
 from __future__ import annotations
@@ -99,12 +101,13 @@ def worker(method: str, workdir: Path, n: int) -> None:
     print(json.dumps(Hs))
 
 
-def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+def timed(cmd: list[str], cwd: Path, pythonpath: str | None = None) -> tuple[float, str]:
     """Wall seconds of the child process and its stdout."""
+    env = dict(os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {}))
     t0 = time.perf_counter()
     # cwd: the workdir, so that ``-m dpedkit`` imports the dpedkit of PYTHONPATH (or the installed
     # one), never a checkout that happens to be the current directory
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env)
     dt = time.perf_counter() - t0
     if r.returncode:
         sys.exit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -117,16 +120,16 @@ def corner_errors(workdir: Path, method: str, n: int, stdout: str) -> list[float
     if method == "naive":
         Hs = [np.array(h) for h in json.loads(stdout.strip().splitlines()[-1])]
     else:
-        recs = {r["name"]: r for r in map(json.loads, (workdir / "dpedkit" / "manifest.jsonl").read_text().splitlines())}
+        recs = {r["name"]: r for r in map(json.loads, (workdir / method / "manifest.jsonl").read_text().splitlines())}
         Hs = [np.array(recs[f"pair{i}"]["homography"]) if recs[f"pair{i}"]["status"] == "ok" else None
               for i in range(n)]
     return [float("nan") if H is None else corner_error(H, T, PHONE) for H, T in zip(Hs, truth)]
 
 
 def command(method: str, workdir: Path, n: int) -> list[str]:
-    if method == "dpedkit":
+    if method in ("dpedkit", "before"):
         return [sys.executable, "-m", "dpedkit", "align", "--jobs", "1", "--force",
-                str(workdir / "raw"), str(workdir / "dpedkit")]
+                str(workdir / "raw"), str(workdir / method)]
     return [sys.executable, str(Path(__file__).resolve()), "--worker", method, "--pairs", str(n), "--workdir", str(workdir)]
 
 
@@ -148,6 +151,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("bench/out/align"))
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--methods", default="io,dpedkit,naive", help="comma-separated subset (ratios need all three)")
+    ap.add_argument("--before", metavar="CHECKOUT", help="also time the dpedkit of this checkout (its PYTHONPATH), "
+                    "as 'before', in the same run")
     ap.add_argument("--worker", choices=["naive", "io"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     workdir = args.workdir.resolve()
@@ -155,9 +160,10 @@ def main() -> None:
         return worker(args.worker, workdir, args.pairs)
     make_pairs(workdir, args.pairs)
     best: dict[str, tuple[float, list[float]]] = {}
+    methods = args.methods.split(",") + (["before"] if args.before else [])
     for rep in range(args.repeat):
-        for method in args.methods.split(","):
-            dt, out = timed(command(method, workdir, args.pairs), workdir)
+        for method in methods:
+            dt, out = timed(command(method, workdir, args.pairs), workdir, args.before if method == "before" else None)
             err = [] if method == "io" else corner_errors(workdir, method, args.pairs, out)
             print(f"run {rep} {method:8s} {dt / args.pairs:6.2f} s per pair"
                   + (f"  corner error {np.mean(err):.3f} px" if err else ""), flush=True)
@@ -174,6 +180,10 @@ def main() -> None:
         print(f"naive / dpedkit, whole pair:     {best['naive'][0] / best['dpedkit'][0]:.2f}x  (target >= 5)")
     if {"dpedkit", "io"} <= best.keys():
         print(f"dpedkit / I/O floor, whole pair: {best['dpedkit'][0] / best['io'][0]:.2f}x  (target <= 3)")
+    for key, name in (("naive", "naive / before, whole pair:      {:.2f}x"), ("io", "before / I/O floor, whole pair:  {:.2f}x")):
+        if {"before", key} <= best.keys():
+            a, b = best[key][0], best["before"][0]
+            print(name.format(a / b if key == "naive" else b / a))
     if args.profile:
         profile(workdir)
 

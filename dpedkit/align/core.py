@@ -40,30 +40,35 @@ class AlignError(ValueError):
 
 @dataclass(frozen=True)
 class AlignOptions:
-    feature_side: int = field(default=1200, metadata={"help": "Longer side (px) of the reduced copies SIFT runs on."})
-    n_features: int = field(default=4000, metadata={"help": "SIFT keypoints kept per image."})
+    feature_side: int = field(default=1200, metadata={"help": "Longer side (px) of the reduced copies SIFT runs on.", "min": 64})
+    n_features: int = field(default=4000, metadata={"help": "SIFT keypoints kept per image.", "min": 1})
     ratio: float = field(default=0.8, metadata={
-        "help": "Lowe's ratio test: keep a match when its distance is below this fraction of the second best's."})
+        "help": "Lowe's ratio test: keep a match when its distance is below this fraction of the second best's.",
+        "min": 0, "min_open": True, "max": 1})
     mutual: bool = field(default=True, metadata={"help": "Keep only mutual nearest-neighbour matches."})
-    ransac_px: float = field(default=2.0, metadata={"help": "MAGSAC inlier threshold, in reduced-copy pixels."})
-    min_inliers: int = field(default=25, metadata={"help": "A pair needs at least this many homography inliers."})
+    ransac_px: float = field(default=2.0, metadata={"help": "MAGSAC inlier threshold, in reduced-copy pixels.",
+                                                       "min": 0, "min_open": True})
+    min_inliers: int = field(default=25, metadata={"help": "A pair needs at least this many homography inliers.",
+                                                     "min": 4})
     refine_iters: int = field(default=2, metadata={
-        "help": "Grid-correlation refinement passes of the homography (0: off)."})
-    refine_grid: int = field(default=16, metadata={"help": "Refinement windows along the longer side."})
+        "help": "Grid-correlation refinement passes of the homography (0: off).", "min": 0})
+    refine_grid: int = field(default=16, metadata={"help": "Refinement windows along the longer side.", "min": 1})
     refine_min_ncc: float = field(default=0.6, metadata={
-        "help": "A refinement window's correlation peak must reach this."})
-    refine_px: float = field(default=1.0, metadata={"help": "Outlier threshold of the refinement refit (phone px)."})
+        "help": "A refinement window's correlation peak must reach this.", "min": -1, "max": 1})
+    refine_px: float = field(default=1.0, metadata={"help": "Outlier threshold of the refinement refit (phone px).",
+                                                    "min": 0, "min_open": True})
     min_overlap: float = field(default=0.2, metadata={
-        "help": "Smallest common crop, as a fraction of the phone photo's area."})
+        "help": "Smallest common crop, as a fraction of the phone photo's area.", "min": 0, "max": 1})
     warp: Literal["bspline", "homography"] = field(default="bspline", metadata={"choices": ["bspline", "homography"],
         "help": "Global model: 'bspline' = homography + a smooth residual field fitted robustly to the "
                 "measured shifts (lens distortion); 'homography' = the DPED-style homography alone."})
     warp_cells: int = field(default=8, metadata={
-        "help": "Cells of the residual B-spline field along the phone photo's longer side."})
+        "help": "Cells of the residual B-spline field along the phone photo's longer side.", "min": 1})
     warp_smooth: float = field(default=0.003, metadata={
-        "help": "Smoothness penalty of the residual field (relative; larger = stiffer)."})
+        "help": "Smoothness penalty of the residual field (relative; larger = stiffer).", "min": 0})
     warp_grid: int = field(default=28, metadata={
-        "help": "Windows along the longer side measured to fit the residual field (with warp=bspline)."})
+        "help": "Windows along the longer side measured to fit the residual field (with warp=bspline).",
+        "min": 1})
     plausibility: Plausibility = field(default_factory=Plausibility)
 
     def to_dict(self) -> dict:

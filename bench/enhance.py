@@ -52,7 +52,8 @@ def run_one(method: str, megapixels: float, device: str, model: str | None, max_
     x = to_tensor(img, dev, dtype)
     extra = {}
     if method == "strips fp32":
-        from dpedkit.enhance.bounded import enhance_strips, parse_size, plan
+        from dpedkit.enhance.planner import parse_size, plan
+        from dpedkit.enhance.strips import enhance_strips
         p = plan(h, w, parse_size(max_memory), dev, dtype)
         rows = p.rows if p.mode == "strips" else max(64, h // 4)
         extra = {"rows": rows, "cache": p.cache if p.mode == "strips" else "ram", "budget_gb": parse_size(max_memory) / 2**30}

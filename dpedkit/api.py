@@ -84,7 +84,7 @@ def enhance_image(model, image: np.ndarray | PathLike, device: str = "auto", til
     instead, overlapping by ``overlap`` px (default: ``EnhanceOptions``'s)."""
     import torch
 
-    from dpedkit.enhance.bounded import parse_size
+    from dpedkit.enhance.planner import parse_size
     from dpedkit.enhance.stage import EnhanceOptions, enhance_array
     from dpedkit.model.device import resolve_device
     from dpedkit.model.inference import prepare

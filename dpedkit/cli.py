@@ -53,15 +53,19 @@ class _Group(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        from dpedkit.errors import DpedkitError
         from dpedkit.fs import LockError, OutputWriteError
         from dpedkit.parallel import ClusterError
-        from dpedkit.runner import EXIT_INTERRUPTED, EXIT_STOPPED
+        from dpedkit.runner import EXIT_BAD_START, EXIT_INTERRUPTED, EXIT_STOPPED
         try:
             return super().invoke(ctx)
         except (OutputWriteError, LockError, ClusterError) as e:
             click.echo(f"error: {e}", err=True)
             click.echo("stopped; finished work is kept: re-run the same command to resume", err=True)
             sys.exit(EXIT_STOPPED)
+        except DpedkitError as e:       # every other dpedkit error: the run could not start or go on
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_BAD_START)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; finished work is kept: re-run the same command to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -78,6 +82,25 @@ def _finish(lines: list[str], problems: int, allow_failures: bool) -> None:
     code = exit_code(problems, allow_failures)
     if code:
         sys.exit(code)
+
+
+def _command_line(name: str, ctx: click.Context) -> str:
+    """``dpedkit NAME ...`` with the arguments and every option this command line gave (not
+    click's defaults): the command that resumes the same run."""
+    import shlex
+
+    from click.core import ParameterSource
+    words = ["dpedkit", name]
+    for p in ctx.command.params:
+        value = ctx.params.get(p.name)
+        if isinstance(p, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, tuple) else (value,)) if v is not None]
+        elif ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            if p.is_flag:
+                words.append(p.opts[0] if value else (p.secondary_opts or p.opts)[0])
+            else:
+                words += [p.opts[0], str(value)]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _example(*lines: str) -> str:
@@ -148,8 +171,9 @@ def _patches_command() -> click.Command:
 
         \b
         With --layout zrr (RAW phone photos aligned as mosaics; Zurich RAW-to-RGB / PyNET):
-        OUT_DIR/{train,test}/<phone>_raw/<i>.png (16-bit mosaic, R at (0,0)),
-        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/<phone>_full_resolution/<name>.png,
+        OUT_DIR/{train,test}/huawei_raw/<i>.png (16-bit mosaic, R at (0,0)),
+        OUT_DIR/{train,test}/canon/<i>.jpg, OUT_DIR/test/huawei_full_resolution/<name>.png
+        (PyNET's folder names; --zrr-phone NAME writes NAME_raw, NAME_full_resolution),
         OUT_DIR/raw.json, patches.csv, patches_report.json
         """
         from dpedkit.patches.search import SearchOptions
@@ -309,10 +333,19 @@ def _evaluate_command() -> click.Command:
 
 @_lazy_command('export', "Export MODEL's generator to OUT as ONNX (dynamic height and width).")
 def _export_command() -> click.Command:
+    from dpedkit.export import OPSET, export_format
+
+    def out_format(ctx, param, value):
+        try:
+            export_format(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+        return value
+
     @click.command(epilog=_example("dpedkit export models_orig/iphone_orig iphone.onnx"))
     @model_argument
-    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-    @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset version.")
+    @click.argument("out", type=click.Path(dir_okay=False, path_type=Path), callback=out_format)
+    @click.option("--opset", type=click.IntRange(min=9), default=OPSET, show_default=True, help="ONNX opset version.")
     def export(model, out, opset):
         """Export MODEL's generator to OUT as ONNX (dynamic height and width).
 
@@ -345,7 +378,7 @@ def _report_command() -> click.Command:
     @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
                   help="Report folder (index.html, pages/, pairs/, img/); '-o DIR/index.html' means DIR, "
                        "any other .html path is an error (the report is a folder).")
-    @click.option("--thumb", type=int, default=default_of(build_site, "thumb"),
+    @click.option("--thumb", type=click.IntRange(min=32), default=default_of(build_site, "thumb"),
                   show_default=True, help="Thumbnail width (px).")
     @click.option("--enhanced", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                   help="Folder of 'dpedkit enhance' outputs to show (before/after photos).")
@@ -377,11 +410,11 @@ def _demo_command() -> click.Command:
 
     @click.command(epilog=_example("dpedkit demo demo/"))
     @click.argument("demo_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"))
-    @click.option("--train-iters", type=int, default=default_of(run_demo, "train_iters"), show_default=True,
+    @click.option("--train-iters", type=click.IntRange(min=1), default=default_of(run_demo, "train_iters"), show_default=True,
                   help="Training iterations (CPU minutes).")
-    @click.option("--batch-size", type=int, default=default_of(run_demo, "batch_size"), show_default=True,
+    @click.option("--batch-size", type=click.IntRange(min=1), default=default_of(run_demo, "batch_size"), show_default=True,
                   help="Patches per training iteration.")
-    @click.option("--test-patches", type=int, default=None,
+    @click.option("--test-patches", type=click.IntRange(min=1), default=None,
                   help="Score training and evaluate on at most this many test patches (default: all; fewer is faster).")
     @click.option("--jobs", "-j", type=int, default=None, help="Parallel workers (default: all cores).")
     def demo(demo_dir, train_iters, batch_size, test_patches, jobs):
@@ -402,7 +435,8 @@ def _demo_command() -> click.Command:
             problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
                                 test_patches=test_patches, log=click.echo)
         except Interrupted as e:      # training saved its iteration: the demo resumes from it
-            click.echo(f"\ninterrupted; finished work is kept: re-run `dpedkit demo {demo_dir}` to resume", err=True)
+            again = _command_line("demo", click.get_current_context())
+            click.echo(f"\ninterrupted; finished work is kept: re-run `{again}` to resume", err=True)
             sys.exit(e.exit_code)
         except (TrainError, DatasetError) as e:
             click.echo(f"error: {e}", err=True)

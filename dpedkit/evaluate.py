@@ -12,8 +12,6 @@ from dpedkit.model.device import resolve_device
 from dpedkit.model.generator import load_generator
 from dpedkit.train.data import load_split
 
-METRICS = ("psnr", "ssim", "ms_ssim")
-
 
 @dataclass
 class EvaluateOptions:
@@ -23,7 +21,7 @@ class EvaluateOptions:
                 "DATA_DIR's only sub-folder)."})
     dslr: str | None = field(default=None, metadata={
         "help": "DSLR folder name in the DPED layout (default: from dataset.json, else canon)."})
-    limit: int | None = field(default=None, metadata={"help": "Use at most this many test patches."})
+    limit: int | None = field(default=None, metadata={"help": "Use at most this many test patches.", "min": 1})
     device: str = field(default="auto", metadata={
         "help": "auto: CUDA when available, else the CPU.", "choices": ["auto", "cpu", "cuda"]})
 

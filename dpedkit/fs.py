@@ -1,8 +1,12 @@
 """Filesystem transactions every stage needs, images or not.
 
-- atomic writes: a temporary file in the destination folder renamed into place, so a
-  killed run never leaves a half-written output under its final name;
-  :func:`remove_stale_temps` deletes the temporaries a killed run left;
+- atomic, durable writes: a temporary file in the destination folder, fsynced, renamed into
+  place, so a killed run never leaves a half-written output under its final name and a power
+  loss never leaves a renamed but empty one; :func:`remove_stale_temps` deletes the
+  temporaries a killed run left;
+- folder fsyncs are batched: a rename marks its folder, and :func:`sync_folders` fsyncs every
+  marked folder once — the runner calls it when an item ends, the journal before it records
+  the item, so a record that says ``ok`` is durable only after the outputs it names are;
 - :func:`file_fingerprint`: a cheap identity of an input's content (resume checks);
 - :func:`exclusive`: one writer per output folder. An advisory ``flock`` on
   ``<folder>/.dpedkit.lock``: the kernel releases it when the holder exits, however it exits
@@ -17,6 +21,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from dpedkit.errors import DpedkitError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no locking
@@ -24,8 +30,12 @@ except ImportError:  # pragma: no cover - Windows: no locking
 
 TMP_PREFIX = ".dpedkit-tmp-"
 
+# DPEDKIT_FSYNC=0 trades durability after a power loss for speed (a scratch disk, a benchmark)
+DURABLE = os.environ.get("DPEDKIT_FSYNC", "1") != "0"
+_renamed_into: set[str] = set()      # folders with a rename not yet fsynced (this process)
 
-class OutputWriteError(RuntimeError):
+
+class OutputWriteError(DpedkitError, RuntimeError):
     """An output could not be written (disk full, no permission, a file where a folder
     should be): the run must stop, since every later output would fail the same way."""
 
@@ -55,8 +65,71 @@ def _atomic_target(path: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=TMP_PREFIX, suffix=path.suffix, dir=path.parent)
 
 
+def temp_path(path: str | os.PathLike) -> Path:
+    """A fresh temporary name beside ``path`` (for a writer that needs a file name, e.g.
+    ``torch.onnx.export``), to be passed to :func:`commit` or deleted. Its prefix is the one
+    :func:`remove_stale_temps` cleans; it follows the umask like every output."""
+    path = Path(path)
+    try:
+        fd, tmp = _atomic_target(path)
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
+    except OSError as e:
+        raise OutputWriteError(f"cannot write {path}: {e.strerror or e}") from None
+    return Path(tmp)
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the finished temporary ``tmp`` to ``path``: its data fsynced first, the folder
+    marked for :func:`sync_folders`."""
+    if DURABLE:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    replace(tmp, path)
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``os.replace`` that marks ``dst``'s folder for :func:`sync_folders` (the data of
+    ``src`` must already be durable, e.g. a hard link to a committed file)."""
+    os.replace(src, dst)
+    _renamed_into.add(os.path.dirname(os.path.abspath(dst)))
+
+
+def fsync_file(f) -> None:
+    """Flush and fsync the open file ``f`` (an append-only journal); a no-op beyond the flush
+    with ``DPEDKIT_FSYNC=0``."""
+    f.flush()
+    if DURABLE:
+        os.fsync(f.fileno())
+
+
+def sync_folders() -> int:
+    """fsync each folder a rename went into since the last call (once however many files it
+    got); returns how many. A no-op with ``DPEDKIT_FSYNC=0``."""
+    folders = list(_renamed_into)
+    _renamed_into.clear()
+    if not DURABLE:
+        return 0
+    for folder in folders:
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except FileNotFoundError:       # removed since (a stage folder after linking)
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:                 # some filesystems cannot fsync a folder: nothing more to do
+            pass
+        finally:
+            os.close(fd)
+    return len(folders)
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file, an fsync and a rename (the
+    folder's fsync is batched: :func:`sync_folders`)."""
     path = Path(path)
     try:
         fd, tmp = _atomic_target(path)
@@ -66,7 +139,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             os.fchmod(f.fileno(), FILE_MODE)
-        os.replace(tmp, path)
+            f.flush()
+            if DURABLE:
+                os.fsync(f.fileno())
+        replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
@@ -99,8 +175,8 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 LOCK_NAME = ".dpedkit.lock"
 
 
-class LockError(RuntimeError):
-    pass
+class LockError(DpedkitError, RuntimeError):
+    """Another dpedkit run holds the output folder."""
 
 
 @contextmanager

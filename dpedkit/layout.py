@@ -12,7 +12,7 @@ names and record formats from here (docs/contracts.md describes them in prose).
     dataset/<phone>/test_data/patches/{<phone>,canon}/<i>.jpg
     dataset/<phone>/test_data/full_size_test_images/<name>.jpg
     dataset/<phone>/patches.csv, patches_report.json, dataset.json
-    dataset/{train,test}/<phone>_raw/<i>.png, …/canon/<i>.jpg  patches --layout zrr (:class:`ZrrLayout`)
+    dataset/{train,test}/huawei_raw/<i>.png, …/canon/<i>.jpg   patches --layout zrr (:class:`ZrrLayout`)
 
 The DSLR folder of the DPED layout is ``canon`` (as in the published dataset and the
 original ``load_dataset.py``) unless the user names it otherwise; the real DSLR camera
@@ -27,7 +27,7 @@ import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dpedkit.fs import write_text_atomic
+from dpedkit.fs import fsync_file, sync_folders, write_text_atomic
 
 MANIFEST = "manifest.jsonl"          # aligned/: one JSON record per pair
 DATASET_JSON = "dataset.json"        # aligned/ and dataset/<phone>/: camera names
@@ -142,9 +142,11 @@ class Journal:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
+        """Record one item, durably, after the folders its outputs were renamed into."""
+        sync_folders()
         self.records[record["name"]] = record
         self._f.write(json.dumps(record, sort_keys=True) + "\n")
-        self._f.flush()
+        fsync_file(self._f)
 
     def close(self, keep: set[str] | None = None) -> None:
         """Compact to one line per record (only names in ``keep`` when given)."""
@@ -152,6 +154,7 @@ class Journal:
         names = sorted(n for n in self.records if keep is None or n in keep)
         text = "".join(json.dumps(self.records[n], sort_keys=True) + "\n" for n in names)
         write_text_atomic(self.path, text)
+        sync_folders()
 
 
 # ---------------------------------------------------------------- the patch layouts (DPED, Zurich RAW-to-RGB)
@@ -232,15 +235,37 @@ def dataset_root(data_dir: str | os.PathLike, phone: str | None = None) -> Path:
 def dataset_cameras(data_dir: str | os.PathLike, phone: str | None = None,
                     dslr: str | None = None) -> tuple[Path, str, str]:
     """(root, phone folder, DSLR folder) of a DPED dataset: the options where given, else
-    what ``patches`` recorded in ``dataset.json``, else the DPED defaults (DSLR ``canon``)."""
+    what ``patches`` recorded in ``dataset.json``, else the DPED defaults (DSLR ``canon``).
+
+    ``--dslr`` may name the DSLR as the user knows it (its ``raw/`` folder, recorded as
+    ``dslr`` in ``dataset.json``): it then means the DPED folder recorded beside it
+    (``canon``). Raises :class:`LayoutError`, listing the folders the dataset has, when the
+    camera folders are not there."""
     root = dataset_root(data_dir, phone)
     rec = Cameras.read(root)
     named_after_phone = any((root / d / root.name).is_dir() for d in DpedLayout.SPLIT_DIRS.values())
     phone = phone or (rec.phone if rec else None) or (root.name if named_after_phone else None)
     if not phone:
         raise LayoutError(f"cannot tell the phone folder of {data_dir}: pass --phone NAME")
+    if dslr and rec and dslr == rec.dslr and not any((root / d / dslr).is_dir() for d in DpedLayout.SPLIT_DIRS.values()):
+        dslr = rec.dped_dslr
     dslr = dslr or (rec.dped_dslr if rec else DPED_DSLR)
+    _check_camera_folders(root, phone, dslr, rec)
     return root, phone, dslr
+
+
+def _check_camera_folders(root: Path, phone: str, dslr: str, rec: Cameras | None) -> None:
+    for split_dir in (root / d for d in DpedLayout.SPLIT_DIRS.values()):
+        if not split_dir.is_dir():
+            continue
+        have = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+        missing = [n for n in (phone, dslr) if n not in have]
+        if missing:
+            known = (f"; dataset.json records the phone '{rec.phone}' and the DSLR '{rec.dslr}' "
+                     f"(folder '{rec.dped_dslr}')" if rec else "")
+            raise LayoutError(f"{split_dir} has no folder {', '.join(m + '/' for m in missing)} (it has: "
+                              f"{', '.join(h + '/' for h in have) or 'no folders'}){known}: pass --phone and "
+                              f"--dslr naming its folders")
 
 
 # ---------------------------------------------------------------- the Zurich RAW-to-RGB (PyNET) layout
@@ -248,19 +273,36 @@ def dataset_cameras(data_dir: str | os.PathLike, phone: str | None = None,
 RAW_JSON = "raw.json"                # dataset/: pattern, value convention and levels of the mosaics
 
 
+ZRR_PHONE = "huawei"   # the phone folders' prefix in the original PyNET code: huawei_raw, huawei_full_resolution
+
+
 @dataclass(frozen=True)
 class ZrrLayout(PatchLayout):
     """Paths of a RAW-to-RGB dataset in the Zurich RAW-to-RGB / PyNET layout, ``root = dataset``::
 
-        <root>/{train,test}/<phone>_raw/<i>.png     1-channel 16-bit Bayer mosaic, R at (0,0), B at (1,1)
-        <root>/{train,test}/<dslr>/<i>.jpg          the DSLR patch (``dslr`` is ``canon`` by default)
-        <root>/test/<phone>_full_resolution/<name>.png   whole aligned test mosaics
+        <root>/{train,test}/<folder>_raw/<i>.png     1-channel 16-bit Bayer mosaic, R at (0,0), B at (1,1)
+        <root>/{train,test}/<dslr>/<i>.jpg           the DSLR patch (``dslr`` is ``canon`` by default)
+        <root>/test/<folder>_full_resolution/<name>.png   whole aligned test mosaics
         <root>/raw.json, patches.csv, patches_report.json, dataset.json
+
+    ``folder`` is ``huawei`` by default: the original PyNET code (``load_dataset.py``,
+    ``load_data.py``, ``test_model.py``) hard-codes ``huawei_raw``, ``huawei_full_resolution``
+    and ``canon``, as the DPED loader hard-codes ``canon``. ``phone`` stays the aligned
+    folder's (the real camera's) name; dataset.json and raw.json record both.
     """
+    folder: str = ZRR_PHONE
+
     SPLIT_DIRS: typing.ClassVar[dict[str, str]] = {"train": "train", "test": "test"}
     PHONE_SUFFIX: typing.ClassVar[str] = "_raw"
     PHONE_EXT: typing.ClassVar[str] = "png"
     FULL_SIZE: typing.ClassVar[str] = "test/{phone}_full_resolution"
+
+    def patch_dir(self, split: str, camera: str) -> Path:
+        return self.split_dir(split) / (self.folder + self.PHONE_SUFFIX if camera == "phone" else self.dslr)
+
+    @property
+    def full_size_dir(self) -> Path:
+        return Path(self.root) / self.FULL_SIZE.format(phone=self.folder)
 
     @property
     def raw_json(self) -> Path:

@@ -12,6 +12,13 @@ any of them shows up as an option with no edit to the CLI. Metadata keys besides
 ``choices`` (a list), ``short`` (``"-j"``), ``flag`` (another option name), ``envvar``,
 ``metavar``, ``click_type`` (a click type), and ``cli: False`` to keep a field off the
 command line. A bool defaulting to True becomes ``--name/--no-name``.
+
+A numeric field states its allowed range with ``min`` / ``max`` (inclusive unless
+``min_open`` / ``max_open`` is true): the option then refuses other values at parse time
+(exit 2, before any work) and ``--help`` shows the range. :func:`check_ranges` applies the
+same ranges to a dataclass built in Python, so the API refuses them too::
+
+    lr: float = field(default=1e-4, metadata={"help": "Learning rate.", "min": 0, "min_open": True})
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+
+from dpedkit.errors import DpedkitError
+
+
+class OptionRangeError(DpedkitError, ValueError):
+    """An option's value lies outside the range its field states."""
 
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
@@ -38,6 +51,53 @@ def _unwrap_optional(t: Any) -> Any:
         args = [a for a in typing.get_args(t) if a is not type(None)]
         return args[0] if len(args) == 1 else str
     return t
+
+
+_RANGE_KEYS = ("min", "max", "min_open", "max_open")
+
+
+def _numeric_type(base: type, md: dict) -> Any:
+    """``int``/``float``, or click's range type when the field's metadata gives a range."""
+    if not any(k in md for k in _RANGE_KEYS):
+        return base
+    rng = click.IntRange if base is int else click.FloatRange
+    return rng(md.get("min"), md.get("max"), min_open=md.get("min_open", False), max_open=md.get("max_open", False))
+
+
+def range_text(md: dict) -> str | None:
+    """The field's range written as ``--help`` shows it (``x>=1``, ``x>0``, ``0<=x<1``), or
+    None when it has none."""
+    lo, hi = md.get("min"), md.get("max")
+    if lo is None and hi is None:
+        return None
+    lt_lo, lt_hi = ("<" if md.get("min_open") else "<="), ("<" if md.get("max_open") else "<=")
+    if hi is None:
+        return f"x{lt_lo.replace('<', '>')}{lo}"
+    if lo is None:
+        return f"x{lt_hi}{hi}"
+    return f"{lo}{lt_lo}x{lt_hi}{hi}"
+
+
+def _in_range(value: Any, md: dict) -> bool:
+    lo, hi = md.get("min"), md.get("max")
+    if lo is not None and (value <= lo if md.get("min_open") else value < lo):
+        return False
+    if hi is not None and (value >= hi if md.get("max_open") else value > hi):
+        return False
+    return True
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise :class:`OptionRangeError` naming the option when a numeric field of the
+    dataclass ``obj`` (nested ones included) is outside the range its metadata states; None
+    values ("the code chooses") pass."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and not _in_range(value, f.metadata):
+            flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+            raise OptionRangeError(f"{flag} {value} is out of range: it must be {range_text(f.metadata)}")
 
 
 def option_fields(cls: type, prefix: tuple[str, ...] = ()):
@@ -87,7 +147,7 @@ def click_options(cls: type, skip: tuple[str, ...] = (), overrides: dict[str, di
             elif "choices" in md:
                 ctype = click.Choice(md["choices"])
             elif base in (int, float):
-                ctype = base
+                ctype = _numeric_type(base, md)
             elif base is Path:
                 ctype = click.Path(path_type=Path)
             else:

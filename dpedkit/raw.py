@@ -10,8 +10,10 @@ positions and ``white`` the saturation level, in raw units. A crop keeps the pat
 
 PyNET (the Zurich RAW-to-RGB dataset's model) unpacks a mosaic with
 ``R = raw[0::2, 0::2]``, ``Gb = raw[0::2, 1::2]``, ``Gr = raw[1::2, 0::2]``,
-``B = raw[1::2, 1::2]`` and divides by 1020, so its inputs must have R at (0,0) and B at (1,1)
-(:func:`rggb_offset`) and values in 0–1020 (:func:`to_pynet_values`).
+``B = raw[1::2, 1::2]`` and divides by 4·255 = 1020, so its inputs must have R at (0,0) and B
+at (1,1) (:func:`rggb_offset`). The published dataset's mosaics hold the sensor's 10-bit raw
+values as PyNET's ``dng_to_png.py`` writes them, black level included (:func:`to_zurich_values`
+gives that convention for any sensor); :func:`to_pynet_values` is the black-subtracted one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PYNET_MAX = 1020          # PyNET divides the mosaic by 4·255: a 10-bit range with black subtracted
+PYNET_MAX = 1020          # PyNET's loaders divide the mosaic by 4·255
+ZURICH_BITS = 10          # the published Zurich RAW-to-RGB mosaics: the Huawei P20's 10-bit raw values
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
@@ -112,6 +115,23 @@ def to_pynet_values(data: np.ndarray, black, white: float, pattern_offset: tuple
     return np.clip(np.rint(v), 0, PYNET_MAX).astype(np.uint16)
 
 
+def to_zurich_values(data: np.ndarray, white: float) -> np.ndarray:
+    """The published Zurich RAW-to-RGB convention: the raw values as the sensor wrote them,
+    black level included, on a 10-bit scale (what a model trained on that dataset expects).
+
+    A 10-bit sensor (white level ≤ 1023, ``2^10 − 1``) keeps its numbers unchanged, as PyNET's
+    ``dng_to_png.py`` writes them. A deeper one is scaled by ``1023 / (2^b − 1)`` with ``b`` the
+    bit length of its white level (12-bit: ÷ 4.003, 14-bit: ÷ 16.02), so its black level and
+    white level land where a 10-bit sensor's would (12-bit black 256 → 64); rounded, clipped to
+    0–1023, uint16. Shallower sensors (8-bit) are scaled up the same way."""
+    bits = max(1, int(round(float(white))).bit_length())
+    top = (1 << ZURICH_BITS) - 1
+    if bits == ZURICH_BITS:
+        return np.clip(data, 0, top).astype(np.uint16)
+    v = data.astype(np.float64) * (top / ((1 << bits) - 1))
+    return np.clip(np.rint(v), 0, top).astype(np.uint16)
+
+
 _G_KERNEL = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4
 _RB_KERNEL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4
 
@@ -194,25 +214,41 @@ def _rawpy():
     return rawpy
 
 
+def linear_error(planes: int) -> str:
+    """Why a linear (demosaiced) RAW file cannot be a RAW-to-RGB input, and what to do."""
+    return (f"this RAW file is linear: it holds an already demosaiced image (LibRaw sees {planes} colour planes per pixel), not a "
+            "Bayer mosaic; iPhone ProRAW and Adobe DNG Converter's 'linear' option write such DNGs. Align it as "
+            "RGB with --phone-raw rgb (for the DPED layout), or for a RAW-to-RGB dataset use a mosaic (CFA) file: "
+            "the camera's original RAW, or a DNG converted without the linear option")
+
+
 def read_mosaic(path: str | Path) -> Mosaic:
     """The raw Bayer mosaic of a camera RAW/DNG file (visible area, sensor orientation).
 
-    Raises :class:`RawMosaicError` for a file LibRaw cannot read (with the reason and what
-    to do) and for sensors that are not 2×2 Bayer (X-Trans, Foveon, linear DNG).
+    Raises :class:`RawMosaicError` for a file LibRaw cannot read, one that holds metadata
+    only or is truncated (:func:`dpedkit.camera_files.raw_data_problem`), a linear
+    (demosaiced) file such as iPhone ProRAW (:func:`linear_error`) and sensors that are not
+    2×2 Bayer (X-Trans, Foveon), each with the reason and what to do.
     """
-    from dpedkit.camera_files import raw_open_error
+    from dpedkit.camera_files import raw_data_problem, raw_open_error, saturation_level
     rawpy = _rawpy()
     path = Path(path)
     try:   # rawpy opens lazily: an undecodable file may fail only when its data are used
         raw = rawpy.imread(str(path))
+        problem = raw_data_problem(raw, path)
+        planes = 1 if raw.raw_image.ndim == 2 else raw.raw_image.shape[2]
+        if problem or planes != 1:
+            raw.close()
+            raise RawMosaicError(problem or linear_error(planes))
         colors = raw.raw_colors_visible
         data = raw.raw_image_visible.copy()
+    except RawMosaicError:
+        raise
     except Exception as e:
         raise RawMosaicError(raw_open_error(path, e)) from None
     with raw:
-        if data.ndim != 2 or raw.num_colors not in (3, 4):
-            raise RawMosaicError("not a single-plane Bayer mosaic (a linear DNG or a multi-shot file): "
-                                 "export the original RAW")
+        if raw.num_colors not in (3, 4):
+            raise RawMosaicError(f"LibRaw reports {raw.num_colors} colours: not a 2×2 Bayer (RGB) sensor")
         desc = raw.color_desc.decode("ascii", "replace")
         if colors.shape[0] < 6 or colors.shape[1] < 6:
             raise RawMosaicError("mosaic too small")
@@ -227,7 +263,7 @@ def read_mosaic(path: str | Path) -> Mosaic:
             raise RawMosaicError(f"{e}; LibRaw reports colours {desc!r}") from None
         blc = np.asarray(raw.black_level_per_channel, np.float64)
         black = tuple(float(blc[c]) for c in cell[:2, :2].ravel())
-        white = float(raw.white_level)
+        white = float(saturation_level(raw))
         wb = np.asarray(raw.camera_whitebalance, np.float64)[:3]
         if not np.all(np.isfinite(wb)) or wb[1] <= 0 or np.any(wb <= 0):
             wb = np.ones(3)

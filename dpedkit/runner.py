@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from dpedkit.fs import exclusive, file_fingerprint, remove_stale_temps
+from dpedkit.fs import exclusive, file_fingerprint, remove_stale_temps, sync_folders
 from dpedkit.parallel import imap, resolve_jobs, workers_text
 
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1      # some items failed (see the summary and the records), unless --allow-failures
-EXIT_BAD_START = 2         # the run could not start (bad options or folders): click's usage error
+EXIT_BAD_START = 2         # the run could not start (bad options or folders): any DpedkitError
 EXIT_STOPPED = 3           # outputs cannot be written, the folder is locked, or the cluster failed
 EXIT_INTERRUPTED = 130     # Ctrl-C
 
@@ -102,9 +102,23 @@ def plan(items: Iterable[Item], params: str, previous: Callable[[Item], Mapping 
 
 def run(todo: list[Item], fn: Callable[[Any], dict], jobs: int | None = None, scheduler: str | None = None,
         label: str = "", progress: bool = True) -> Iterator[dict]:
-    """Yield ``fn(item.job)``, each item's new record, as items finish (any order)."""
-    yield from imap(fn, [it.job for it in todo], resolve_jobs(jobs), label=label, progress=progress,
+    """Yield ``fn(item.job)``, each item's new record, as items finish (any order); each
+    item's output folders are fsynced in the process that wrote them before it yields."""
+    yield from imap(_Durable(fn), [it.job for it in todo], resolve_jobs(jobs), label=label, progress=progress,
                     scheduler=scheduler)
+
+
+class _Durable:
+    """``fn`` followed by :func:`dpedkit.fs.sync_folders` (a class, so workers can unpickle it)."""
+
+    def __init__(self, fn: Callable[[Any], dict]):
+        self.fn = fn
+
+    def __call__(self, job: Any) -> dict:
+        try:
+            return self.fn(job)
+        finally:
+            sync_folders()
 
 
 def plan_text(stage: str, what: str, plan_: Plan, jobs: int | None, scheduler: str | None) -> str:
@@ -130,32 +144,60 @@ def stage_folder(out: str | os.PathLike, what: str):
         yield Path(out)
 
 
+def count_text(n: int, noun: str) -> str:
+    """``1 pair``, ``2 pairs``, ``1 photo``, ``0 photos``, ``1 patch``: English plurals of
+    the nouns the summaries use (``noun`` is the singular)."""
+    if n == 1:
+        return f"{n} {noun}"
+    return f"{n} {noun}es" if noun.endswith(("ch", "sh", "s", "x")) else f"{n} {noun}s"
+
+
 @dataclass
 class RunSummary:
-    """Counts by status and reasons, and whether the run should exit non-zero."""
+    """Counts by status, each failed item with its reason, and whether the run should exit
+    non-zero.
+
+    A run in which nothing usable was found (no item at all, or only ignored sidecar files)
+    is a problem too: "nothing to do because nothing was found" must not read as success.
+    ``empty_reason`` says what was looked for; the stage sets it."""
     total: int = 0
     counts: Counter = field(default_factory=Counter)
     skipped: int = 0                   # done in an earlier run, not redone
-    reasons: Counter = field(default_factory=Counter)
-    noun: str = "pairs"
+    failures: list = field(default_factory=list)    # (item name or "", status, reason)
+    noun: str = "pair"
     statuses: tuple[str, ...] = ("ok", "failed", "unpaired")
+    empty_reason: str = "nothing usable was found in the input"
+    shown: int = 20                    # failed items listed one by one; the rest by reason
 
     def add(self, rec: Mapping) -> None:
         self.total += 1
         self.counts[rec["status"]] += 1
         if rec["status"] != "ok":
-            self.reasons[_reason_kind(rec.get("reason") or "")] += 1
+            self.failures.append((rec.get("name") or "", rec["status"], rec.get("reason") or "no reason recorded"))
+
+    @property
+    def empty(self) -> bool:
+        return self.total == self.counts["ignored"]
 
     @property
     def problems(self) -> int:
         # "ignored": a sidecar file beside the photos (.xmp, .aae, …), reported but no problem
-        return sum(n for s, n in self.counts.items() if s not in ("ok", "ignored"))
+        found = sum(n for s, n in self.counts.items() if s not in ("ok", "ignored"))
+        return found or int(self.empty)
 
     def lines(self) -> list[str]:
         shown = self.statuses + tuple(s for s in self.counts if s not in self.statuses)
-        out = [f"{self.total} {self.noun}: " + ", ".join(f"{self.counts[s]} {s}" for s in shown)
+        out = [f"{count_text(self.total, self.noun)}: " + ", ".join(f"{self.counts[s]} {s}" for s in shown)
                + f" ({self.skipped} already done, skipped)"]
-        out += [f"  {n} × {r}" for r, n in self.reasons.most_common()]
+        listed = [f for f in self.failures if f[1] != "ignored"] + [f for f in self.failures if f[1] == "ignored"]
+        for name, status, reason in listed[:self.shown]:
+            out.append(f"  {status} {name}: {reason}" if name else f"  {status}: {reason}")
+        rest = Counter(_reason_kind(r) for _, _, r in listed[self.shown:])
+        if rest:
+            out.append(f"  … and {sum(rest.values())} more (each with its reason in the manifest):")
+            out += [f"    {n} × {r}" for r, n in rest.most_common()]
+        if self.empty:
+            out.append(f"error: nothing to do: {self.empty_reason}")
         return out
 
 

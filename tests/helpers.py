@@ -4,6 +4,7 @@ Images are RGB uint8 arrays; homographies and warps map pixel coordinates (x rig
 """
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +16,11 @@ from dpedkit.model.vgg import TORCHVISION_INDICES
 from dpedkit.train.loop import TrainConfig
 
 ANGLE = 0.4
+
+# Files dpedkit did not write, kept outside the repository (tests skip without them): the
+# official DPED checkpoints (models_orig/ of github.com/aiff22/DPED) and real camera files.
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared"
+OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or EXTERNAL / "dped_official")
 
 
 def upscaled(img, f=1.6):

@@ -1,11 +1,14 @@
 """Reading the files phones and cameras write: HEIC/HEIF, camera RAW/DNG, their capture
 time and orientation, and every other file of a camera folder reported with a reason.
-Fixtures are written by the tests (tests/camera_writer.py), none committed."""
+Fixtures are written by the tests (tests/camera_writer.py), none committed; the real files
+phones and cameras wrote are read from ../shared/camera_files (its README says what each is)
+and their tests skip when that folder is absent."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,61 @@ from dpedkit.camera_files import capture_time
 from dpedkit.imageio import ImageReadError, list_images, other_files, read_image, write_image
 from dpedkit.raw import RawMosaicError, read_mosaic
 from tests.camera_writer import luminance_corr, write_dng, write_heic
+
+
+def _camera_files_dir() -> Path | None:
+    repo = Path(__file__).resolve().parents[1]
+    for d in (repo / ".." / "shared" / "camera_files", repo / ".." / ".." / "shared" / "camera_files"):
+        if d.is_dir():      # the main checkout's sibling, or a worktree's one level up
+            return d.resolve()
+    return None
+
+
+CAMERA_FILES = _camera_files_dir()
+
+
+def camera_file(name: str) -> Path:
+    """A real camera file by name (skips the test when the folder or the file is absent)."""
+    if CAMERA_FILES is None or not (CAMERA_FILES / name).is_file():
+        pytest.skip(f"real camera file {name} not available (../shared/camera_files)")
+    return CAMERA_FILES / name
+
+
+def _utc(*a) -> float:
+    return dt.datetime(*a, tzinfo=dt.timezone.utc).timestamp()
+
+
+# (width, height) as a viewer shows the photo, and the EXIF DateTimeOriginal + SubSecTimeOriginal
+REAL_HEIC = {"iphone_7.heic": ((3024, 4032), _utc(2018, 9, 10, 12, 16, 13, 23000)),          # EXIF 6 only
+             "iphone_15_pro.heic": ((3024, 4032), _utc(2023, 10, 31, 11, 44, 43, 432000)),   # irot + EXIF 6
+             "samsung_sm-g975f.heic": ((3024, 4032), _utc(2020, 6, 30, 11, 27, 59)),         # irot + EXIF 6
+             "xiaomi.heic": ((2592, 1944), _utc(2023, 4, 27, 19, 44, 18, 732000))}           # no rotation
+
+
+@pytest.mark.parametrize("name", sorted(REAL_HEIC))
+def test_real_heic_upright_with_capture_time(name):
+    from dpedkit.camera_files import heif_primary_transforms
+    path = camera_file(name)
+    (w, h), when = REAL_HEIC[name]
+    img = read_image(path)
+    assert (img.shape[1], img.shape[0]) == (w, h)
+    assert capture_time(path) == pytest.approx(when, abs=1e-3)
+    if name == "iphone_7.heic":      # the EXIF tag alone rotates it: sky at the top, not at a side
+        assert heif_primary_transforms(path.read_bytes()) == []
+        band = lambda a: float(a[..., 2].mean() - a[..., 0].mean())   # noqa: E731 blue minus red
+        top, bottom = band(img[:h // 10].astype(float)), band(img[-h // 10:].astype(float))
+        left, right = band(img[:, :w // 10].astype(float)), band(img[:, -w // 10:].astype(float))
+        assert top > 80 and bottom < 0 and top > 2 * max(left, right)
+    else:
+        assert heif_primary_transforms(path.read_bytes()) == ([] if name == "xiaomi.heic" else [("irot", 3)])
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("wrong.heic", "not a HEIF file: it is a JPEG.*rename it to .jpg"),
+    ("fixture-msf1.heic", "image sequence.*no still image.*export one frame")])
+def test_real_non_still_heic_fails_with_reason(name, reason):
+    with pytest.raises(ImageReadError, match=reason):
+        read_image(camera_file(name))
 
 
 def test_heic_orientation_and_capture_time(tmp_path, samples):
@@ -93,3 +151,31 @@ def test_enhance_reports_every_file_of_a_folder(tmp_path, samples):
     assert "4 photos: 2 ok, 1 failed, 1 ignored" in r.output, r.output
     assert r.exit_code == 1 and "c.psd" in r.output
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["a.jpg", "b.jpg"]
+
+
+def test_enhance_over_real_bad_files_finishes_the_good_ones(tmp_path, samples, monkeypatch):
+    """A linear DNG (its EXIF once stopped the run: "seek of closed file"), a metadata-only
+    stub, a JPEG named .heic and an image sequence: each fails or succeeds alone, with its reason.
+    The network is replaced by the identity: files, not pixels, are under test (and CPU time)."""
+    import torch
+    import dpedkit.enhance.stage
+    monkeypatch.setattr(dpedkit.enhance.stage, "enhance_array", lambda g, img, *a, **k: img)
+    from click.testing import CliRunner
+    from dpedkit.cli import main
+    from dpedkit.model.networks import Generator
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"generator": Generator().eval().state_dict(), "iteration": 1}, run / "checkpoints" / "last.pt")
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("canon_eos_6d.dng", "DNG.dng", "wrong.heic", "fixture-msf1.heic"):
+        (src / name).symlink_to(camera_file(name))
+    write_image(src / "z.jpg", samples["coffee"][:64, :96])
+    r = CliRunner().invoke(main, ["enhance", str(run), str(src), "-o", str(tmp_path / "out")])
+    assert "5 photos: 2 ok, 3 failed" in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.jpg")) == ["canon_eos_6d.jpg", "z.jpg"]
+    for reason in ("metadata only or is truncated", "it is a JPEG image", "image sequence"):
+        assert reason in r.output
+    from PIL import Image
+    with Image.open(tmp_path / "out" / "canon_eos_6d.jpg") as im:
+        assert im.size == (1224, 816) and im.getexif()[0x0110] == "Canon EOS 6D"

@@ -11,9 +11,10 @@ from dpedkit.model.inference import generate, prepare, to_tensor
 from dpedkit.model.generator import load_generator
 from dpedkit.model.networks import Generator
 
-OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[2] / "shared" / "dped_official")
+from tests.helpers import OFFICIAL
+
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
-                                    reason="the official DPED checkpoints are not in ../shared/dped_official")
+                                    reason=f"the official DPED checkpoints are not in {OFFICIAL} (set $DPEDKIT_OFFICIAL)")
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -56,3 +57,25 @@ def test_our_checkpoint_exports_and_matches(tmp_path, samples):
     assert np.abs(run_onnx(tmp_path / "m.onnx", x) - generate(g, x).numpy()).max() <= 1e-4
     r = CliRunner().invoke(main, ["export", str(tmp_path / "nothing"), str(tmp_path / "n.onnx")])
     assert r.exit_code == 2 and "no checkpoint" in r.output and not (tmp_path / "n.onnx").exists()
+
+
+def test_the_output_suffix_chooses_the_format_and_an_unknown_one_is_refused(tmp_path):
+    for name in ("m.tflite", "m.onx", "model"):
+        r = CliRunner().invoke(main, ["export", str(tmp_path / "nothing"), str(tmp_path / name)])
+        assert r.exit_code == 2 and "not a format dpedkit exports" in r.output and ".onnx (ONNX)" in r.output, r.output
+        assert not (tmp_path / name).exists()
+    from dpedkit.export import ExportError, export_model
+    with pytest.raises(ExportError, match="'.tflite'"):
+        export_model(tmp_path / "nothing", tmp_path / "m.tflite")
+
+
+def test_the_onnx_file_follows_the_umask_and_leaves_no_temporary(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"generator": Generator().state_dict(), "iteration": 1}, run / "checkpoints" / "last.pt")
+    r = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "out" / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "out" / "m.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["m.onnx"]

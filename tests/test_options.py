@@ -61,3 +61,43 @@ def test_a_field_added_to_a_nested_dataclass_becomes_an_option():
     assert seen["opts"] == Outer(size=100, fast=False, hidden=3, inner=Inner(max_stretch=2.5))
     assert "--hidden" not in CliRunner().invoke(cmd, ["--help"]).output
     assert CliRunner().invoke(cmd, []).exit_code == 0 and seen["opts"] == Outer()
+
+
+@dataclass
+class Ranged:
+    count: int = field(default=3, metadata={"help": "How many.", "min": 1})
+    share: float = field(default=0.2, metadata={"help": "A share.", "min": 0, "max": 1, "max_open": True})
+    rate: float = field(default=1e-3, metadata={"help": "A rate.", "min": 0, "min_open": True})
+    free: float = field(default=2.0, metadata={"help": "No range."})
+
+
+def _ranged_command():
+    @click.command()
+    @click_options(Ranged)
+    def cmd(**options):
+        o = from_options(Ranged, options)
+        click.echo(f"{o.count} {o.share} {o.rate}")
+    return cmd
+
+
+def test_a_numeric_field_range_is_checked_at_parse_time_and_shown_in_help():
+    runner, cmd = CliRunner(), _ranged_command()
+    assert runner.invoke(cmd, ["--count", "1", "--share", "0", "--rate", "0.5"]).output.strip() == "1 0.0 0.5"
+    for args, words in ((["--count", "0"], "--count"), (["--share", "1"], "--share"),
+                        (["--rate", "0"], "--rate"), (["--rate", "-1"], "--rate")):
+        r = runner.invoke(cmd, args)
+        assert r.exit_code == 2 and words in r.output and "range" in r.output, (args, r.output)
+    help_ = runner.invoke(cmd, ["--help"]).output
+    assert "x>=1" in help_ and "0<=x<1" in help_ and "x>0" in help_
+
+
+def test_check_ranges_refuses_an_out_of_range_dataclass_built_in_python():
+    import pytest
+    from dpedkit.errors import DpedkitError
+    from dpedkit.options import check_ranges
+    check_ranges(Ranged())
+    check_ranges(Ranged(free=-1e9))
+    with pytest.raises(DpedkitError, match=r"--share 1\.5 is out of range: it must be 0<=x<1"):
+        check_ranges(Ranged(share=1.5))
+    with pytest.raises(ValueError, match="--count"):
+        check_ranges(Ranged(count=0))

@@ -41,3 +41,46 @@ def test_bayer_phase_and_pynet_values():
     # per-position black seen from an odd crop offset
     assert to_pynet_values(np.full((2, 2), 100, np.uint16), (10, 20, 30, 40), 1000, (1, 0)).tolist() == \
         [[round(80 / 980 * 1020), round(90 / 990 * 1020)], [round(60 / 960 * 1020), round(70 / 970 * 1020)]]
+
+
+# what each real RAW file of ../shared/camera_files gives: (rows, columns) of the RGB rendering
+# or the reason it fails; the mosaic read (RAW-to-RGB) likewise
+STUB = "metadata only or is truncated"
+REAL_RAW = {"Blackmagic.dng": ((2176, 4128), (2176, 4128)),            # a real Bayer DNG
+            "Nikon_uncompressed.nef": ((593, 869), "linear.*--phone-raw rgb"),   # a 16-bit RGB film scan
+            "canon_eos_6d.dng": ((816, 1224), "linear.*already demosaiced.*ProRAW.*--phone-raw rgb.*CFA"),
+            "DNG.dng": (STUB, STUB), "Panasonic.rw2": (STUB, STUB),
+            "CanonRaw.cr3": ("end of the file.*the metadata only, or is truncated",) * 2}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RAW))
+def test_real_raw_files_decode_or_say_why(name):
+    from dpedkit.imageio import ImageReadError
+    from dpedkit.raw import RawMosaicError
+    from tests.test_camera_files import camera_file
+    path = camera_file(name)
+    rgb_want, mosaic_want = REAL_RAW[name]
+    if isinstance(rgb_want, str):
+        with pytest.raises(ImageReadError, match=rgb_want):
+            read_image(path)
+    elif name != "Blackmagic.dng":     # its 9 MP AHD rendering takes seconds; its mosaic is checked below
+        rgb = read_image(path)
+        assert rgb.shape[:2] == rgb_want
+        assert 20 < rgb.mean() < 200 and rgb.std() > 20       # an image, neither flat nor blown white
+    if isinstance(mosaic_want, str):
+        with pytest.raises(RawMosaicError, match=mosaic_want):
+            read_mosaic(path)
+    else:
+        m = read_mosaic(path)
+        assert m.data.shape == mosaic_want and m.pattern == "RGGB" and m.black == (512.0,) * 4
+        lo, hi = np.percentile(m.data[::8, ::8], [1, 99])
+        assert lo > 300 and hi > 10 * lo                         # a scene, above the black level
+
+
+def test_truncated_real_raw_says_truncated(tmp_path):
+    from dpedkit.imageio import ImageReadError
+    from tests.test_camera_files import camera_file
+    data = camera_file("Blackmagic.dng").read_bytes()
+    (tmp_path / "cut.dng").write_bytes(data[:len(data) * 6 // 10])     # an interrupted copy
+    with pytest.raises(ImageReadError, match="end of the file before the end of the image data: it is truncated"):
+        read_image(tmp_path / "cut.dng")

@@ -16,7 +16,7 @@ from dpedkit.demo import make_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-OFFICIAL = ROOT.parent / "shared" / "dped_official"
+from tests.helpers import OFFICIAL  # noqa: E402
 # the README's commands are for real datasets; on six small photos they run with these
 # additions (later options win in click), so that they finish in seconds
 SHORTEN = {"train": ["--iters", "2", "--eval-every", "1", "--batch-size", "2", "--eval-patches", "8"],

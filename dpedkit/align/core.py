@@ -221,7 +221,8 @@ def valid_crop(Hs: np.ndarray, fld: SplineField | None, small_size: tuple[int, i
         return common_crop(Hs, small_size, phone_size)
     pw, ph = phone_size
     w, h = small_size
-    xs, ys = np.arange(0, pw, step), np.arange(0, ph, step)
+    # the last column and row are nodes too: a frame the DSLR covers keeps every sensor pixel
+    xs, ys = np.unique(np.r_[np.arange(0, pw, step), pw - 1]), np.unique(np.r_[np.arange(0, ph, step), ph - 1])
     gx, gy = np.meshgrid(xs, ys)
     pts = np.stack([gx, gy], -1) + fld.grid(xs, ys)
     src = apply_h(np.linalg.inv(Hs), pts.reshape(-1, 2)).reshape(len(ys), len(xs), 2)

@@ -71,6 +71,20 @@ class Plausibility:
                 "(anisotropy; a strong viewpoint change stretches one direction)."})
     max_area_ratio: float = field(default=3.0, metadata={
         "help": "Largest ratio of the local area scale between two corners of the DSLR frame (perspective)."})
+    allow_quarter_turn: bool = field(default=False, metadata={
+        "help": "Accept a pair whose photos are rotated by about ±90° against each other (60°–120°); refused by "
+                "default: it is almost always an orientation mistake (a photo read sideways)."})
+
+
+QUARTER_TURN = (60.0, 120.0)    # |rotation| in degrees refused unless allow_quarter_turn
+
+
+def rotation_deg(H: np.ndarray, x: float, y: float) -> float:
+    """The rotation of ``H`` at ``(x, y)`` in degrees, (−180, 180], positive counter-clockwise
+    on screen (x right, y down: a positive angle turns +x towards −y): the angle of the
+    rotation nearest the local Jacobian (exact for a similarity)."""
+    J = jacobian(H, x, y)
+    return float(-np.degrees(np.arctan2(J[1, 0] - J[0, 1], J[0, 0] + J[1, 1])))
 
 
 def implausibility(H: np.ndarray, dslr_size: tuple[int, int], limits: Plausibility = Plausibility()) -> str | None:
@@ -90,6 +104,12 @@ def implausibility(H: np.ndarray, dslr_size: tuple[int, int], limits: Plausibili
     dets = jacobian_det(H, pts)
     if np.any(dets <= 0):
         return "implausible homography: it mirrors the image (flipped)"
+    angle = rotation_deg(H, *pts[-1])
+    if not limits.allow_quarter_turn and QUARTER_TURN[0] <= abs(angle) <= QUARTER_TURN[1]:
+        return (f"implausible homography: it turns the DSLR photo by {angle:+.1f}° against the phone photo. A quarter "
+                "turn between two photos of one scene is almost always an orientation mistake — one photo read "
+                "sideways (an orientation tag lost, ignored or applied twice); check that both look upright in a "
+                f"viewer. If one camera really was turned, pass {_flag('allow_quarter_turn')}")
     sv = np.linalg.svd(jacobian(H, *pts[-1]), compute_uv=False)
     scale = float(np.sqrt(sv[0] * sv[1]))
     if scale < limits.min_scale:

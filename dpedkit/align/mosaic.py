@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dpedkit.align.core import AlignError, AlignOptions, align_images
+from dpedkit.align.core import AlignError, AlignOptions, AlignResult, align_images
 from dpedkit.raw import Mosaic, even_rect, quick_rgb
 
 
@@ -29,6 +29,18 @@ class MosaicAlignResult:
     inliers: int
     reprojection_rmse: float          # sensor px
     refine_points: int
+    align: AlignResult | None = None  # the RGB alignment of the quick rendering: warp field, residuals
+
+    def record(self) -> dict:
+        """The manifest-record fields: those of an RGB alignment (``homography``, ``warp``,
+        ``residual``, … :meth:`AlignResult.record`) with the even ``crop``, plus the mosaic's
+        levels and ``phone_kind: mosaic``. ``warp`` is the residual field the aligned DSLR
+        image was warped with, so :func:`dpedkit.align.geometry.aligned_to_dslr` applies it."""
+        d = self.align.record() if self.align is not None else {
+            "homography": np.asarray(self.homography).round(10).tolist(), "matches": self.matches,
+            "inliers": self.inliers, "reprojection_rmse": round(float(self.reprojection_rmse), 4),
+            "refine_points": self.refine_points}
+        return {**d, "crop": list(self.crop), "phone_kind": "mosaic", **self.mosaic.record()}
 
 
 def align_mosaic(m: Mosaic, dslr: np.ndarray, opts: AlignOptions = AlignOptions()) -> MosaicAlignResult:
@@ -46,4 +58,4 @@ def align_mosaic(m: Mosaic, dslr: np.ndarray, opts: AlignOptions = AlignOptions(
                              dslr=res.dslr[y - cy:y - cy + h, x - cx:x - cx + w].copy(),
                              preview=rendering[y:y + h, x:x + w].copy(), matches=res.matches,
                              inliers=res.inliers, reprojection_rmse=res.reprojection_rmse,
-                             refine_points=res.refine_points)
+                             refine_points=res.refine_points, align=res)

@@ -35,7 +35,7 @@ class AlignRunOptions:
     pair_by: str = field(default="name", metadata={
         "help": "Pair by file stem, or by EXIF capture time.", "choices": ["name", "time"]})
     max_skew: float = field(default=2.0, metadata={
-        "help": "Largest capture-time difference of a pair (seconds), with --pair-by time."})
+        "help": "Largest capture-time difference of a pair (seconds), with --pair-by time.", "min": 0})
     clock_offset: float = field(default=0.0, metadata={
         "help": "Seconds added to the DSLR's clock, with --pair-by time."})
     jobs: int | None = field(default=None, metadata={
@@ -180,9 +180,7 @@ def _align_mosaic_pair(job: _Job, rec: dict) -> None:
         write_image(dslr_path, res.dslr)
         if job.opts.previews:
             write_image(preview_path(job.out, p.name), checkerboard(res.preview, res.dslr), quality=90)
-        rec.update(status="ok", phone_kind="mosaic", homography=res.homography.round(10).tolist(), crop=list(res.crop),
-                   matches=res.matches, inliers=res.inliers, reprojection_rmse=round(res.reprojection_rmse, 4),
-                   refine_points=res.refine_points, **res.mosaic.record())
+        rec.update(status="ok", **res.record())    # warp and residual too, as for RGB pairs
     except AlignError as e:
         rec.update(reason=str(e), **e.stats)
     except MemoryError:
@@ -217,7 +215,7 @@ def _align_pairs(raw: Path, out: Path, phone_dir: str, dslr_dir: str, pairs: lis
         job = _Job(raw, out, phone_dir, dslr_dir, pair, params, opts, cv_threads)
         items.append(Item(pair.name, job, _input_paths(job), {"phone": pair.phone, "dslr": pair.dslr}))
     todo = plan(items, params, lambda it: journal.records.get(it.name), lambda it, rec: _outputs(it.job), opts.force)
-    summary = RunSummary()
+    summary = RunSummary(empty_reason=f"no photos to pair in {raw / phone_dir} and {raw / dslr_dir}")
     for rec in todo.done:
         summary.add(rec)
     summary.skipped = len(todo.done)

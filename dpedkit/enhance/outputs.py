@@ -28,22 +28,60 @@ class PhotoMetadata:
     icc: bytes | None = None       # ICC profile
 
 
+# IFD0 tags that lay out a TIFF/DNG's own image data (sizes, strips, tiles, sub-IFDs, colour
+# calibration, XMP, ICC) rather than describe the photo: in a JPEG/PNG's EXIF they would point
+# at bytes that are not there. Camera RAW files are TIFF-based, so their IFD0 is full of them.
+_LAYOUT_TAGS = frozenset({254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 317,
+                          320, 322, 323, 324, 325, 330, 338, 339, 513, 514, 529, 530, 531, 532, 700, 34675})
+_DNG_PRIVATE = range(50706, 52800)       # DNG tags (DNGVersion … DNG 1.7): meaningless outside the DNG
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+
+
+def _portable_exif(exif: Image.Exif, raw_file: bool) -> bytes | None:
+    """EXIF bytes (TIFF structure) with the orientation set to 1; for a TIFF-based RAW only
+    the descriptive IFD0 tags, the EXIF IFD and the GPS IFD. Must run while the file is open:
+    Pillow reads the EXIF and GPS sub-IFDs lazily."""
+    if not len(exif):
+        return None
+    if raw_file:
+        out = Image.Exif()
+        for tag, value in exif.items():
+            if tag not in _LAYOUT_TAGS and tag not in _DNG_PRIVATE and tag not in (EXIF_IFD, GPS_IFD):
+                out[tag] = value
+        for ifd in (EXIF_IFD, GPS_IFD):
+            sub = exif.get_ifd(ifd)
+            if sub:
+                out.get_ifd(ifd).update(sub)
+        exif = out
+    if ORIENTATION in exif:
+        exif[ORIENTATION] = 1
+    data = exif.tobytes()
+    return data[6:] if data.startswith(b"Exif\x00\x00") else data
+
+
 def read_metadata(path: str | Path) -> PhotoMetadata:
     """The EXIF (orientation normalised to 1) and ICC profile of a photo; empty when it has
-    none or Pillow cannot read it (the photo is still enhanced)."""
+    none or Pillow cannot read it (the photo is still enhanced: unreadable metadata is not a
+    reason to fail a photo dpedkit can decode).
+
+    Camera RAW/DNG files keep their descriptive EXIF (camera, lens, capture time, exposure,
+    GPS) but no ICC profile: dpedkit renders them to sRGB, whatever profile the file carries.
+    Everything is read before the file is closed (Pillow reads sub-IFDs lazily: reading them
+    later fails with "seek of closed file")."""
+    from dpedkit.camera_files import CameraFileError, _pillow_heif, kind_of
+    raw_file = kind_of(path) == "raw"
+    try:
+        if kind_of(path) == "heif":
+            _pillow_heif()          # registers Pillow's HEIF opener
+    except CameraFileError:
+        return PhotoMetadata()
     try:
         with Image.open(path) as im:
-            exif = im.getexif()
-            icc = im.info.get("icc_profile") or None
-    except Exception:      # unreadable metadata is not a reason to fail a photo OpenCV can read
+            exif = _portable_exif(im.getexif(), raw_file)
+            icc = None if raw_file else (im.info.get("icc_profile") or None)
+    except Exception:
         return PhotoMetadata()
-    data = None
-    if len(exif):
-        if ORIENTATION in exif:
-            exif[ORIENTATION] = 1
-        data = exif.tobytes()
-        data = data[6:] if data.startswith(b"Exif\x00\x00") else data
-    return PhotoMetadata(data, icc)
+    return PhotoMetadata(exif, icc)
 
 
 def _jpeg_segment(marker: int, payload: bytes) -> bytes:

@@ -19,9 +19,10 @@ from dpedkit.imageio import ImageReadError, encode_image, list_images, other_fil
 from dpedkit.layout import MANIFEST, Journal
 from dpedkit.model.device import resolve_device
 from dpedkit.model.generator import load_generator, model_fingerprint
-from dpedkit.enhance.bounded import BudgetError, enhance_exact, parse_size
+from dpedkit.enhance.planner import BudgetError, parse_size
+from dpedkit.enhance.strips import enhance_exact
 from dpedkit.enhance.outputs import add_metadata, read_metadata, side_by_side
-from dpedkit.model.inference import EnhanceError, enhance_tiled, prepare
+from dpedkit.model.inference import enhance_tiled, prepare
 from dpedkit.runner import Item, RunSummary, fingerprints, params_hash, plan, run, stage_folder
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -35,11 +36,11 @@ class EnhanceOptions:
     precision: str = field(default="auto", metadata={
         "help": "auto: fp16 on CUDA (within 1/255 of fp32), fp32 on CPU.", "choices": ["auto", "fp32", "fp16", "bf16"]})
     format: str = field(default="jpg", metadata={"help": "Output image format.", "choices": ["jpg", "png"]})
-    quality: int = field(default=95, metadata={"help": "JPEG quality."})
+    quality: int = field(default=95, metadata={"help": "JPEG quality.", "min": 1, "max": 100})
     side_by_side: bool = field(default=False, metadata={"help": "Also write <name>_before_after.<format>."})
     tile: int | None = field(default=None, metadata={
-        "help": "Approximate mode for photos too big for memory: tiles of this side (px), cross-faded."})
-    overlap: int = field(default=64, metadata={"help": "Tile overlap (px), with --tile."})
+        "help": "Approximate mode for photos too big for memory: tiles of this side (px), cross-faded.", "min": 16})
+    overlap: int = field(default=64, metadata={"help": "Tile overlap (px), with --tile.", "min": 0})
     force: bool = field(default=False, metadata={
         "help": "Redo photos an earlier run finished with the same model and options."})
     max_memory: str | None = field(default=None, metadata={"help": (
@@ -131,7 +132,8 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
         + (f", tiles of {opts.tile} px (approximate)" if opts.tile
            else ", exact (whole, or strips beyond the budget)"))
-    summary = RunSummary(noun="photos", statuses=("ok", "failed"))
+    summary = RunSummary(noun="photo", statuses=("ok", "failed"),
+                         empty_reason="no photos in " + ", ".join(map(str, inputs)))
     items, seen = [], {}
     for folder in (Path(i) for i in inputs if Path(i).is_dir()):   # every file is used or reported
         for p, why in other_files(folder):
@@ -158,7 +160,7 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
                                      progress=_progress(log, photo.src), log=log)
             speed["busy"] += time.perf_counter() - t0
             speed["megapixels"] += img.shape[0] * img.shape[1] / 1e6
-        except (ImageReadError, EnhanceError, BudgetError) as e:
+        except (ImageReadError, BudgetError) as e:
             rec["reason"] = f"{e} ({photo.src})"
             log(f"failed: {photo.src}: {e}")
             return rec

@@ -16,25 +16,30 @@ import torch
 
 from dpedkit.fs import file_fingerprint
 from dpedkit.model.checkpoint import CheckpointError, load_checkpoint
-from dpedkit.model.networks import Generator
+from dpedkit.model.layers import convs, norms
+from dpedkit.model.networks import GENERATOR_STEPS, Generator
 from dpedkit.model.tfbundle import is_bundle, read_bundle
+
+
+def _official_names(scope: str) -> dict[str, tuple[str, tuple[int, ...], bool]]:
+    """TF variable name → (our state-dict key, TF shape, is a kernel), from the generator's
+    layer description: convolutions are W1, W2, … in order, the instance norms' shift and
+    scale ``Variable``, ``Variable_1``, … in order."""
+    steps = GENERATOR_STEPS
+    wanted: dict[str, tuple[str, tuple[int, ...], bool]] = {}
+    for i, conv in enumerate(convs(steps), 1):
+        wanted[f"{scope}W{i}"] = (f"{conv.name}.weight", (conv.kernel, conv.kernel, conv.cin, conv.cout), True)
+        wanted[f"{scope}b{i}"] = (f"{conv.name}.bias", (conv.cout,), False)
+    for i, norm in enumerate(norms(steps)):
+        suffix = lambda k: "" if k == 0 else f"_{k}"  # noqa: E731  (tf.Variable's default names)
+        wanted[f"{scope}Variable{suffix(2 * i)}"] = (f"{norm.name}.bias", (norm.channels,), False)
+        wanted[f"{scope}Variable{suffix(2 * i + 1)}"] = (f"{norm.name}.weight", (norm.channels,), False)
+    return wanted
 
 
 def official_state_dict(variables: dict[str, np.ndarray], scope: str = "generator/") -> dict[str, torch.Tensor]:
     """Our generator's state dict from the official variables; names every misfit."""
-    g = Generator()
-    convs = [g.head] + [c for b in g.blocks for c in (b.conv1, b.conv2)] + [g.conv10, g.conv11, g.tail]
-    norms = [n for b in g.blocks for n in (b.norm1, b.norm2)]
-    module_names = {m: n for n, m in g.named_modules()}
-    wanted: dict[str, tuple[str, tuple[int, ...], bool]] = {}   # tf name → (our name, tf shape, is kernel)
-    for i, conv in enumerate(convs, 1):
-        o, c, kh, kw = conv.weight.shape
-        wanted[f"{scope}W{i}"] = (f"{module_names[conv]}.weight", (kh, kw, c, o), True)
-        wanted[f"{scope}b{i}"] = (f"{module_names[conv]}.bias", (o,), False)
-    for i, norm in enumerate(norms):
-        suffix = lambda k: "" if k == 0 else f"_{k}"  # noqa: E731  (tf.Variable's default names)
-        wanted[f"{scope}Variable{suffix(2 * i)}"] = (f"{module_names[norm]}.bias", (norm.num_features,), False)
-        wanted[f"{scope}Variable{suffix(2 * i + 1)}"] = (f"{module_names[norm]}.weight", (norm.num_features,), False)
+    wanted = _official_names(scope)
     present = {k for k in variables if k.startswith(scope)}
     missing = sorted(set(wanted) - present)
     extra = sorted(present - set(wanted))

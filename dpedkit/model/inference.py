@@ -2,9 +2,10 @@
 
 The generator normalises each feature map over the whole image (instance normalisation),
 so cutting a photo into tiles changes the result: by default a photo is enhanced in one
-piece. :func:`generate` runs the same network as ``Generator.forward`` but in place wherever
-it can and frees each activation as soon as it is used, so at most three full-size 64-channel
-maps are alive at once (about 3 × 64 × H × W × 4 bytes in fp32: 9.2 GB for 12 MP).
+piece. :func:`generate` walks the same layer description as ``Generator.forward``
+(:mod:`dpedkit.model.layers`) but in place wherever it can, freeing each activation as soon
+as it is used: for the DPED generator three full-size 64-channel maps are alive at the peak
+(about 3 × 64 × H × W × 4 bytes in fp32: 9.2 GB for 12 MP; :func:`bytes_needed`).
 :func:`enhance_tiled` is an explicit, approximate alternative for photos that do not fit.
 
 Images are HWC uint8 RGB arrays; tensors NCHW in [0, 1].
@@ -17,13 +18,8 @@ import os
 import numpy as np
 import torch
 
-from dpedkit.model.networks import Generator
-
-LIVE_MAPS = 3  # full-size 64-channel activations alive at the peak of generate()
-
-
-class EnhanceError(RuntimeError):
-    pass
+from dpedkit.model.layers import Conv, InstanceNorm, LayerNet, ScaledTanh, out_channels, peak_channels, walk
+from dpedkit.model.networks import GENERATOR_STEPS, Generator
 
 
 def _stats32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,33 +31,42 @@ def _stats32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([v for v, _ in vm]).view(1, -1, 1, 1), torch.stack([m for _, m in vm]).view(1, -1, 1, 1)
 
 
-def _norm_relu_(x: torch.Tensor, norm: torch.nn.InstanceNorm2d) -> torch.Tensor:
-    """relu(instance_norm(x)) in place."""
-    var, mean = _stats32(x)
-    scale = norm.weight.view(1, -1, 1, 1) / torch.sqrt(var + norm.eps)
-    shift = norm.bias.view(1, -1, 1, 1) - mean * scale
-    return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype)).relu_()
+class InPlaceOps:
+    """Whole-image inference: in place wherever the walk allows (:func:`dpedkit.model.layers.walk`)."""
+    in_place = True
+
+    def __init__(self, net: LayerNet):
+        self.net = net
+
+    def conv(self, s: Conv, x: torch.Tensor) -> torch.Tensor:
+        return self.net.get_submodule(s.name)(x)
+
+    def norm(self, s: InstanceNorm, x: torch.Tensor) -> torch.Tensor:
+        norm = self.net.get_submodule(s.name)
+        var, mean = _stats32(x)
+        scale = norm.weight.view(1, -1, 1, 1) / torch.sqrt(var + norm.eps)
+        shift = norm.bias.view(1, -1, 1, 1) - mean * scale
+        return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
+
+    def relu(self, s, x: torch.Tensor) -> torch.Tensor:
+        return x.relu_()
+
+    def tanh(self, s: ScaledTanh, x: torch.Tensor) -> torch.Tensor:
+        return x.tanh_().mul_(s.scale).add_(s.shift)
+
+    def add(self, skip: torch.Tensor, x: torch.Tensor, may_overwrite: bool) -> torch.Tensor:
+        return skip.add_(x) if may_overwrite else skip + x
+
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
 
 
 @torch.inference_mode()
-def generate(g: Generator, x: torch.Tensor) -> torch.Tensor:
-    """``g(x)`` for one image, with activations freed as soon as they are used."""
+def generate(g: LayerNet, x: torch.Tensor) -> torch.Tensor:
+    """``g(x)`` for one image, in place where it can, each activation freed as soon as it is used."""
     if x.shape[0] != 1:
         raise ValueError("generate() takes one image at a time")
-    h = g.head(x).relu_()
-    for block in g.blocks:
-        y = _norm_relu_(block.conv1(h), block.norm1)
-        z = _norm_relu_(block.conv2(y), block.norm2)
-        del y
-        h += z
-        del z
-    y = g.conv10(h).relu_()
-    del h
-    h = g.conv11(y).relu_()
-    del y
-    out = g.tail(h)
-    del h
-    return out.tanh_().mul_(0.58).add_(0.5)
+    return walk(g.steps, x, InPlaceOps(g))[0]
 
 
 def prepare(g: Generator, device: torch.device, dtype: torch.dtype = torch.float32) -> Generator:
@@ -78,10 +83,11 @@ def to_image(t: torch.Tensor) -> np.ndarray:
     return (t[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def bytes_needed(height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
-    """Peak memory of :func:`generate` on an image, estimated from its live activations."""
+def bytes_needed(height: int, width: int, dtype: torch.dtype = torch.float32, steps=GENERATOR_STEPS) -> int:
+    """Peak memory of :func:`generate` on an image, estimated from its live activations
+    (:func:`dpedkit.model.layers.peak_channels`) and the output."""
     item = torch.empty((), dtype=dtype).element_size()
-    return (LIVE_MAPS * 64 + 2 * 3) * height * width * item
+    return (peak_channels(steps) + out_channels(steps)) * height * width * item
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -98,20 +104,6 @@ def available_bytes(device: torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-def enhance_whole(g: Generator, img: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32,
-                  check_memory: bool = True) -> np.ndarray:
-    """Enhance a whole photo exactly; :class:`EnhanceError` when it cannot fit in memory."""
-    h, w = img.shape[:2]
-    if check_memory:
-        need, free = bytes_needed(h, w, dtype), available_bytes(device)
-        if free is not None and need > free:
-            raise EnhanceError(
-                f"a {w}×{h} photo needs about {need / 2**30:.1f} GiB for exact whole-image enhancement on "
-                f"{device.type} and {free / 2**30:.1f} GiB is free; use --tile 1024 for an approximate tiled "
-                f"result (instance normalisation then sees one tile at a time)")
-    return to_image(generate(g, to_tensor(img, device, dtype)))
 
 
 def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:

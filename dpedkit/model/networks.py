@@ -1,5 +1,8 @@
 """The DPED generator and discriminator, as the original TensorFlow code builds them.
 
+The generator is a layer description (:func:`generator_layers`, :mod:`dpedkit.model.layers`):
+its modules, forward pass, whole-image inference and exact strips all come from it.
+
 Tensors are NCHW, RGB in [0, 1]. Padding follows TensorFlow's 'SAME' (asymmetric for even
 totals: the extra pixel goes after), instance normalisation uses biased moments over H, W,
 eps 1e-3, and a learnable per-channel scale (init 1) and shift (init 0).
@@ -17,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from dpedkit.model.layers import Conv, InstanceNorm, LayerNet, ReLU, Residual, ScaledTanh, flatten
 
 GRAY = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale
 INIT_STD = 0.01          # tf.truncated_normal(stddev=0.01) in models.py
@@ -59,34 +64,31 @@ def instance_norm(channels: int) -> nn.InstanceNorm2d:
     return nn.InstanceNorm2d(channels, eps=1e-3, affine=True)
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self, ch: int = 64):
-        super().__init__()
-        self.conv1, self.norm1 = nn.Conv2d(ch, ch, 3, padding=1), instance_norm(ch)
-        self.conv2, self.norm2 = nn.Conv2d(ch, ch, 3, padding=1), instance_norm(ch)
+def generator_layers(ch: int = 64, blocks: int = 4) -> tuple:
+    """The DPED generator (``models.resnet``): 9×9 conv + ReLU; ``blocks`` residual blocks of
+    two 3×3 conv + instance norm + ReLU, the skip added after the second ReLU; two 3×3 conv +
+    ReLU; 9×9 conv; tanh·0.58 + 0.5. The names are the state-dict prefixes of every
+    checkpoint dpedkit has written."""
+    def block(i: int) -> Residual:
+        b = f"blocks.{i}"
+        return Residual((Conv(f"{b}.conv1", ch, ch, 3), InstanceNorm(f"{b}.norm1", ch), ReLU(),
+                         Conv(f"{b}.conv2", ch, ch, 3), InstanceNorm(f"{b}.norm2", ch), ReLU()))
+    return (Conv("head", 3, ch, 9), ReLU(),
+            *(block(i) for i in range(blocks)),
+            Conv("conv10", ch, ch, 3), ReLU(),
+            Conv("conv11", ch, ch, 3), ReLU(),
+            Conv("tail", ch, 3, 9), ScaledTanh(0.58, 0.5))
 
-    def forward(self, x):
-        y = F.relu(self.norm1(self.conv1(x)))
-        return x + F.relu(self.norm2(self.conv2(y)))  # the skip is added after the second ReLU
+
+GENERATOR_STEPS = flatten(generator_layers())   # the default generator's steps (what the planner sizes)
 
 
-class Generator(nn.Module):
-    """9×9 conv + ReLU; 4 residual blocks; two 3×3 conv + ReLU; 9×9 conv; tanh·0.58 + 0.5."""
+class Generator(LayerNet):
+    """The DPED generator (:func:`generator_layers`), initialised as the original."""
 
     def __init__(self, ch: int = 64, blocks: int = 4):
-        super().__init__()
-        self.head = nn.Conv2d(3, ch, 9, padding=4)
-        self.blocks = nn.Sequential(*[ResidualBlock(ch) for _ in range(blocks)])
-        self.conv10 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv11 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.tail = nn.Conv2d(ch, 3, 9, padding=4)
+        super().__init__(generator_layers(ch, blocks))
         init_like_original(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.head(x))
-        x = self.blocks(x)
-        x = F.relu(self.conv11(F.relu(self.conv10(x))))
-        return torch.tanh(self.tail(x)) * 0.58 + 0.5
 
 
 class Discriminator(nn.Module):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpedkit.fs import replace
 from dpedkit.imageio import ImageReadError
 
 
@@ -40,7 +41,7 @@ def link_into_place(src: Path, dst: Path) -> None:
         os.link(src, tmp)
     except OSError:  # another filesystem or no hard links: copy
         shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    replace(tmp, dst)      # marks the folder for fs.sync_folders
 
 
 def same_size(phone_hw: tuple[int, int], dslr: np.ndarray) -> None:

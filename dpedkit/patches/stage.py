@@ -68,10 +68,14 @@ class PatchOptions:
         "choices": ["dped", "zrr"],
         "help": "dped (phone/DSLR RGB patches) or zrr (Zurich RAW-to-RGB / PyNET: Bayer mosaic patches from "
                 "RAW phone photos aligned with --phone-raw mosaic; --size defaults to 448)."})
-    raw_values: str = field(default="pynet", metadata={
-        "choices": ["pynet", "native"],
-        "help": "With --layout zrr: pynet (black level subtracted, white level at 1020, as PyNET expects) or "
+    raw_values: str = field(default="zurich", metadata={
+        "choices": ["zurich", "normalized", "native"],
+        "help": "With --layout zrr: zurich (the published dataset's: raw values with the black level, 10-bit; "
+                "deeper sensors scaled to 10 bits), normalized (black level subtracted, white level at 1020) or "
                 "native (the camera's raw values)."})
+    zrr_phone: str = field(default="huawei", metadata={
+        "help": "With --layout zrr: prefix of the phone folders, <name>_raw and <name>_full_resolution (the "
+                "original PyNET code reads huawei_*); the real camera name goes into dataset.json."})
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,10 @@ class RgbPair:
     @staticmethod
     def root(out: Path, phone: str) -> Path:
         return out / phone
+
+    @classmethod
+    def new_layout(cls, out: Path, phone: str, opts: PatchOptions) -> PatchLayout:
+        return cls.layout(cls.root(out, phone), phone, opts.dped_dslr)
 
     @staticmethod
     def check(aligned: Path, ok_records: dict, opts: PatchOptions) -> None:
@@ -329,7 +337,7 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
         raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
     ok = {n: r for n, r in records.items() if r.get("status") == "ok"}
     kind.check(aligned, ok, opts)
-    layout = kind.layout(kind.root(out, phone), phone, opts.dped_dslr)
+    layout = kind.new_layout(out, phone, opts)
     if layout.patch_dir("train", "phone") == layout.patch_dir("train", "dslr"):
         raise ValueError(f"the DSLR folder name '{opts.dped_dslr}' is the phone's folder in the {opts.layout} "
                          "layout: pass another --dped-dslr")

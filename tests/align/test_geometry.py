@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dpedkit.align.geometry import (apply_h, corner_error, implausibility, jacobian, jacobian_det,
-                                    largest_rectangle, scale_matrix)
+from dpedkit.align.geometry import (Plausibility, apply_h, corner_error, implausibility, jacobian, jacobian_det,
+                                    largest_rectangle, rotation_deg, scale_matrix)
 
 
 def test_scale_matrix_matches_cv2_resize():
@@ -74,6 +74,39 @@ def test_implausible_homographies_are_named():
     persp[2, 0] = -2e-3  # the horizon crosses the frame
     assert "infinity" in implausibility(persp, size)
     assert "degenerate" in implausibility(np.zeros((3, 3)), size)
+
+
+def _turned(deg, size=(1000, 800), scale=0.6):
+    """DSLR→phone similarity: ``scale``, turned by ``deg`` (counter-clockwise on screen) about the centre."""
+    t = np.deg2rad(-deg)
+    c = np.array(size) / 2
+    R = scale * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return np.r_[np.c_[R, c * scale - R @ c], [[0, 0, 1]]]
+
+
+@pytest.mark.parametrize("deg", [90, -89.3, 61, -119, 105])
+def test_a_quarter_turn_is_refused_as_an_orientation_mistake(deg):
+    size = (1000, 800)
+    H = _turned(deg)
+    assert rotation_deg(H, 499.5, 399.5) == pytest.approx(deg)
+    reason = implausibility(H, size)
+    assert "orientation mistake" in reason and "--allow-quarter-turn" in reason and f"{deg:+.1f}°" in reason
+    assert implausibility(H, size, Plausibility(allow_quarter_turn=True)) is None
+
+
+@pytest.mark.parametrize("deg", [0, 20, -45, 58, 125, 180])
+def test_other_turns_are_not_taken_for_a_quarter_turn(deg):
+    assert implausibility(_turned(deg), (1000, 800)) is None
+
+
+def test_align_refuses_a_sideways_phone_photo(samples):
+    from dpedkit.align.core import AlignError, AlignOptions, align_images
+    dslr = samples["coffee"]
+    phone = np.ascontiguousarray(cv2.resize(np.rot90(dslr), None, fx=0.7, fy=0.7, interpolation=cv2.INTER_AREA))
+    with pytest.raises(AlignError, match=r"turns the DSLR photo by [+-]90\.\d° .*orientation mistake"):
+        align_images(phone, dslr)
+    res = align_images(phone, dslr, AlignOptions(plausibility=Plausibility(allow_quarter_turn=True)))
+    assert abs(rotation_deg(res.homography, dslr.shape[1] / 2, dslr.shape[0] / 2)) == pytest.approx(90, abs=1)
 
 
 def test_corner_error_measures_shift():

@@ -13,13 +13,14 @@ import torch
 from click.testing import CliRunner
 
 from dpedkit.cli import main
-from dpedkit.enhance import bounded
-from dpedkit.enhance.bounded import (BudgetError, Moments, conv_rows, enhance_exact, enhance_strips, output_strip,
-                                     parse_size, plan, statistics)
+from dpedkit.enhance import planner, strips
+from dpedkit.enhance.planner import BudgetError, parse_size, plan
+from dpedkit.enhance.strips import Moments, conv_rows, enhance_exact, enhance_strips, output_strip, statistics
 from dpedkit.model.inference import generate, prepare, to_image, to_tensor
 from dpedkit.model.generator import load_generator
 from dpedkit.imageio import read_image, write_image
-from dpedkit.model.networks import Generator
+from dpedkit.model.layers import radius
+from dpedkit.model.networks import GENERATOR_STEPS, Generator
 
 OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[3] / "shared" / "dped_official")
 needs_official = pytest.mark.skipif(not (OFFICIAL / "iphone_orig.index").is_file(),
@@ -77,11 +78,11 @@ def test_fp16_overflow_falls_back_to_a_float32_cache(samples, monkeypatch):
         g.head.weight.mul_(1e6)                      # activations far beyond float16's 65504
     img = samples["coffee"][:90, :120]
     whole = generate(g, to_tensor(img, CPU))
-    with pytest.raises(bounded._Overflow):
+    with pytest.raises(strips._Overflow):
         statistics(g, img, CPU, 30, cache_dtype=np.float16)
     calls = []
-    real = bounded.statistics
-    monkeypatch.setattr(bounded, "statistics", lambda *a: calls.append(a[7]) or real(*a))
+    real = strips.statistics
+    monkeypatch.setattr(strips, "statistics", lambda *a: calls.append(a[7]) or real(*a))
     got = enhance_strips(g, img, CPU, 30)
     assert calls == [np.float16, np.float32]
     assert np.abs(got.astype(int) - to_image(whole)).max() <= 1
@@ -111,7 +112,7 @@ def test_plan_and_sizes():
     big = 2**40
     assert plan(3000, 4000, big, base=0).mode == "whole"
     p = plan(6000, 8000, 4 * 2**30, base=300 << 20)              # 48 MP in 4 GiB: strips, cache on disk
-    assert p.mode == "strips" and p.cache == "disk" and 2 * bounded.FINAL_HALO <= p.rows < 6000
+    assert p.mode == "strips" and p.cache == "disk" and 2 * radius(GENERATOR_STEPS) <= p.rows < 6000
     assert p.estimate <= 4 * 2**30
     q = plan(600, 800, 500 << 20, base=100 << 20)                 # small: the cache fits in RAM
     assert q.mode == "strips" and q.cache == "ram" and q.estimate <= 500 << 20
@@ -122,7 +123,8 @@ def test_plan_and_sizes():
 PEAK_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np, torch
-    from dpedkit.enhance.bounded import enhance_exact, plan, resident_bytes
+    from dpedkit.enhance.planner import plan, resident_bytes
+    from dpedkit.enhance.strips import enhance_exact
     from dpedkit.model.inference import bytes_needed, prepare
     from dpedkit.model.networks import Generator
     torch.set_num_threads(1)
@@ -166,7 +168,7 @@ def test_cli_max_memory_enhances_in_strips_and_refuses_an_impossible_budget(tmp_
     torch.save({"generator": g.state_dict(), "iteration": 3}, run / "checkpoints" / "last.pt")
     img = cv2.resize(samples["coffee"], (150, 600), interpolation=cv2.INTER_AREA)   # tall: thin strips are cheap
     write_image(tmp_path / "in" / "a.png", img)
-    base = bounded.resident_bytes()
+    base = planner.resident_bytes()
     r = CliRunner().invoke(main, ["enhance", str(run), str(tmp_path / "in"), "-o", str(tmp_path / "out"),
                                   "--format", "png", "--max-memory", str(base + (120 << 20))])
     assert r.exit_code == 0, r.output

@@ -115,3 +115,22 @@ def test_evaluate_writes_one_file_per_model_into_the_run_folder(tmp_path):
     assert default_json_path(run, "iphone", tmp_path) == tmp_path / "evaluate_iphone.json"       # -o a folder
     assert default_json_path(run, "iphone", tmp_path / "s.json") == tmp_path / "s.json"          # -o a file
     assert default_json_path(run, "iphone", "new_dir/") == Path("new_dir/evaluate_iphone.json")
+
+
+@pytest.mark.parametrize("name,model,taken", [("canon_eos_6d.dng", "Canon EOS 6D", "2019:06:06 07:29:51"),
+                                               ("DNG.dng", "Canon EOS 350D DIGITAL", "2005:08:03 18:59:18"),
+                                               ("iphone_7.heic", "iPhone 7", "2018:09:10 12:16:13")])
+def test_real_files_metadata_is_read_while_open_and_portable(name, model, taken):
+    """Pillow reads the EXIF sub-IFD lazily: reading it after the file closed failed with
+    "seek of closed file" on these DNGs. A RAW's IFD0 layout tags (strips, DNG tags) stay out."""
+    from tests.test_camera_files import camera_file
+    meta = read_metadata(camera_file(name))
+    exif = Image.Exif()
+    exif.load(b"Exif\x00\x00" + meta.exif)
+    assert exif[MODEL] == model and exif.get_ifd(EXIF_IFD)[DATETIME_ORIGINAL] == taken
+    assert exif.get(ORIENTATION, 1) == 1
+    if name.endswith(".dng"):
+        assert meta.icc is None and not {273, 279, 330, 50706} & set(exif)   # strips, sub-IFDs, DNGVersion
+    out = add_metadata(encode_image(np.zeros((8, 8, 3), np.uint8), ".jpg"), meta)
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.getexif()[MODEL] == model

@@ -1,5 +1,6 @@
 """RAW phone photos → aligned 16-bit mosaics → the Zurich RAW-to-RGB / PyNET layout, read
-back by a minimal re-implementation of PyNET's loader; HEIC and RAW-rendered-to-RGB pairs
+back by a minimal re-implementation of PyNET's loader (the folder names and file numbering of
+the original load_data.py / load_dataset.py: tools/pynet_clients.py runs the originals); HEIC and RAW-rendered-to-RGB pairs
 through align → patches (DPED layout). Simulated sensors: real photos (scikit-image) warped
 by known homographies, linearised, mosaicked, 10–12-bit with a black level and noise,
 written as DNG (tests/camera_writer.py)."""
@@ -15,7 +16,7 @@ import pytest
 from dpedkit.align.geometry import corner_error
 from dpedkit.imageio import read_image, write_image
 from dpedkit.layout import read_records
-from dpedkit.raw import pattern_at, to_pynet_values
+from dpedkit.raw import pattern_at, to_zurich_values
 from dpedkit.synth import random_homography
 from tests.camera_writer import SENSOR_WB, luminance_corr, simulate_raw_phone, write_dng, write_heic
 
@@ -32,9 +33,10 @@ def extract_bayer_channels(raw):
     return np.dstack((ch_B, ch_Gb, ch_R, ch_Gr)).astype(np.float32) / (4 * 255)
 
 
-def pynet_load(root, split, phone, dslr, i):
-    raw = cv2.imread(str(root / split / f"{phone}_raw" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
-    rgb = cv2.imread(str(root / split / dslr / f"{i}.jpg"))[..., ::-1].astype(np.float32) / 255
+def pynet_load(root, split, i):
+    """What PyNET's LoadData reads for patch ``i``: <split>/huawei_raw/<i>.png, <split>/canon/<i>.jpg."""
+    raw = cv2.imread(str(root / split / "huawei_raw" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+    rgb = cv2.imread(str(root / split / "canon" / f"{i}.jpg"))[..., ::-1].astype(np.float32) / 255
     return extract_bayer_channels(raw), rgb
 
 
@@ -98,6 +100,17 @@ def test_raw_align_recovers_the_homography_and_keeps_the_mosaic(raw_aligned):
         assert m.dtype == np.uint16 and np.array_equal(m, mosaic[y:y + h, x:x + w])   # the raw values, uncut phase
         d = read_image(root / "aligned" / "canon" / f"{name}.png")
         assert d.shape[:2] == m.shape                                              # sensor resolution
+        # the record carries the residual field the DSLR was warped with, and aligned_to_dslr applies it
+        from dpedkit.align.geometry import aligned_to_dslr, apply_h
+        from dpedkit.align.warp import SplineField
+        assert r["warp"]["type"] == "bspline" and r["residual"]["n"] > 12 and r["residual"]["p95"] < 1.0
+        xy = np.array([[5.0, 7.0], [w / 2, h / 2], [w - 3.0, h - 2.0]])
+        q = xy + (x, y)
+        f = SplineField.from_dict(r["warp"]["params"])(q)
+        assert np.abs(f).max() > 1e-4                                  # a field that changes the mapping
+        got = aligned_to_dslr(r, xy)
+        np.testing.assert_allclose(got, apply_h(np.linalg.inv(np.array(r["homography"])), q + f), atol=1e-9)
+        assert np.abs(got - apply_h(np.linalg.inv(H), q)).max() < 1.0 * 960 / PHONE_SIZE[0]   # DSLR px: the truth
     assert recs["a"]["cfa_pattern"] == "RGGB" and recs["b"]["cfa_pattern"] == "GBRG"
     assert recs["b"]["black_level"] == [256.0] * 4 and recs["b"]["white_level"] == 4095
 
@@ -112,21 +125,27 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
     ds = tmp_path / "ds"
     assert summary.problems == 0 and summary.counts["train"] >= 8 and summary.counts["test"] >= 4, summary.lines()
     meta = json.loads((ds / "raw.json").read_text())
-    assert meta["cfa_pattern"] == "RGGB" and meta["raw_values"] == "pynet" and meta["white_level"] == 1020
+    assert meta["cfa_pattern"] == "RGGB" and meta["raw_values"] == "zurich" and meta["value_range"] == [0, 1023]
+    assert meta["phone"] == "phone" and meta["phone_folder"] == "huawei"
+    assert json.loads((ds / "dataset.json").read_text())["phone"] == "phone"      # the real camera folder
+    # 10-bit "a" keeps its numbers; 12-bit "b" (black 256, white 4095) lands on 10-bit levels
+    assert meta["written_levels"]["a"] == {"black_level": [64.0] * 4, "white_level": 1023.0}
+    assert meta["written_levels"]["b"]["black_level"] == [63.953] * 4     # 256 · 1023 / 4095
     rows = list(__import__("csv").DictReader(open(ds / "patches.csv")))
     aligned_mosaics = {n: cv2.imread(str(root / "aligned" / "phone" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in truth}
     levels = {"a": (64, 1023), "b": (256, 4095)}
     checked = 0
     for r in rows:
         split, i, name, x, y = r["split"], int(r["index"]), r["name"], int(r["x"]), int(r["y"])
-        raw_png = cv2.imread(str(ds / split / "phone_raw" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
-        assert raw_png.shape == (S, S) and raw_png.dtype == np.uint16 and raw_png.max() <= 1020
-        # never resampled: the aligned mosaic at an RGGB site, in PyNET's values
+        raw_png = cv2.imread(str(ds / split / "huawei_raw" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert raw_png.shape == (S, S) and raw_png.dtype == np.uint16 and raw_png.max() <= 1023
+        # never resampled: the aligned mosaic at an RGGB site, in the published dataset's values
         src = aligned_mosaics[name]
         assert pattern_at(["RGGB", "GBRG"][name == "b"], x, y) == "RGGB"
         black, white = levels[name]
-        assert np.array_equal(raw_png, to_pynet_values(src[y:y + S, x:x + S], (black,) * 4, white))
-        packed, rgb = pynet_load(ds, split, "phone", "canon", i)
+        want = src[y:y + S, x:x + S] if white == 1023 else np.rint(src[y:y + S, x:x + S] * (1023 / 4095))
+        assert np.array_equal(raw_png, want) and np.array_equal(raw_png, to_zurich_values(src[y:y + S, x:x + S], white))
+        packed, rgb = pynet_load(ds, split, i)
         assert packed.shape == (S // 2, S // 2, 4) and rgb.shape == (S, S, 3) and packed.max() <= 1.0
         c = luminance_corr(simple_rgb(packed), rgb)
         assert c > 0.9, (name, i, c)
@@ -138,10 +157,15 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
     for ph in report["photos"]:
         assert len(ph["window_map"]) == len(ph["window_residual"]) == ph["windows"] == ph["grid"]["cols"] * ph["grid"]["rows"]
         assert ph["window_map"].count("a") == ph["accepted"] == sum(v is not None for v in ph["window_residual"])
-    full = list((ds / "test" / "phone_full_resolution").glob("*.png"))
+    full = list((ds / "test" / "huawei_full_resolution").glob("*.png"))
     assert len(full) == 1
     fm = cv2.imread(str(full[0]), cv2.IMREAD_UNCHANGED)
-    assert fm.dtype == np.uint16 and fm.shape[0] % 2 == 0 and fm.max() <= 1020
+    src = aligned_mosaics[full[0].stem]
+    assert fm.dtype == np.uint16 and fm.shape == src.shape and fm.max() <= 1023       # the whole aligned crop
+    if full[0].stem == "b":           # GBRG: R sits at odd rows; the last row mirrors the one two above
+        assert np.array_equal(fm[:-1], to_zurich_values(src[1:], 4095)) and np.array_equal(fm[-1], fm[-3])
+    else:
+        assert np.array_equal(fm, src)
     # native values: the same windows, the camera's numbers
     opts = PatchOptions(layout="zrr", raw_values="native", search=SearchOptions(size=S), test_photos=1, jobs=1,
                         progress=False)
@@ -149,7 +173,7 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
     meta = json.loads((tmp_path / "nat" / "raw.json").read_text())
     assert meta["raw_values"] == "native" and meta["levels"]["b"]["white_level"] == 4095
     r = rows[0]
-    nat = cv2.imread(str(tmp_path / "nat" / r["split"] / "phone_raw" / f"{r['index']}.png"), cv2.IMREAD_UNCHANGED)
+    nat = cv2.imread(str(tmp_path / "nat" / r["split"] / "huawei_raw" / f"{r['index']}.png"), cv2.IMREAD_UNCHANGED)
     x, y = int(r["x"]), int(r["y"])
     assert np.array_equal(nat, aligned_mosaics[r["name"]][y:y + S, x:x + S])
     with pytest.raises(ValueError, match="layout zrr"):
@@ -211,3 +235,29 @@ def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_al
             assert np.median(scores) > 0.9 and abs(np.median(dxs) - shift) < 0.2, (np.median(scores), np.median(dxs))
         else:
             assert len(scores) >= 6 and max(scores) < 0.9, max(scores)
+
+
+def test_full_resolution_keeps_the_whole_sensor_the_dslr_covers(tmp_path, dslr_photos):
+    """A DSLR photo wider than the phone's view on every side: the aligned crop is the whole
+    sensor and so is the full-resolution test mosaic (PyNET's visual tests cut a fixed
+    2944×3968 window of the P20's 2976×3968 sensor: no pixel may be lost), GBRG sensor included."""
+    from dpedkit.align.stage import AlignRunOptions, align_folder
+    from dpedkit.patches.stage import PatchOptions, cut_patches
+    from dpedkit.patches.search import SearchOptions
+    raw = tmp_path / "raw"
+    dslr = dslr_photos["coffee"]
+    theta = np.deg2rad(0.5)      # 0.72 phone px per DSLR px: the DSLR frame reaches 57 px beyond each side
+    H = np.array([[0.72 * np.cos(theta), -0.72 * np.sin(theta), -57.0],
+                  [0.72 * np.sin(theta), 0.72 * np.cos(theta), -39.0], [0, 0, 1]])
+    mosaic = simulate_raw_phone(dslr, H, PHONE_SIZE, "GBRG", 10, 64, np.random.default_rng(3))
+    (raw / "phone").mkdir(parents=True)
+    write_dng(raw / "phone" / "f.dng", mosaic, "GBRG", 64, 1023)
+    write_image(raw / "canon" / "f.jpg", dslr, quality=95)
+    s = align_folder(raw, tmp_path / "al", AlignRunOptions(jobs=1, progress=False), log=lambda *_: None)
+    rec = read_records(tmp_path / "al" / "manifest.jsonl")["f"]
+    assert s.counts["ok"] == 1 and rec["crop"] == [0, 0, *PHONE_SIZE], rec["crop"]
+    cut_patches(tmp_path / "al", tmp_path / "ds", PatchOptions(layout="zrr", search=SearchOptions(size=96),
+                                                               test_photos=1, jobs=1, progress=False), log=lambda *_: None)
+    fm = cv2.imread(str(tmp_path / "ds" / "test" / "huawei_full_resolution" / "f.png"), cv2.IMREAD_UNCHANGED)
+    assert fm.shape == (PHONE_SIZE[1], PHONE_SIZE[0])
+    assert np.array_equal(fm[:-1], mosaic[1:])      # R at (0,0): sensor row 1 on top, 10-bit values unchanged

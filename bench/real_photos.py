@@ -139,8 +139,8 @@ def table(rows: list[dict], configs: list[str]) -> str:
         cells = []
         for c in configs:
             r = by[(pair, c)]
-            if r["status"] != "ok":
-                cells += [f"refused: {r['reason']}", "–", "–"]
+            if r["status"] != "ok":   # the reason's first clause
+                cells += [f"refused: {(r['reason'] or r['status']).split(' (')[0].split('. ')[0]}", "–", "–"]
             else:
                 cells += [f"{r['corner_px']:.2f} / {r['median_px']:.2f}", f"{r['accepted']} / {r['textured']}", _f(r["over_1px"], ".1%")]
         lines.append(f"| {pair} | " + " | ".join(cells) + " |")

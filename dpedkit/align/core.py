@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -23,10 +24,10 @@ import cv2
 import numpy as np
 
 from dpedkit.align.features import match_descriptors, sift_features, to_gray
-from dpedkit.align.geometry import (Plausibility, apply_h, corners, implausibility, largest_rectangle,
-                                    largest_rectangle_rows, local_scale, scale_matrix)
+from dpedkit.align.geometry import (Plausibility, corners, implausibility, largest_rectangle, largest_rectangle_rows,
+                                    local_scale, scale_matrix)
+from dpedkit.align.warp import SplineField, apply_h, fit_field, warp_to_phone
 from dpedkit.imageops import refine_peak
-from dpedkit.align.warp import SplineField, fit_field, warp_to_phone
 
 
 class AlignError(ValueError):
@@ -39,30 +40,35 @@ class AlignError(ValueError):
 
 @dataclass(frozen=True)
 class AlignOptions:
-    feature_side: int = field(default=1200, metadata={"help": "Longer side (px) of the reduced copies SIFT runs on."})
-    n_features: int = field(default=4000, metadata={"help": "SIFT keypoints kept per image."})
+    feature_side: int = field(default=1200, metadata={"help": "Longer side (px) of the reduced copies SIFT runs on.", "min": 64})
+    n_features: int = field(default=4000, metadata={"help": "SIFT keypoints kept per image.", "min": 1})
     ratio: float = field(default=0.8, metadata={
-        "help": "Lowe's ratio test: keep a match when its distance is below this fraction of the second best's."})
+        "help": "Lowe's ratio test: keep a match when its distance is below this fraction of the second best's.",
+        "min": 0, "min_open": True, "max": 1})
     mutual: bool = field(default=True, metadata={"help": "Keep only mutual nearest-neighbour matches."})
-    ransac_px: float = field(default=2.0, metadata={"help": "MAGSAC inlier threshold, in reduced-copy pixels."})
-    min_inliers: int = field(default=25, metadata={"help": "A pair needs at least this many homography inliers."})
+    ransac_px: float = field(default=2.0, metadata={"help": "MAGSAC inlier threshold, in reduced-copy pixels.",
+                                                       "min": 0, "min_open": True})
+    min_inliers: int = field(default=25, metadata={"help": "A pair needs at least this many homography inliers.",
+                                                     "min": 4})
     refine_iters: int = field(default=2, metadata={
-        "help": "Grid-correlation refinement passes of the homography (0: off)."})
-    refine_grid: int = field(default=16, metadata={"help": "Refinement windows along the longer side."})
+        "help": "Grid-correlation refinement passes of the homography (0: off).", "min": 0})
+    refine_grid: int = field(default=16, metadata={"help": "Refinement windows along the longer side.", "min": 1})
     refine_min_ncc: float = field(default=0.6, metadata={
-        "help": "A refinement window's correlation peak must reach this."})
-    refine_px: float = field(default=1.0, metadata={"help": "Outlier threshold of the refinement refit (phone px)."})
+        "help": "A refinement window's correlation peak must reach this.", "min": -1, "max": 1})
+    refine_px: float = field(default=1.0, metadata={"help": "Outlier threshold of the refinement refit (phone px).",
+                                                    "min": 0, "min_open": True})
     min_overlap: float = field(default=0.2, metadata={
-        "help": "Smallest common crop, as a fraction of the phone photo's area."})
+        "help": "Smallest common crop, as a fraction of the phone photo's area.", "min": 0, "max": 1})
     warp: Literal["bspline", "homography"] = field(default="bspline", metadata={"choices": ["bspline", "homography"],
         "help": "Global model: 'bspline' = homography + a smooth residual field fitted robustly to the "
                 "measured shifts (lens distortion); 'homography' = the DPED-style homography alone."})
     warp_cells: int = field(default=8, metadata={
-        "help": "Cells of the residual B-spline field along the phone photo's longer side."})
+        "help": "Cells of the residual B-spline field along the phone photo's longer side.", "min": 1})
     warp_smooth: float = field(default=0.003, metadata={
-        "help": "Smoothness penalty of the residual field (relative; larger = stiffer)."})
+        "help": "Smoothness penalty of the residual field (relative; larger = stiffer).", "min": 0})
     warp_grid: int = field(default=28, metadata={
-        "help": "Windows along the longer side measured to fit the residual field (with warp=bspline)."})
+        "help": "Windows along the longer side measured to fit the residual field (with warp=bspline).",
+        "min": 1})
     plausibility: Plausibility = field(default_factory=Plausibility)
 
     def to_dict(self) -> dict:
@@ -101,9 +107,23 @@ class AlignResult:
                              "n": 0 if r is None else int(len(r)), "outliers": int(self.outliers)}}
 
 
-def _coarse_homography(pg: np.ndarray, dg: np.ndarray, o: AlignOptions):
-    pp, pd = sift_features(pg, o.feature_side, o.n_features)
-    dp, dd = sift_features(dg, o.feature_side, o.n_features)
+def _both_features(pg: np.ndarray, dslr: np.ndarray, o: AlignOptions):
+    """SIFT of the phone's gray image and of the DSLR photo. In two threads when OpenCV may
+    use more than one: SIFT's Gaussian pyramid is sequential, so the two overlap (−30 % wall
+    time on two cores, the same keypoints)."""
+    def dslr_features():
+        return sift_features(to_gray(dslr), o.feature_side, o.n_features)
+    if cv2.getNumThreads() < 2:
+        return sift_features(pg, o.feature_side, o.n_features), dslr_features()
+    with ThreadPoolExecutor(1) as pool:
+        d = pool.submit(dslr_features)
+        return sift_features(pg, o.feature_side, o.n_features), d.result()
+
+
+def _coarse_homography(pg: np.ndarray, dslr: np.ndarray, o: AlignOptions):
+    """SIFT + RootSIFT matches + MAGSAC: the coarse DSLR→phone homography, the match and
+    inlier counts, the inliers' RMSE (phone px) and the matched points ``(src, dst)``."""
+    (pp, pd), (dp, dd) = _both_features(pg, dslr, o)
     if min(len(pp), len(dp)) < o.min_inliers:
         raise AlignError(f"too few SIFT keypoints (phone {len(pp)}, DSLR {len(dp)}): blank, "
                          "blurred or textureless photo?", matches=0, inliers=0)
@@ -149,7 +169,7 @@ def grid_shifts(phone_gray: np.ndarray, warped_gray: np.ndarray, rect: tuple[int
             if sy < y0 or sx < x0 or ty + 2 * half + radius > y0 + h or tx + 2 * half + radius > x0 + w:
                 continue
             tmpl = phone_gray[ty:ty + 2 * half, tx:tx + 2 * half]
-            if tmpl.std() < 3.0:
+            if cv2.meanStdDev(tmpl)[1][0, 0] < 3.0:
                 continue
             region = warped_gray[sy:sy + 2 * half + 2 * radius, sx:sx + 2 * half + 2 * radius]
             c = cv2.matchTemplate(region, tmpl, cv2.TM_CCOEFF_NORMED)
@@ -219,6 +239,86 @@ def valid_crop(Hs: np.ndarray, fld: SplineField | None, small_size: tuple[int, i
     return int(xs[j]), int(ys[i]), int(xs[j + nj - 1] - xs[j] + 1), int(ys[i + ni - 1] - ys[i] + 1)
 
 
+@dataclass
+class _Fit:
+    """The model so far: ``H`` (DSLR px → phone px), the residual field (or ``None``) and the
+    figures of the fit that produced them."""
+    H: np.ndarray
+    field: SplineField | None
+    rmse: float
+    n_refine: int = 0
+    residuals: np.ndarray | None = None
+    outliers: int = 0
+
+
+def _keypoint_field(H: np.ndarray, src: np.ndarray, dst: np.ndarray, domain, cells, o: AlignOptions,
+                    coarse_scale: float) -> SplineField | None:
+    """A first residual field from all keypoint matches: lens distortion leaves the frame's
+    corners too far off for the grid search's radius; mismatches are rejected as outliers."""
+    r = dst - apply_h(H, src)
+    near = np.linalg.norm(r, axis=1) < 12 * coarse_scale + 20
+    if near.sum() < 12:
+        return None
+    return fit_field(dst[near], -r[near], domain, cells, smooth=4 * o.warp_smooth, scale_floor=coarse_scale)[0]
+
+
+def _refit(q: np.ndarray, t: np.ndarray, fit: _Fit, o: AlignOptions, domain, cells) -> _Fit | None:
+    """Refit the homography (and the field) on the measured shifts ``phone(q) ≈ warped(q + t)``;
+    ``None`` when too few of them agree (the previous model then stays)."""
+    if len(q) < 12:
+        return None
+    # the point of the homography's frame (phone px before the field) that matches q
+    target = q + t + (fit.field(q + t) if fit.field is not None else 0)
+    src = apply_h(np.linalg.inv(fit.H), target)  # DSLR full-res points that match phone points q
+    H1, mask = cv2.findHomography(src, q, cv2.RANSAC, o.refine_px, maxIters=5000, confidence=0.9999)
+    if H1 is None or mask.sum() < 12:
+        return None
+    inl = mask.ravel().astype(bool)
+    H1, _ = cv2.findHomography(src[inl], q[inl], 0)  # least squares on the inliers
+    if H1 is None:
+        return None
+    H = H1 / H1[2, 2]
+    fld = None
+    if o.warp == "bspline":
+        disp = apply_h(H, src) - q             # f(q) that makes H⁻¹(q + f(q)) = src
+        fld, inl = fit_field(q, disp, domain, cells, smooth=o.warp_smooth)
+        err = np.linalg.norm(fld(q[inl]) - disp[inl], axis=1)
+    else:
+        err = np.linalg.norm(apply_h(H, src[inl]) - q[inl], axis=1)
+    return _Fit(H, fld, float(np.sqrt(np.mean(err ** 2))), int(inl.sum()), err, int(len(q) - inl.sum()))
+
+
+def _refine(pg: np.ndarray, small_gray: np.ndarray, M: np.ndarray, fit: _Fit, matches, o: AlignOptions) -> _Fit:
+    """Grid-correlation passes at full phone resolution: warp the downscaled DSLR with the
+    model so far, measure the residual shifts, refit (``o.refine_iters`` times)."""
+    ph, pw = pg.shape
+    coarse_scale = max(1.0, max(pg.shape) / o.feature_side)
+    radius = int(np.ceil(4 * coarse_scale + 2))
+    domain, cells = (0.0, 0.0, float(pw), float(ph)), _field_cells(o, (pw, ph))
+    if o.warp == "bspline":
+        fit.field = _keypoint_field(fit.H, *matches, domain, cells, o, coarse_scale)
+    grid = o.warp_grid if o.warp == "bspline" else o.refine_grid
+    # the windows stay inside the coarse model's common crop: the refits move it by a pixel or two
+    rect = common_crop(fit.H @ np.linalg.inv(M), small_gray.shape[::-1], (pw, ph))
+    if rect is None:
+        return fit
+    for _ in range(o.refine_iters):
+        warped = warp_to_phone(small_gray, fit.H @ np.linalg.inv(M), fit.field, (0, 0, pw, ph))
+        q, t = grid_shifts(pg, warped, rect, grid, radius, o.refine_min_ncc)
+        new = _refit(q, t, fit, o, domain, cells)
+        if new is None:
+            break
+        fit = new
+        radius = 3  # later passes start from a sub-pixel estimate
+    return fit
+
+
+def _check_plausible(H: np.ndarray, dslr_size: tuple[int, int], o: AlignOptions, stats: dict) -> None:
+    reason = implausibility(H, dslr_size, o.plausibility)
+    if reason:
+        raise AlignError(reason, **stats)
+
+
 def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = AlignOptions()) -> AlignResult:
     """Align an RGB DSLR photo to an RGB phone photo; raises :class:`AlignError`.
 
@@ -228,76 +328,23 @@ def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = Align
     """
     if opts.warp not in ("bspline", "homography"):
         raise ValueError(f"unknown warp model {opts.warp!r} (bspline or homography)")
-    pg, dg = to_gray(phone), to_gray(dslr)
+    pg = to_gray(phone)
     ph, pw = pg.shape
-    H, n_matches, n_inliers, rmse, (src_m, dst_m) = _coarse_homography(pg, dg, opts)
+    dslr_size = (dslr.shape[1], dslr.shape[0])
+    H, n_matches, n_inliers, rmse, matches = _coarse_homography(pg, dslr, opts)
     stats = dict(matches=n_matches, inliers=n_inliers)
-    reason = implausibility(H, (dg.shape[1], dg.shape[0]), opts.plausibility)
-    if reason:
-        raise AlignError(reason, **stats)
-
+    _check_plausible(H, dslr_size, opts, stats)
     small, M = downscale_for_warp(dslr, H)
-    small_gray = to_gray(small)
-    small_size = small.shape[1::-1]
-    n_refine = 0
-    coarse_scale = max(1.0, max(pg.shape) / opts.feature_side)
-    radius = int(np.ceil(4 * coarse_scale + 2))
-    use_field = opts.warp == "bspline"
-    domain, cells = (0.0, 0.0, float(pw), float(ph)), _field_cells(opts, (pw, ph))
-    fld: SplineField | None = None
-    residuals, outliers = None, 0
-    if use_field:
-        # a first field from all keypoint matches: lens distortion leaves the frame's corners
-        # too far off for the grid search's radius; mismatches are rejected as outliers
-        r = dst_m - apply_h(H, src_m)
-        near = np.linalg.norm(r, axis=1) < 12 * coarse_scale + 20
-        if near.sum() >= 12:
-            fld, _ = fit_field(dst_m[near], -r[near], domain, cells, smooth=4 * opts.warp_smooth,
-                               scale_floor=coarse_scale)
-    grid = opts.warp_grid if use_field else opts.refine_grid
-    rect0 = common_crop(H @ np.linalg.inv(M), small_size, (pw, ph))
-    for it in range(opts.refine_iters):
-        Hs = H @ np.linalg.inv(M)
-        rect = rect0 if rect0 is not None else None
-        if rect is None:
-            break
-        warped = warp_to_phone(small_gray, Hs, fld, (0, 0, pw, ph))
-        q, t = grid_shifts(pg, warped, rect, grid, radius, opts.refine_min_ncc)
-        if len(q) < 12:
-            break
-        # the point of the homography's frame (phone px before the field) that matches q
-        target = q + t + (fld(q + t) if fld is not None else 0)
-        src = apply_h(np.linalg.inv(H), target)  # DSLR full-res points that match phone points q
-        H1, mask = cv2.findHomography(src, q, cv2.RANSAC, opts.refine_px, maxIters=5000, confidence=0.9999)
-        if H1 is None or mask.sum() < 12:
-            break
-        inl = mask.ravel().astype(bool)
-        H1, _ = cv2.findHomography(src[inl], q[inl], 0)  # least squares on the inliers
-        if H1 is None:
-            break
-        H = H1 / H1[2, 2]
-        if use_field:
-            disp = apply_h(H, src) - q             # f(q) that makes H⁻¹(q + f(q)) = src
-            fld, inl = fit_field(q, disp, domain, cells, smooth=opts.warp_smooth)
-            err = np.linalg.norm(fld(q[inl]) - disp[inl], axis=1)
-            outliers = int(len(q) - inl.sum())
-        else:
-            err = np.linalg.norm(apply_h(H, src[inl]) - q[inl], axis=1)
-            outliers = int(len(q) - inl.sum())
-        rmse, n_refine, residuals = float(np.sqrt(np.mean(err ** 2))), int(inl.sum()), err
-        radius = 3  # later passes start from a sub-pixel estimate
-
-    reason = implausibility(H, (dg.shape[1], dg.shape[0]), opts.plausibility)
-    if reason:
-        raise AlignError(reason, **stats)
-    Hs = H @ np.linalg.inv(M)
-    rect = valid_crop(Hs, fld, small_size, (pw, ph))
+    fit = _refine(pg, to_gray(small), M, _Fit(H, None, rmse), matches, opts)
+    _check_plausible(fit.H, dslr_size, opts, stats)
+    Hs = fit.H @ np.linalg.inv(M)
+    rect = valid_crop(Hs, fit.field, small.shape[1::-1], (pw, ph))
     overlap = 0.0 if rect is None else rect[2] * rect[3] / (pw * ph)
     if rect is None or overlap < opts.min_overlap:
         raise AlignError(f"too little overlap: the common part is {overlap:.0%} of the phone photo "
                          f"(minimum {opts.min_overlap:.0%})", **stats)
     x, y, w, h = rect
-    dslr_crop = warp_to_phone(small, Hs, fld, rect, interpolation=cv2.INTER_CUBIC)
-    return AlignResult(homography=H / H[2, 2], crop=rect, phone=phone[y:y + h, x:x + w].copy(), dslr=dslr_crop,
-                       matches=n_matches, inliers=n_inliers, reprojection_rmse=rmse, refine_points=n_refine,
-                       field=fld, residuals=residuals, outliers=outliers)
+    dslr_crop = warp_to_phone(small, Hs, fit.field, rect, interpolation=cv2.INTER_CUBIC)
+    return AlignResult(homography=fit.H / fit.H[2, 2], crop=rect, phone=phone[y:y + h, x:x + w].copy(),
+                       dslr=dslr_crop, matches=n_matches, inliers=n_inliers, reprojection_rmse=fit.rmse,
+                       refine_points=fit.n_refine, field=fit.field, residuals=fit.residuals, outliers=fit.outliers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -107,6 +108,13 @@ def _outputs(job: _Job) -> list[Path]:
     return paths + [preview_path(job.out, job.pair.name)] if job.opts.previews else paths
 
 
+def _both(fn, args: list[tuple], job: _Job) -> list[Future]:
+    """``fn(*a)`` for the pair's two photos, finished; in two threads when the job may use
+    more than one core (JPEG decoding and PNG encoding are single-threaded)."""
+    with ThreadPoolExecutor(2 if job.cv_threads > 1 else 1) as pool:
+        return [pool.submit(fn, *a) for a in args]
+
+
 def align_one(job: _Job) -> dict:
     """Align one pair and write its outputs; always returns a manifest record."""
     cv2.setNumThreads(job.cv_threads)
@@ -125,16 +133,17 @@ def align_one(job: _Job) -> dict:
     else:
         try:
             images = {}
-            for key in ("phone", "dslr"):
+            reads = _both(read_image, [(job.raw / p.phone, job.opts.raw), (job.raw / p.dslr, job.opts.raw)], job)
+            for key, read in zip(("phone", "dslr"), reads):
                 try:
-                    images[key] = read_image(job.raw / getattr(p, key), job.opts.raw)
+                    images[key] = read.result()
                 except ImageReadError as e:
                     raise AlignError(f"{key} photo {getattr(p, key)}: {e}") from None
                 rec[f"{key}_size"] = [images[key].shape[1], images[key].shape[0]]
             res = align_images(images["phone"], images["dslr"], job.opts.align)
             phone_path, dslr_path = aligned_paths(job.out, job.phone_dir, job.dslr_dir, p.name)
-            write_image(phone_path, res.phone)
-            write_image(dslr_path, res.dslr)
+            for written in _both(write_image, [(phone_path, res.phone), (dslr_path, res.dslr)], job):
+                written.result()
             if job.opts.previews:
                 write_image(preview_path(job.out, p.name), checkerboard(res.phone, res.dslr), quality=90)
             rec.update(status="ok", **res.record())

@@ -1,11 +1,13 @@
 """Accuracy of the aligner on synthetic pairs with a known homography, and its refusals."""
+from dataclasses import fields
+
 import cv2
 import numpy as np
 import pytest
 
 from tests.helpers import upscaled
 from dpedkit.align.core import AlignError, AlignOptions, align_images, grid_shifts
-from dpedkit.align.features import to_gray
+from dpedkit.align.features import match_descriptors, to_gray
 from dpedkit.align.geometry import Plausibility, apply_h, corner_error
 from dpedkit.synth import render_phone, synthetic_pair
 
@@ -125,3 +127,30 @@ def test_strong_viewpoint_change_is_refused_by_default_and_aligns_with_the_limit
     res = align_images(phone, dslr, AlignOptions(plausibility=Plausibility(max_stretch=2.0)))
     err = corner_error(res.homography, H, phone_size)
     assert err < 1.0, f"mean corner error {err:.3f} px"
+
+
+def test_mutual_ratio_matches_equal_a_brute_force_reference():
+    # the column-minimum mutual check and the one-product distances against the definition
+    rng = np.random.default_rng(5)
+    base = rng.random((300, 128), dtype=np.float32)
+    d1 = base[:200] + 0.02 * rng.standard_normal((200, 128)).astype(np.float32)
+    d2 = np.vstack([base[50:], rng.random((60, 128), dtype=np.float32)])
+    d1 /= np.linalg.norm(d1, axis=1, keepdims=True)
+    d2 /= np.linalg.norm(d2, axis=1, keepdims=True)
+    dist = np.linalg.norm(d1[:, None].astype(np.float64) - d2[None].astype(np.float64), axis=2)
+    ref = []
+    for i in range(len(d1)):
+        j, k = np.argsort(dist[i])[:2]
+        if dist[i, j] < 0.8 * dist[i, k] and dist[:, j].argmin() == i:
+            ref.append((i, j))
+    got = match_descriptors(d1, d2, 0.8, mutual=True)
+    assert len(ref) > 100
+    assert sorted(map(tuple, got.tolist())) == ref
+
+
+def test_every_numeric_option_states_its_range():
+    numeric = [f for f in fields(AlignOptions) if f.type in (int, float, "int", "float")]
+    assert len(numeric) >= 12
+    for f in numeric:
+        assert "min" in f.metadata or "max" in f.metadata, f"{f.name} has no range"
+        assert f.metadata.get("min", -np.inf) <= getattr(AlignOptions(), f.name) <= f.metadata.get("max", np.inf)

@@ -110,3 +110,16 @@ def test_field_on_a_lattice_equals_pointwise():
     gx, gy = np.meshgrid(xs, ys)
     np.testing.assert_allclose(f.grid(xs, ys), f(np.c_[gx.ravel(), gy.ravel()]).reshape(len(ys), len(xs), 2),
                                atol=1e-9)
+
+
+def test_apply_h_is_the_homogeneous_product():
+    # cv2.perspectiveTransform in place of a BLAS product: the same numbers, any batch size
+    from dpedkit.align import warp
+    rng = np.random.default_rng(3)
+    H = random_homography((5472, 3648), (4000, 3000), rng)
+    pts = rng.uniform(-500, 5500, (1000, 2))
+    q = np.c_[pts, np.ones(len(pts))] @ H.T
+    np.testing.assert_allclose(warp.apply_h(H, pts), q[:, :2] / q[:, 2:], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(warp.apply_h(H, pts), apply_h(H, pts), rtol=0, atol=1e-9)
+    assert warp.apply_h(H, np.zeros((0, 2))).shape == (0, 2)
+    assert warp.apply_h(H, [10.0, 20.0]).shape == (1, 2)

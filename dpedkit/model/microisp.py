@@ -15,7 +15,8 @@ and the group's last block (``j % 3 == 2``) is multiplied by a channel attention
 channels and ``tanh``. Stage 1 maps the 4 packed channels to 4 intermediate channels;
 stage 2 maps those (per branch) to its output, ``tanh·0.58 + 0.5``, then depth-to-space
 ×2 gives that colour at full resolution. The original also computes stage 1's
-depth-to-space image and never uses it; we skip it.
+depth-to-space image and never uses it; we skip it. The three branches run together
+as grouped convolutions (:class:`Stage`): the same function and parameters.
 
 Initialisation as the original: kernels normal with σ = 1e-3, biases 0, PReLU slopes 0
 (Keras' default). With the defaults (4 features, 7 blocks) the network has 13,560
@@ -32,8 +33,8 @@ from torch import nn
 MIN_SIDE = 79        # smallest packed side the attention's stride-3 chain accepts
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, k, stride, padding)
+def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, k, stride, padding, groups=groups)
     nn.init.normal_(conv.weight, 0.0, 1e-3)
     nn.init.zeros_(conv.bias)
     return conv
@@ -45,17 +46,20 @@ def _prelu(c: int) -> nn.PReLU:
 
 
 class Attention(nn.Module):
-    """Channel attention: ``(N, C, h, w) → (N, dims, 1, 1)`` in (0, 1).
+    """Channel attention of each of ``g`` branches: ``(N, g·C, h, w) → (N, g·dims, 1, 1)`` in (0, 1).
 
-    A 1×1 convolution with stride 3, three 3×3 convolutions with stride 3 (all 'VALID',
-    each + PReLU), a global average, a 1×1 convolution to ``hidden`` + PReLU, a 1×1
-    convolution to ``dims``, sigmoid."""
+    Per branch: a 1×1 convolution with stride 3, three 3×3 convolutions with stride 3 (all
+    'VALID', each + PReLU), a global average, a 1×1 convolution to ``hidden`` + PReLU, a 1×1
+    convolution to ``dims``, sigmoid. The branches run as grouped convolutions."""
 
-    def __init__(self, c: int, hidden: int, dims: int):
+    def __init__(self, c: int, hidden: int, dims: int, g: int):
         super().__init__()
-        self.reduce = nn.ModuleList([_conv(c, c, 1, 3)] + [_conv(c, c, 3, 3) for _ in range(3)])
-        self.reduce_act = nn.ModuleList([_prelu(c) for _ in range(4)])
-        self.fc1, self.fc1_act, self.fc2 = _conv(c, hidden, 1), _prelu(hidden), _conv(hidden, dims, 1)
+        self.reduce = nn.ModuleList([_conv(g * c, g * c, 1, 3, groups=g)] +
+                                    [_conv(g * c, g * c, 3, 3, groups=g) for _ in range(3)])
+        self.reduce_act = nn.ModuleList([_prelu(g * c) for _ in range(4)])
+        self.fc1 = _conv(g * c, g * hidden, 1, groups=g)
+        self.fc1_act = _prelu(g * hidden)
+        self.fc2 = _conv(g * hidden, g * dims, 1, groups=g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, act in zip(self.reduce, self.reduce_act):
@@ -65,17 +69,26 @@ class Attention(nn.Module):
 
 
 class Stage(nn.Module):
-    """One stage of one colour branch: ``(N, cin, h, w) → (N, 4, h, w)`` after ``tanh``."""
+    """One stage of all ``g`` colour branches: ``(N, cin, h, w) → (N, g·4, h, w)`` after ``tanh``,
+    branch ``i`` in channels ``4i … 4i+3``.
 
-    def __init__(self, cin: int, features: int, blocks: int, res_skip: int, scale: int):
+    The branches are independent, so they run as grouped convolutions (``groups=g``): the
+    same weights and arithmetic as ``g`` separate networks, in far fewer operations.
+    ``shared_input``: every branch reads all ``cin`` channels (stage 1, the packed mosaic);
+    otherwise branch ``i`` reads its own ``cin / g`` channels (stage 2)."""
+
+    def __init__(self, cin: int, features: int, blocks: int, res_skip: int, scale: int, g: int,
+                 shared_input: bool):
         super().__init__()
         self.res_skip = res_skip
-        self.convs = nn.ModuleList([_conv(cin if j == 0 else features, features, 3, padding=1) for j in range(blocks)])
-        self.acts = nn.ModuleList([_prelu(features) for _ in range(blocks)])
+        f = g * features
+        self.convs = nn.ModuleList([_conv(cin, f, 3, padding=1, groups=1 if shared_input else g)] +
+                                   [_conv(f, f, 3, padding=1, groups=g) for _ in range(blocks - 1)])
+        self.acts = nn.ModuleList([_prelu(f) for _ in range(blocks)])
         # one attention per residual group's last block
-        self.attention = nn.ModuleDict({str(j): Attention(features, features, features)
+        self.attention = nn.ModuleDict({str(j): Attention(features, features, features, g)
                                         for j in range(blocks) if j % res_skip == res_skip - 1})
-        self.out = _conv(features, scale * scale, 3, padding=1)
+        self.out = _conv(f, g * scale * scale, 3, padding=1, groups=g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = None
@@ -94,16 +107,16 @@ class MicroISP(nn.Module):
     def __init__(self, features: int = 4, blocks: int = 7, res_skip: int = 3, scale: int = 2,
                  in_channels: int = 4, out_channels: int = 3):
         super().__init__()
-        self.scale = scale
-        self.stage1 = nn.ModuleList([Stage(in_channels, features, blocks, res_skip, scale) for _ in range(out_channels)])
-        self.stage2 = nn.ModuleList([Stage(scale * scale, features, blocks, res_skip, scale)
-                                     for _ in range(out_channels)])
+        self.scale, self.in_channels = scale, in_channels
+        g = out_channels
+        self.stage1 = Stage(in_channels, features, blocks, res_skip, scale, g, shared_input=True)
+        self.stage2 = Stage(g * scale * scale, features, blocks, res_skip, scale, g, shared_input=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.stage1[0].convs[0].in_channels:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"MicroISP takes the packed Bayer mosaic (N, 4, h, w), got shape {tuple(x.shape)}")
         if min(x.shape[-2:]) < MIN_SIDE:
             raise ValueError(f"MicroISP's attention needs packed sides of at least {MIN_SIDE} px "
                              f"(mosaic patches of {2 * MIN_SIDE + 2} px), got {x.shape[-2]}x{x.shape[-1]}")
-        outs = [F.pixel_shuffle(s2(s1(x)) * 0.58 + 0.5, self.scale) for s1, s2 in zip(self.stage1, self.stage2)]
-        return torch.cat(outs, 1)
+        # pixel_shuffle of branch i's 4 channels is output colour i (TF's depth_to_space, 1 channel out)
+        return F.pixel_shuffle(self.stage2(self.stage1(x)) * 0.58 + 0.5, self.scale)

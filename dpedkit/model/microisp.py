@@ -33,9 +33,12 @@ from torch import nn
 MIN_SIDE = 79        # smallest packed side the attention's stride-3 chain accepts
 
 
+INIT_STD = 1e-3      # the original's kernel initialisation: normal, σ = 1e-3
+
+
 def _conv(cin: int, cout: int, k: int, stride: int = 1, padding: int = 0, groups: int = 1) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, k, stride, padding, groups=groups)
-    nn.init.normal_(conv.weight, 0.0, 1e-3)
+    nn.init.normal_(conv.weight, 0.0, INIT_STD)
     nn.init.zeros_(conv.bias)
     return conv
 
@@ -102,15 +105,23 @@ class Stage(nn.Module):
 
 
 class MicroISP(nn.Module):
-    """MicroISP (module docstring): ``(N, 4, h, w)`` packed Bayer → ``(N, 3, 2h, 2w)`` RGB."""
+    """MicroISP (module docstring): ``(N, 4, h, w)`` packed Bayer → ``(N, 3, 2h, 2w)`` RGB.
+
+    ``init_std``: σ of the kernels' normal initialisation (the original's 1e-3 by default;
+    from there Adam needs thousands of steps to leave the mid-grey start, so the short CPU
+    recipe starts from a larger σ)."""
 
     def __init__(self, features: int = 4, blocks: int = 7, res_skip: int = 3, scale: int = 2,
-                 in_channels: int = 4, out_channels: int = 3):
+                 in_channels: int = 4, out_channels: int = 3, init_std: float = INIT_STD):
         super().__init__()
         self.scale, self.in_channels = scale, in_channels
         g = out_channels
         self.stage1 = Stage(in_channels, features, blocks, res_skip, scale, g, shared_input=True)
         self.stage2 = Stage(g * scale * scale, features, blocks, res_skip, scale, g, shared_input=False)
+        if init_std != INIT_STD:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.normal_(m.weight, 0.0, init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:

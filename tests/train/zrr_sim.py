@@ -4,7 +4,9 @@ as RGGB mosaics in PyNET values (black 0, white 1020).
 
 The sensor: sRGB decoded to linear, a colour cross-talk matrix (a camera's RGB is not
 sRGB, and the quick rendering applies no colour matrix), white-balance gains divided out,
-exposure 0.6, RGGB sampling, 10-bit levels (0…1020), shot and read noise, rounding.
+exposure 0.6, RGGB sampling, 10-bit levels (0…1020), shot and read noise, rounding. The
+DSLR patch is the photo in the DSLR's own rendition (:func:`dslr_look`: more contrast and
+saturation), which a learned ISP learns and the quick rendering knows nothing of.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ def simulate_mosaic(rgb8: np.ndarray, rng: np.random.Generator, exposure: float 
     return np.clip(np.rint(v), 0, 1020).astype(np.uint16)
 
 
+def dslr_look(rgb8: np.ndarray, contrast: float = 0.6, saturation: float = 1.3) -> np.ndarray:
+    """The DSLR's own rendition of the scene (its tone curve and colour): a smoothstep contrast
+    curve blended in by ``contrast`` and saturation ``saturation`` about the luminance."""
+    x = rgb8.astype(np.float32) / 255
+    x = x * (1 - contrast) + contrast * (3 * x ** 2 - 2 * x ** 3)
+    y = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = y[..., None] + saturation * (x - y[..., None])
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
 def photos() -> list[np.ndarray]:
     from skimage import data
     return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
@@ -64,7 +76,7 @@ def write_zrr(root: Path, size: int = 64, n_train: int = 48, n_test: int = 8, ra
             x = 2 * int(rng.integers(0, (img.shape[1] - size) // 2))
             mosaic = full[y:y + size, x:x + size]
             cv2.imwrite(str(root / split / raw_dir / f"{i}.png"), mosaic)
-            cv2.imwrite(str(root / split / dslr_dir / f"{i}.jpg"), img[y:y + size, x:x + size, ::-1],
+            cv2.imwrite(str(root / split / dslr_dir / f"{i}.jpg"), dslr_look(img[y:y + size, x:x + size])[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             if split == "test":
                 out["test_mosaics"].append(mosaic)

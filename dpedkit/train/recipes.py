@@ -86,9 +86,9 @@ PYNET_TF = Recipe("pynet-tf", "pynet",
 MICROISP = Recipe("microisp", "microisp", (Stage(0, 12, 5e-5, MICROISP_WEIGHTS, epochs=50),),
                   source="dpedkit's choice (MicroISP publishes no training code): PyNET-PyTorch's level-0 stage")
 
+_NO_VGG = {k: w.without_content() for k, w in PYNET_WEIGHTS.items()}
 PYNET_CPU_TEST = Recipe("pynet-cpu-test", "pynet",
-                        _pynet_stages((0,) * 6, (4,) * 6, 2e-3, {k: w.without_content() for k, w in PYNET_WEIGHTS.items()},
-                                      steps=(20, 20, 20, 20, 20, 100)),
+                        _pynet_stages((0,) * 6, (4,) * 6, 2e-3, _NO_VGG, steps=(20, 20, 20, 20, 20, 100)),
                         model_kwargs={"width": 4}, source="reduced PyNET for CPU tests (no VGG term)")
 MICROISP_CPU_TEST = Recipe("microisp-cpu-test", "microisp", (Stage(0, 2, 2e-3, LossWeights(1), steps=500),),
                            model_kwargs={"init_std": 0.1},

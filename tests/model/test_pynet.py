@@ -62,7 +62,8 @@ def test_published_parameter_count():
 
 
 def test_strip_data_parallel():
-    assert list(strip_data_parallel({"module.conv_l0_d1.conv2d.weight": 1, "x": 2})) == ["conv_l0_d1.conv2d.weight", "x"]
+    stripped = strip_data_parallel({"module.conv_l0_d1.conv2d.weight": 1, "x": 2})
+    assert list(stripped) == ["conv_l0_d1.conv2d.weight", "x"]
 
 
 def _original_module():

@@ -54,3 +54,26 @@ def test_refuses_small_input():
     m(torch.rand(1, 4, MIN_SIDE, MIN_SIDE))
     with pytest.raises(ValueError, match="at least 79"):
         m(torch.rand(1, 4, MIN_SIDE - 1, 100))
+
+
+def test_published_checkpoint_maps_onto_the_network():
+    """Every value of the published checkpoint lands in exactly one parameter (set
+    DPEDKIT_MICROISP to a checkout of aiff22/MicroISP). The outputs are not yet compared with
+    TensorFlow's or with the published .tflite."""
+    import os
+    from pathlib import Path
+
+    import numpy as np
+
+    from dpedkit.model.microisp_tf import official_state_dict
+    from dpedkit.model.tfbundle import read_bundle
+    ckpt = Path(os.environ.get("DPEDKIT_MICROISP", "/nonexistent")) / "pretrained_weights" / "MicroISP.ckpt"
+    if not ckpt.with_suffix(".ckpt.index").is_file():
+        pytest.skip("set DPEDKIT_MICROISP to a checkout of aiff22/MicroISP")
+    variables = read_bundle(ckpt)
+    m = MicroISP()
+    sd = official_state_dict(variables, m)
+    m.load_state_dict(sd)
+    ours = np.sort(np.concatenate([t.numpy().ravel() for t in sd.values()]))
+    theirs = np.sort(np.concatenate([a.ravel() for a in variables.values()]))
+    assert len(variables) == 342 and np.array_equal(ours, theirs)

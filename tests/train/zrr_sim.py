@@ -1,0 +1,94 @@
+"""A tiny simulated Zurich RAW-to-RGB dataset, written as ``dpedkit patches --layout zrr``
+writes one: real photos (scikit-image) as the DSLR, and what a phone sensor records of them
+as RGGB mosaics in PyNET values (black 0, white 1020).
+
+The sensor: sRGB decoded to linear, a colour cross-talk matrix (a camera's RGB is not
+sRGB, and the quick rendering applies no colour matrix), white-balance gains divided out,
+exposure 0.6, RGGB sampling, 10-bit levels (0…1020), shot and read noise, rounding. The
+DSLR patch is the photo in the DSLR's own rendition (:func:`dslr_look`: more contrast and
+saturation), which a learned ISP learns and the quick rendering knows nothing of.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SENSOR_WB = (2.0, 1.0, 1.5)
+CROSSTALK = np.array([[0.70, 0.25, 0.05], [0.12, 0.76, 0.12], [0.05, 0.30, 0.65]], np.float32)
+
+
+def srgb_decode(rgb8: np.ndarray) -> np.ndarray:
+    x = rgb8.astype(np.float32) / 255
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def simulate_mosaic(rgb8: np.ndarray, rng: np.random.Generator, exposure: float = 0.6) -> np.ndarray:
+    """The RGGB mosaic (uint16, 0…1020) a phone sensor records of ``rgb8`` (sRGB uint8, even size)."""
+    cam = srgb_decode(rgb8) @ CROSSTALK.T / np.asarray(SENSOR_WB, np.float32) * exposure
+    h, w = rgb8.shape[:2]
+    m = np.empty((h, w), np.float32)
+    m[0::2, 0::2], m[0::2, 1::2] = cam[0::2, 0::2, 0], cam[0::2, 1::2, 1]
+    m[1::2, 0::2], m[1::2, 1::2] = cam[1::2, 0::2, 1], cam[1::2, 1::2, 2]
+    v = m * 1020
+    v += rng.normal(0, 1, v.shape) * np.sqrt(0.5 * v.clip(0) + 2.0)
+    return np.clip(np.rint(v), 0, 1020).astype(np.uint16)
+
+
+def dslr_look(rgb8: np.ndarray, contrast: float = 0.6, saturation: float = 1.3) -> np.ndarray:
+    """The DSLR's own rendition of the scene (its tone curve and colour): a smoothstep contrast
+    curve blended in by ``contrast`` and saturation ``saturation`` about the luminance."""
+    x = rgb8.astype(np.float32) / 255
+    x = x * (1 - contrast) + contrast * (3 * x ** 2 - 2 * x ** 3)
+    y = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = y[..., None] + saturation * (x - y[..., None])
+    return np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def photos() -> list[np.ndarray]:
+    from skimage import data
+    return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+
+
+def write_zrr(root: Path, size: int = 64, n_train: int = 48, n_test: int = 8, raw_dir: str = "huawei_raw",
+              dslr_dir: str = "canon", raw_json: bool = True, seed: int = 0) -> dict:
+    """``root/{train,test}/<raw_dir>/<i>.png`` + ``<dslr_dir>/<i>.jpg``: ``size`` px patches cut
+    at random even positions from whole simulated photos (test patches from the last photo,
+    train from the others). Returns the test patches as written and the quick rendering of
+    the whole mosaic cut at the same places (as ``patches --layout zrr`` renders it):
+    ``{"test_mosaics", "test_dslr", "test_quick"}``."""
+    from dpedkit.train.raw_data import quick_rendering
+    rng = np.random.default_rng(seed)
+    imgs = [p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2, :3] for p in photos()]
+    out = {"test_mosaics": [], "test_dslr": [], "test_quick": []}
+    for split, n, pool in (("train", n_train, imgs[:-1]), ("test", n_test, imgs[-1:])):
+        (root / split / raw_dir).mkdir(parents=True, exist_ok=True)
+        (root / split / dslr_dir).mkdir(parents=True, exist_ok=True)
+        sims = [simulate_mosaic(img, rng) for img in pool]
+        quick = [quick_rendering(m, SENSOR_WB) for m in sims] if split == "test" else None
+        for i in range(n):
+            j = i % len(pool)
+            img, full = pool[j], sims[j]
+            y = 2 * int(rng.integers(0, (img.shape[0] - size) // 2))
+            x = 2 * int(rng.integers(0, (img.shape[1] - size) // 2))
+            mosaic = full[y:y + size, x:x + size]
+            cv2.imwrite(str(root / split / raw_dir / f"{i}.png"), mosaic)
+            cv2.imwrite(str(root / split / dslr_dir / f"{i}.jpg"), dslr_look(img[y:y + size, x:x + size])[..., ::-1],
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if split == "test":
+                out["test_mosaics"].append(mosaic)
+                out["test_dslr"].append(cv2.imread(str(root / split / dslr_dir / f"{i}.jpg"))[..., ::-1])
+                out["test_quick"].append(quick[j][y:y + size, x:x + size])
+    if raw_json:
+        (root / "raw.json").write_text(json.dumps({
+            "layout": "zrr", "raw_values": "pynet", "size": size,
+            "folders": {"raw": f"{{train,test}}/{raw_dir}/<i>.png", "dslr": f"{{train,test}}/{dslr_dir}/<i>.jpg"}}))
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) / 255 - b.astype(np.float64) / 255) ** 2)
+    return float(20 * np.log10(1 / np.sqrt(mse)))

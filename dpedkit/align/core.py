@@ -281,11 +281,41 @@ def _refit(q: np.ndarray, t: np.ndarray, fit: _Fit, o: AlignOptions, domain, cel
     fld = None
     if o.warp == "bspline":
         disp = apply_h(H, src) - q             # f(q) that makes H⁻¹(q + f(q)) = src
-        fld, inl = fit_field(q, disp, domain, cells, smooth=o.warp_smooth)
-        err = np.linalg.norm(fld(q[inl]) - disp[inl], axis=1)
-    else:
+        fld, inl_f = fit_field(q, disp, domain, cells, smooth=o.warp_smooth)
+        if field_predicts(q, disp, domain, cells, o.warp_smooth):
+            inl = inl_f
+            err = np.linalg.norm(fld(q[inl]) - disp[inl], axis=1)
+        else:
+            fld = None
+    if fld is None:
         err = np.linalg.norm(apply_h(H, src[inl]) - q[inl], axis=1)
     return _Fit(H, fld, float(np.sqrt(np.mean(err ** 2))), int(inl.sum()), err, int(len(q) - inl.sum()))
+
+
+FIELD_GAIN = 0.85       # the field must cut the held-out error to this share of the homography's
+FIELD_CLIP_PX = 2.0     # held-out errors are clipped here: another depth or a moving thing weighs little
+
+
+def field_predicts(q: np.ndarray, disp: np.ndarray, domain, cells, smooth: float) -> bool:
+    """Whether the residual field is real: two-fold cross-validation on the measured shifts.
+
+    The field is fitted on every other correspondence and predicts the others (and the other
+    way round); it is kept only when its held-out error (phone px, clipped at
+    :data:`FIELD_CLIP_PX`) is below :data:`FIELD_GAIN` of the homography's alone. On a
+    planar scene through a distortion-free lens the homography is the whole truth, and a
+    field fitted to measurement noise only adds error where the shifts are sparse (it
+    extrapolates into the frame's corners); a real lens distortion predicts itself."""
+    if len(q) < 24:
+        return False
+    half = np.arange(len(q)) % 2 == 0
+    held_field, held_h = [], []
+    for train in (half, ~half):
+        fld, _ = fit_field(q[train], disp[train], domain, cells, smooth=smooth)
+        held_field.append(np.linalg.norm(fld(q[~train]) - disp[~train], axis=1))
+        held_h.append(np.linalg.norm(disp[~train], axis=1))
+    e_field = np.minimum(np.concatenate(held_field), FIELD_CLIP_PX).mean()
+    e_h = np.minimum(np.concatenate(held_h), FIELD_CLIP_PX).mean()
+    return bool(e_field < FIELD_GAIN * e_h)
 
 
 def _refine(pg: np.ndarray, small_gray: np.ndarray, M: np.ndarray, fit: _Fit, matches, o: AlignOptions) -> _Fit:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dpedkit.errors import DpedkitError
+
 HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif", ".avif"})
 RAW_SUFFIXES = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".rw2",
                           ".rwl", ".orf", ".pef", ".ptx", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".erf", ".mef",
@@ -32,7 +34,7 @@ SIDECAR_SUFFIXES = frozenset({".xmp", ".aae", ".thm", ".xml", ".json", ".txt", "
 TIFF_COMPRESSION_JPEG_XL = 52546   # DNG 1.7 (iOS 18 ProRAW, some Android phones)
 
 
-class CameraFileError(ValueError):
+class CameraFileError(DpedkitError, ValueError):
     """A camera file cannot be read; the message says why and what to do."""
 
 

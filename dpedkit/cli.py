@@ -53,19 +53,18 @@ class _Group(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
-        from dpedkit.errors import DpedkitError
-        from dpedkit.fs import LockError, OutputWriteError
-        from dpedkit.parallel import ClusterError
-        from dpedkit.runner import EXIT_BAD_START, EXIT_INTERRUPTED, EXIT_STOPPED
+        from dpedkit.errors import EXIT_INTERRUPTED, DpedkitError, StoppedError
         try:
             return super().invoke(ctx)
-        except (OutputWriteError, LockError, ClusterError) as e:
-            click.echo(f"error: {e}", err=True)
-            click.echo("stopped; finished work is kept: re-run the same command to resume", err=True)
-            sys.exit(EXIT_STOPPED)
-        except DpedkitError as e:       # every other dpedkit error: the run could not start or go on
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(EXIT_BAD_START)
+        except DpedkitError as e:       # the one place a dpedkit error becomes a message and an exit code
+            if isinstance(e, StoppedError):
+                click.echo(f"error: {e}", err=True)
+                click.echo("stopped; finished work is kept: re-run the same command to resume", err=True)
+            elif e.exit_code >= 128:    # stopped by a signal: the message says how to resume
+                click.echo(f"\n{e}", err=True)
+            else:
+                click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("\ninterrupted; finished work is kept: re-run the same command to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -142,10 +141,7 @@ def _align_command() -> click.Command:
         from dpedkit.align.stage import align_folder
 
         opts = from_options(AlignRunOptions, options)
-        try:
-            summary = align_folder(raw_dir, out_dir, opts, log=_echo)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
+        summary = align_folder(raw_dir, out_dir, opts, log=_echo)
         _finish(summary.lines() + [f"manifest: {out_dir / 'manifest.jsonl'}"], summary.problems, allow_failures)
     return align
 
@@ -216,43 +212,30 @@ def _train_command() -> click.Command:
         """
         from click.core import ParameterSource
 
-        from dpedkit.layout import LayoutError, dataset_cameras
-        from dpedkit.model.checkpoint import CheckpointError
-        from dpedkit.model.device import DeviceError
-        from dpedkit.model.vgg import VGGWeightsError
-        from dpedkit.train.data import DatasetError
-        from dpedkit.train.loop import Interrupted, TrainError, config_from_json, train as run_training
+        from dpedkit.layout import dataset_cameras
+        from dpedkit.train.loop import config_from_json, train as run_training
 
         ctx = click.get_current_context()
-        try:
-            if config_path:
-                # only what this command line says overrides the recorded recipe, not click's defaults
-                given = {k: v for k, v in options.items()
-                         if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-                if data_dir is not None:
-                    given["data_dir"] = str(data_dir)
-                cfg = config_from_json(config_path, **{k: str(v) if isinstance(v, Path) else v
-                                                       for k, v in given.items()})
-            else:
-                if data_dir is None:
-                    raise click.UsageError("give DATA_DIR, or --config RUN/config.json")
-                try:
-                    _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
-                except LayoutError as e:
-                    raise click.UsageError(str(e)) from None
-                out = options.pop("out") or str(Path("runs") / phone)
-                cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr,
-                                   out=str(out))
-            if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-                from dpedkit.train.launch import train_on_processes
-                rows = train_on_processes(cfg, nproc_per_node)
-            else:
-                rows = run_training(cfg, log=_echo)
-        except Interrupted as e:
-            click.echo(f"\n{e}", err=True)
-            sys.exit(e.exit_code)
-        except (TrainError, DatasetError, VGGWeightsError, CheckpointError, DeviceError) as e:
-            raise click.UsageError(str(e)) from None
+        if config_path:
+            # only what this command line says overrides the recorded recipe, not click's defaults
+            given = {k: v for k, v in options.items()
+                     if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+            if data_dir is not None:
+                given["data_dir"] = str(data_dir)
+            cfg = config_from_json(config_path, **{k: str(v) if isinstance(v, Path) else v
+                                                   for k, v in given.items()})
+        else:
+            if data_dir is None:
+                raise click.UsageError("give DATA_DIR, or --config RUN/config.json")
+            _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
+            out = options.pop("out") or str(Path("runs") / phone)
+            cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr,
+                               out=str(out))
+        if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+            from dpedkit.train.launch import train_on_processes
+            rows = train_on_processes(cfg, nproc_per_node)
+        else:
+            rows = run_training(cfg, log=_echo)
         if not rows:  # a process of a torchrun run other than rank 0
             return
         click.echo(f"done: iteration {rows[-1]['iteration']}, test PSNR {float(rows[-1]['test_psnr']):.2f} dB; "
@@ -282,14 +265,9 @@ def _enhance_command() -> click.Command:
         A re-run skips photos done with the same model weights and options.
         """
         from dpedkit.enhance.stage import enhance_paths
-        from dpedkit.model.checkpoint import CheckpointError
-        from dpedkit.model.device import DeviceError
 
         opts = from_options(EnhanceOptions, options)
-        try:
-            summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
-        except (CheckpointError, DeviceError, ValueError) as e:
-            raise click.UsageError(str(e)) from None
+        summary = enhance_paths(model, list(inputs), out_dir, opts, log=_echo)
         _finish(summary.lines(), summary.problems, allow_failures)
     return enhance
 
@@ -315,15 +293,9 @@ def _evaluate_command() -> click.Command:
 
         from dpedkit.evaluate import default_json_path, evaluate_model, table
         from dpedkit.fs import write_text_atomic
-        from dpedkit.model.checkpoint import CheckpointError
-        from dpedkit.model.device import DeviceError
-        from dpedkit.train.data import DatasetError
 
         opts = from_options(EvaluateOptions, options)
-        try:
-            result = evaluate_model(model, data_dir, opts.phone, opts.dslr, opts.device, opts.limit, log=_echo)
-        except (CheckpointError, DatasetError, DeviceError, ValueError) as e:
-            raise click.UsageError(str(e)) from None
+        result = evaluate_model(model, data_dir, opts.phone, opts.dslr, opts.device, opts.limit, log=_echo)
         json_path = default_json_path(model, result["phone"], json_path)
         write_text_atomic(json_path, json.dumps(result, indent=1))
         for line in table(result) + [f"scores: {json_path}"]:
@@ -354,16 +326,11 @@ def _export_command() -> click.Command:
         shape; instance normalisation is over the whole image, as in ``enhance``.
         Needs the onnx package: pip install 'dpedkit[onnx]'.
         """
-        from dpedkit.model.checkpoint import CheckpointError
-
         import importlib.util
         if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
             raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'")
         from dpedkit.export import export_model
-        try:
-            export_model(model, out, opset, log=_echo)
-        except CheckpointError as e:
-            raise click.UsageError(str(e)) from None
+        export_model(model, out, opset, log=_echo)
     return export
 
 

@@ -21,7 +21,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from dpedkit.errors import DpedkitError
+from dpedkit.errors import StoppedError
 
 try:
     import fcntl
@@ -35,7 +35,7 @@ DURABLE = os.environ.get("DPEDKIT_FSYNC", "1") != "0"
 _renamed_into: set[str] = set()      # folders with a rename not yet fsynced (this process)
 
 
-class OutputWriteError(DpedkitError, RuntimeError):
+class OutputWriteError(StoppedError, RuntimeError):
     """An output could not be written (disk full, no permission, a file where a folder
     should be): the run must stop, since every later output would fail the same way."""
 
@@ -175,7 +175,7 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 LOCK_NAME = ".dpedkit.lock"
 
 
-class LockError(DpedkitError, RuntimeError):
+class LockError(StoppedError, RuntimeError):
     """Another dpedkit run holds the output folder."""
 
 

@@ -17,12 +17,13 @@ import numpy as np
 from dpedkit.camera_files import (HEIF_SUFFIXES, RAW_SUFFIXES, CameraFileError, RawRendering, kind_of,
                                   read_camera_file, unreadable_reason)
 from dpedkit.fs import write_bytes_atomic
+from dpedkit.errors import DpedkitError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".jp2", ".pgm", ".ppm"}
 PHOTO_SUFFIXES = IMAGE_SUFFIXES | HEIF_SUFFIXES | RAW_SUFFIXES    # what list_images lists
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DpedkitError, ValueError):
     """An input file is not a readable image; the message says why, in plain words."""
 
 

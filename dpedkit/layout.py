@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dpedkit.fs import fsync_file, sync_folders, write_text_atomic
+from dpedkit.errors import DpedkitError
 
 MANIFEST = "manifest.jsonl"          # aligned/: one JSON record per pair
 DATASET_JSON = "dataset.json"        # aligned/ and dataset/<phone>/: camera names
@@ -43,7 +44,7 @@ WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l",   # a: a
                 "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b", "sparse": "p"}
 
 
-class LayoutError(ValueError):
+class LayoutError(DpedkitError, ValueError):
     """A folder does not hold what a stage needs; the message says what to do."""
 
 

@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 from joblib import Parallel, delayed, parallel_config
 
 from dpedkit.progress import iterate
+from dpedkit.errors import StoppedError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -36,7 +37,7 @@ def cv_threads_per_job(jobs: int, scheduler: str | None = None) -> int:
 CONNECT_TIMEOUT_S = 20
 
 
-class ClusterError(RuntimeError):
+class ClusterError(StoppedError, RuntimeError):
     """The Dask cluster cannot be used (extra not installed, unreachable) or failed mid-run."""
 
 

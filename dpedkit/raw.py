@@ -24,12 +24,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dpedkit.errors import DpedkitError
+
 PYNET_MAX = 1020          # PyNET's loaders divide the mosaic by 4·255
 ZURICH_BITS = 10          # the published Zurich RAW-to-RGB mosaics: the Huawei P20's 10-bit raw values
 BAYER_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 
 
-class RawMosaicError(ValueError):
+class RawMosaicError(DpedkitError, ValueError):
     """A file or array is not a usable 2×2 Bayer mosaic; the message says why and what to do."""
 
 

@@ -31,11 +31,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from dpedkit.fs import exclusive, file_fingerprint, remove_stale_temps, sync_folders
 from dpedkit.parallel import imap, resolve_jobs, workers_text
 
-EXIT_OK = 0
-EXIT_ITEMS_FAILED = 1      # some items failed (see the summary and the records), unless --allow-failures
-EXIT_BAD_START = 2         # the run could not start (bad options or folders): any DpedkitError
-EXIT_STOPPED = 3           # outputs cannot be written, the folder is locked, or the cluster failed
-EXIT_INTERRUPTED = 130     # Ctrl-C
+from dpedkit.errors import (EXIT_BAD_START, EXIT_INTERRUPTED, EXIT_ITEMS_FAILED, EXIT_OK,  # noqa: F401
+                            EXIT_STOPPED, OptionError)
 
 
 def params_hash(params: Mapping[str, Any]) -> str:
@@ -132,7 +129,7 @@ def absolute_folders(inp: str | os.PathLike, out: str | os.PathLike) -> tuple[Pa
     started in); raises ValueError when the output lies inside the input."""
     inp, out = Path(inp).absolute(), Path(out).absolute()
     if out.resolve().is_relative_to(inp.resolve()):
-        raise ValueError(f"the output folder {out} must not lie inside the input folder {inp}")
+        raise OptionError(f"the output folder {out} must not lie inside the input folder {inp}")
     return inp, out
 
 

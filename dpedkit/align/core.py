@@ -28,9 +28,10 @@ from dpedkit.align.geometry import (Plausibility, corners, implausibility, large
                                     local_scale, scale_matrix)
 from dpedkit.align.warp import SplineField, apply_h, fit_field, warp_to_phone
 from dpedkit.imageops import refine_peak
+from dpedkit.errors import DpedkitError
 
 
-class AlignError(ValueError):
+class AlignError(DpedkitError, ValueError):
     """The pair cannot be aligned; the message is the reason shown to the user."""
 
     def __init__(self, reason: str, **stats):

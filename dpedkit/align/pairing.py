@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dpedkit.imageio import list_images
+from dpedkit.errors import DpedkitError
 
-class PairingError(ValueError):
+class PairingError(DpedkitError, ValueError):
     """The pairing cannot start (bad folders or CSV); the message says what to do."""
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dpedkit.errors import DpedkitError
+from dpedkit.errors import DpedkitError, OptionError
 from dpedkit.model.inference import available_bytes, bytes_needed
 from dpedkit.model.layers import cached_channels, radius, widest
 from dpedkit.model.networks import GENERATOR_STEPS
@@ -40,7 +40,7 @@ def parse_size(text: str | int) -> int:
         return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
     if not m:
-        raise ValueError(f"not a memory size: {text!r} (e.g. 4G, 512M, 1.5GiB)")
+        raise OptionError(f"not a memory size: {text!r} (e.g. 4G, 512M, 1.5GiB)")
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from dpedkit.errors import DpedkitError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DpedkitError, ValueError):
     pass
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from dpedkit.errors import DpedkitError
 
 
-class DeviceError(RuntimeError):
+class DeviceError(DpedkitError, RuntimeError):
     """The device asked for is not available; the message says which."""
 
 

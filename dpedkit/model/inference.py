@@ -18,6 +18,7 @@ import os
 import numpy as np
 import torch
 
+from dpedkit.errors import OptionError
 from dpedkit.model.layers import Conv, InstanceNorm, LayerNet, ScaledTanh, out_channels, peak_channels, walk
 from dpedkit.model.networks import GENERATOR_STEPS, Generator
 
@@ -134,7 +135,7 @@ def enhance_tiled(g: Generator, img: np.ndarray, device: torch.device, tile: int
     one (most where tiles differ in content); memory is that of one tile.
     """
     if overlap * 2 > tile:
-        raise ValueError("--overlap must be at most half of --tile")
+        raise OptionError("--overlap must be at most half of --tile")
     h, w = img.shape[:2]
     acc = np.zeros((h, w, 3), np.float32)
     weight = np.zeros((h, w, 1), np.float32)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dpedkit.errors import DpedkitError
+
 # conv layers per block up to conv5_4; a pool follows blocks 1-4
 BLOCKS = (2, 2, 4, 4, 4)
 CONV_NAMES = [f"conv{b + 1}_{i + 1}" for b, n in enumerate(BLOCKS) for i in range(n)]
@@ -38,7 +40,7 @@ WEIGHT_HELP = ("VGG-19 weights are needed for the content loss, and dpedkit neve
                "or train with --content-loss none")
 
 
-class VGGWeightsError(ValueError):
+class VGGWeightsError(DpedkitError, ValueError):
     pass
 
 

@@ -10,9 +10,10 @@ from joblib import Parallel, delayed
 
 from dpedkit.imageio import ImageReadError, read_image
 from dpedkit.layout import DpedLayout
+from dpedkit.errors import DpedkitError
 
 
-class DatasetError(ValueError):
+class DatasetError(DpedkitError, ValueError):
     pass
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dpedkit.errors import OptionError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -54,7 +56,7 @@ def stop() -> None:
 def batch_slice(batch_size: int, ranks: Ranks) -> slice:
     """This rank's part of a global batch; equal parts, or DDP's gradient mean would be biased."""
     if batch_size % ranks.world:
-        raise ValueError(f"the batch size {batch_size} does not split evenly over {ranks.world} processes")
+        raise OptionError(f"the batch size {batch_size} does not split evenly over {ranks.world} processes")
     n = batch_size // ranks.world
     return slice(ranks.rank * n, (ranks.rank + 1) * n)
 

@@ -7,10 +7,11 @@ import threading
 
 import torch
 
+from dpedkit.errors import DpedkitError
 from dpedkit.train.distributed import Ranks
 
 
-class Interrupted(Exception):
+class Interrupted(DpedkitError):
     """Training stopped on a signal after saving ``last.pt``; ``exit_code`` is 128 + signal,
     ``resume_command`` the command that continues the run with the options it started with."""
 

@@ -29,7 +29,7 @@ DSLR = (5472, 3648)       # ~20 MP
 
 def make_pairs(workdir: Path, n: int) -> None:
     from dpedkit.imageio import write_image
-    from dpedkit.synth import collage, random_homography, render_phone
+    from dpedkit.testing.synth import collage, random_homography, render_phone
 
     rng = np.random.default_rng(0)
     for i in range(n):

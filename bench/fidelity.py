@@ -3,7 +3,7 @@
     python bench/fidelity.py [--size 1600x1200] [--cases homography,distortion,...] [--pairs 2]
                              [--out bench/out/fidelity] [--jobs 2]
 
-For every case of :mod:`dpedkit.fidelity` (``homography`` control, ``distortion``,
+For every case of :mod:`dpedkit.testing.shoots` (``homography`` control, ``distortion``,
 ``parallax``, ``moving``, ``combined``) it simulates ``--pairs`` shoots (phone ``--size``,
 DSLR ~1.4–1.55× larger) with a dense ground-truth map, runs the real CLI
 (``python -m dpedkit align raw/ aligned/`` then ``patches aligned/ dataset/``) once per
@@ -39,8 +39,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dpedkit.fidelity import (CASES, SIMULATOR_VERSION, Truth, case_params, score_patches, score_windows,  # noqa: E402
-                              simulate, summarize, write_shoot)
+from dpedkit.testing.scoring import score_against_truth, score_windows, summarize  # noqa: E402
+from dpedkit.testing.shoots import CASES, SIMULATOR_VERSION, Truth, case_params, simulate, write_shoot  # noqa: E402
 
 # CLI arguments of each configuration (lists of strings for `align` and `patches`).
 DPEDKIT_ARGS = {"align": [], "patches": []}
@@ -143,7 +143,7 @@ def main(argv=None) -> None:
         if not reused:
             done[key] = run_config(out, config, args, a.jobs)
         aligned, dataset = done[key]
-        patches = score_patches(aligned, dataset, out / "truth")
+        patches = score_against_truth(aligned, dataset, out / "truth")
         windows = score_windows(aligned, dataset, out / "truth")
         note = " (same arguments as an earlier configuration: its output reused)" if reused else ""
         print(f"{config}: align {' '.join(args['align']) or '(defaults)'}; "

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from dpedkit.layout import read_records
-from dpedkit.fidelity import (CASES, Truth, _apply, _phone_homography, case_params, score_patches,
-                              score_windows, simulate, summarize, true_offsets, window_error, write_shoot)
+from dpedkit.testing.scoring import score_against_truth, score_windows, summarize, true_offsets, window_error
+from dpedkit.testing.shoots import CASES, Truth, _apply, _phone_homography, case_params, simulate, write_shoot
 
 
 # The issue's error budget (issue 13), asserted on the small versions of every case. The error
@@ -64,7 +64,7 @@ def shoot(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scores(shoot):
-    patches = score_patches(shoot / "aligned", shoot / "dataset", shoot / "truth")
+    patches = score_against_truth(shoot / "aligned", shoot / "dataset", shoot / "truth")
     windows = score_windows(shoot / "aligned", shoot / "dataset", shoot / "truth")
     return {c: summarize([p for p in patches if p.name == c], [w for w in windows if w.name == c]) for c in CASES}
 
@@ -102,7 +102,7 @@ def test_scorer_reads_deliberate_errors(shoot, tmp_path):
         return r
 
     ds = _rewrite_csv(shoot / "dataset", tmp_path / "perfect", true_answer)
-    ok = [s for s in score_patches(shoot / "aligned", ds, truth) if s.name == "homography"]
+    ok = [s for s in score_against_truth(shoot / "aligned", ds, truth) if s.name == "homography"]
     assert len(ok) >= 15
     # (not exactly 0: an aligner with a smooth residual warp is not rigid inside a window)
     assert max(s.mean_px for s in ok) < 0.05
@@ -118,7 +118,7 @@ def test_scorer_reads_deliberate_errors(shoot, tmp_path):
         return r
 
     ds = _rewrite_csv(shoot / "dataset", tmp_path / "plus3", plus3)
-    got = [s for s in score_patches(shoot / "aligned", ds, truth) if s.name == "homography"]
+    got = [s for s in score_against_truth(shoot / "aligned", ds, truth) if s.name == "homography"]
     # a rigid rotation by θ moves a pixel at radius r by 2 r sin(θ/2)
     i, j = np.mgrid[:100, :100] - 49.5
     chord = 2 * np.hypot(i, j) * np.sin(np.deg2rad(0.5))
@@ -132,7 +132,7 @@ def test_scorer_reads_deliberate_errors(shoot, tmp_path):
     # a +3 px error on what the real search answered also reads ≈ 3 (the search is near-right on the control)
     ds = _rewrite_csv(shoot / "dataset", tmp_path / "search3",
                       lambda r: r | {"dx": float(r["dx"]) + 3} if r["name"] == "homography" else r)
-    got = [s for s in score_patches(shoot / "aligned", ds, truth) if s.name == "homography"]
+    got = [s for s in score_against_truth(shoot / "aligned", ds, truth) if s.name == "homography"]
     assert all(abs(s.mean_px - 3) < 0.15 for s in got)
 
 

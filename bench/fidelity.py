@@ -51,7 +51,7 @@ DPEDKIT_ARGS = {"align": [], "patches": []}
 # "--method exhaustive --no-verify"; they do not exist before it lands.)
 BASELINE_ARGS = {"align": ["--warp", "homography"],
                  "patches": ["--max-shift", "5", "--max-angle", "1.0", "--angle-step", "0.5", "--threshold", "0.9",
-                             "--method", "exhaustive", "--no-verify"]}
+                             "--method", "exhaustive", "--no-verify", "--score-smooth", "0"]}
 CONFIGS = {"dpedkit": DPEDKIT_ARGS, "DPED-style baseline": BASELINE_ARGS}
 
 

@@ -46,6 +46,10 @@ class PatchOptions:
     search: SearchOptions = field(default_factory=SearchOptions)
     threshold: float = field(default=0.9, metadata={
         "help": "Keep a patch pair when its normalised cross-correlation is at least this."})
+    score_smooth: float = field(default=1.0, metadata={"min": 0,
+        "help": "The NCC compared with --threshold is of both patches' luminance smoothed with a Gaussian of this "
+                "sigma (px): the phone's noise, denoising and sharpening are not misalignment (0: unsmoothed, "
+                "as DPED)."})
     test_fraction: float = field(default=0.1, metadata={
         "help": "Share of photos in the test split (stable: adding photos moves none)."})
     test_photos: int | None = field(default=None, metadata={
@@ -157,7 +161,8 @@ def pair_kind(layout: str) -> type:
 
 
 def _params_key(o: PatchOptions) -> str:
-    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "quality": o.quality,
+    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "score_smooth": o.score_smooth,
+                        "quality": o.quality,
                         **pair_kind(o.layout).params(o)})
 
 
@@ -208,7 +213,7 @@ def cut_photo(job: _Job) -> dict:
                 res[w.status] = res.get(w.status, 0) + 1
                 continue
             d, p_scored, p = pair.cut(w, S)
-            w.ncc = ncc(d, p_scored, o.search.min_std)  # scored on the written pixels (a mosaic: its rendering)
+            w.ncc = ncc(d, p_scored, o.search.min_std, o.score_smooth)  # scored on the written pixels (a mosaic: its rendering)
             if np.isnan(w.ncc):
                 res["flat"] += 1
                 codes[-1] = WINDOW_CODES["flat"]
@@ -370,7 +375,8 @@ def _cut_all(aligned: Path, layout: PatchLayout, dslr: str, records: dict, opts:
             if r["accepted"] == 0:
                 summary.empty.append((r["name"], r["reason"]))
     kind.finish(layout, opts, results)
-    report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "seed": opts.seed,
+    report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "score_smooth": opts.score_smooth,
+                          "seed": opts.seed,
                           "test_fraction": opts.test_fraction, "test_photos": opts.test_photos, **kind.params(opts)},
               "patches": summary.counts,
               "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}

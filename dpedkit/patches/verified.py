@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from dpedkit.imageops import refine_peak, refine_peaks
-from dpedkit.patches.kernels import Cells, ncc_map_small, ncc_peak, sample
+from dpedkit.patches.kernels import Cells, ncc_map_small, ncc_peak, sample, sharpness
 from dpedkit.patches.vouching import vouch_flat_sides
 from dpedkit.patches.window import SearchOptions, WindowMatch, dslr_affine, grid_positions, luminance, patch_offset
 
@@ -32,6 +32,9 @@ _SUBPIXEL_ITERS = 4
 # (against a stop at 0.01 px the estimates moved by 0.002 px median, 0.02 px at the 99th percentile)
 _SUBPIXEL_STEP = 0.03
 _RB = 2          # the cells' search radius around the model (px)
+# NCC by which a cell's peak on its map's edge must beat the model's own place to count as
+# content moving otherwise (a moved object's cells gain tenths; a flat surface hundredths)
+_EDGE_GAIN = 0.02
 
 
 @functools.lru_cache(maxsize=16)
@@ -112,17 +115,42 @@ def _iterate_subpixel(D, P, w: WindowMatch, o: SearchOptions) -> tuple[bool, Cel
 
 def _block_fit(s: CellSample, o: SearchOptions, step=(0.0, 0.0)) -> BlockFit:
     """Each textured cell's deviation from the model (px); ``step`` is how far the model
-    moved since the maps were measured."""
+    moved since the maps were measured.
+
+    A deviation counts along each axis in proportion to how sharply the cell's correlation
+    peaks there (its curvature, up to ``o.min_curvature``): along a straight edge or in smooth
+    texture the peak slides with noise and processing (the aperture problem) and says little."""
     rb = _RB
     fx, fy, peak, px, py = refine_peaks(s.maps)
     # texture judged on the DSLR side: the phone's noise and sharpening give a flat block a
     # standard deviation, never a trustworthy correlation peak
     textured = (s.std_dslr >= o.block_std) & (s.std_phone >= o.min_std)
-    # a peak ≥ rb px off, or content that does not correspond
-    bad = textured & ((px == 0) | (px == 2 * rb) | (py == 0) | (py == 2 * rb) | (peak < 0.5))
-    good = textured & ~bad
-    dev = np.stack([fx - rb - step[0], fy - rb - step[1]], axis=1)[good]
-    return BlockFit(dev, good, int(bad.sum()))
+    # a peak ≥ rb px off, or content that does not correspond; a low peak counts only where both
+    # sides have clear texture: the phone's denoising flattens faint texture and its noise then
+    # decides the peak (such a cell takes no part)
+    # A peak on the map's edge counts only where it beats the model's own place clearly: in
+    # smooth or repetitive texture the surface is flat and its maximum wanders to the edge.
+    strong = np.minimum(s.std_dslr, s.std_phone) >= 2 * o.block_std
+    low = peak < 0.5
+    edge = ((px == 0) | (px == 2 * rb) | (py == 0) | (py == 2 * rb)) & (peak - s.maps[:, rb, rb] >= _EDGE_GAIN)
+    bad = textured & (edge | (low & strong))
+    good = textured & ~bad & ~low
+    dev = np.stack([fx - rb - step[0], fy - rb - step[1]], axis=1)
+    if o.min_curvature > 0:
+        dev = dev * np.clip(_curvature(s.maps, peak, px, py) / o.min_curvature, 0, 1)
+    return BlockFit(dev[good], good, int(bad.sum()))
+
+
+def _curvature(maps: np.ndarray, peak: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """``(K, 2)``: the NCC's fall from each map's peak to its neighbours, along x and y
+    (``2·peak − left − right``; per px², ≥ 0 at a maximum); a peak on the border reads its
+    nearest inner neighbourhood (such a cell is rejected anyway)."""
+    k, h, w = maps.shape
+    i = np.arange(k)
+    x, y = np.clip(px, 1, w - 2), np.clip(py, 1, h - 2)
+    cxx = 2 * peak - maps[i, y, x - 1] - maps[i, y, x + 1]
+    cyy = 2 * peak - maps[i, y - 1, x] - maps[i, y + 1, x]
+    return np.maximum(np.stack([cxx, cyy], axis=1), 0)
 
 
 def check_range(w: WindowMatch, o: SearchOptions) -> str | None:
@@ -137,6 +165,41 @@ def check_blocks(w: WindowMatch, fit: BlockFit) -> str | None:
         w.residual = float(_RB)
         return "inconsistent"
     return None
+
+
+def check_focus(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions) -> str | None:
+    """The DSLR window keeps less than ``min_sharpness`` of the phone window's fine detail
+    (:func:`~dpedkit.patches.kernels.sharpness`, each side on its own): out of focus, a
+    blurred training target however well it matches."""
+    if o.min_sharpness <= 0:
+        return None
+    S = o.size
+    ox, oy = patch_offset(w)
+    sd = sharpness(D[w.y:w.y + S, w.x:w.x + S])
+    sp = sharpness(P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S])
+    return "defocus" if sd < o.min_sharpness * sp else None
+
+
+def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions) -> None:
+    """Put a shift-model window back at the aligner's position (``dx = dy = 0``) unless its
+    measured shift is at least ``min_significance`` times its uncertainty.
+
+    Why: on a pair the aligner already fits, a sub-pixel peak is biased by the cameras'
+    processing (sharpening halos, denoising, chromatic aberration shift it by a tenth of a
+    pixel or more) and following it adds error. The uncertainty is the sub-blocks' spread
+    about the model over the square root of their number (halved: they overlap), at least
+    ``shift_floor`` px, the bias a single peak keeps. ``residual`` is then the blocks'
+    largest deviation from the position kept."""
+    if o.min_significance <= 0 or w.model != "shift":
+        return
+    n = len(dev)
+    spread = float(np.sqrt((dev ** 2).sum(axis=1).mean())) if n else 0.0
+    sigma = np.hypot(o.shift_floor, spread / np.sqrt(max(1.0, n / 2)))
+    if np.hypot(w.dx, w.dy) >= o.min_significance * sigma:
+        return
+    if n:
+        w.residual = float(np.linalg.norm(dev + (w.dx, w.dy), axis=1).max())
+    w.dx = w.dy = 0.0
 
 
 def check_spread(w: WindowMatch, o: SearchOptions) -> str | None:
@@ -200,9 +263,12 @@ def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: 
     return dev
 
 
-def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions) -> None:
+def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions,
+                  sharp: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Sub-pixel shift, model choice and the verifier for one window whose search over
-    whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place."""
+    whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place. ``D, P``
+    are the luminances the correlations use (band-limited, :func:`band_limited`), ``sharp``
+    the unsmoothed ones the focus check reads (default: ``D, P``)."""
     converged, measured, step = _iterate_subpixel(D, P, w, o)
     w.model = "shift"
     status = check_range(w, o)
@@ -214,12 +280,14 @@ def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions
         step = (0.0, 0.0)                          # measured at the model itself
     cells = window_cells(o)
     fit = _block_fit(measured, o, step)
-    status = check_blocks(w, fit)
+    status = check_focus(*(sharp or (D, P)), w, o) or check_blocks(w, fit)
     if status is None:
         _mark_flat_sides(w, fit, cells, o)
         dev = _fit_rotation(D, P, w, o, fit, cells)
         w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
         status = check_spread(w, o) or check_symmetry(D, P, w, measured.offset, o)
+        if status is None:
+            keep_global_model(w, dev, o)
     if status:
         w.status = status
 
@@ -251,12 +319,30 @@ def _integer_peak(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions
     return None
 
 
+def _gray(img: np.ndarray, o: SearchOptions) -> np.ndarray:
+    """The channel the verified search correlates: luminance, or green (``o.channel``)."""
+    if o.channel == "green" and img.ndim == 3:
+        return img[..., 1].astype(np.float32)
+    return luminance(img)
+
+
+def band_limited(g: np.ndarray, sigma: float) -> np.ndarray:
+    """``g`` smoothed with a Gaussian of σ ``sigma`` px (``g`` itself for 0).
+
+    Why: the cameras differ most at the finest scale — the phone's sharpening halos,
+    denoising and noise, JPEG — and a sub-block's correlation peak at that scale is pulled by
+    them; both sides smoothed alike keep the structure that moves with the scene and move no
+    peak, so a block disagrees only where content really moves differently."""
+    return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
+
+
 def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions) -> list[WindowMatch]:
     """Per window: the integer NCC peak over ``|dx|, |dy| ≤ max_shift`` (a peak on the range's
     boundary is ``at_search_limit``: the truth may lie beyond), an iterated parabolic
     sub-pixel shift with the DSLR side resampled, a rotation only where the sub-blocks show
     one, and (``verify``) the checks that the window moves as one."""
-    D, P = luminance(dslr), luminance(phone)
+    sharp = _gray(dslr, o), _gray(phone, o)
+    D, P = (band_limited(g, o.smooth) for g in sharp)
     h_img, w_img = P.shape
     windows = [WindowMatch(x, y, model="shift") for x, y in grid_positions(w_img, h_img, o)]
     for w in windows:
@@ -264,7 +350,7 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
         if status:
             w.status = status
             continue
-        verify_window(D, P, w, o)
+        verify_window(D, P, w, o, sharp)
     if o.verify:
         vouch_flat_sides(windows, o)
     return windows

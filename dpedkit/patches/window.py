@@ -39,11 +39,11 @@ MIN_STD = 2.0  # gray levels (0–255): below this a window has no texture to co
 
 @dataclass(frozen=True)
 class SearchOptions:
-    size: int = field(default=100, metadata={"help": "Patch side (px)."})
-    max_shift: int = field(default=5, metadata={"help": "Largest phone-window shift searched, each direction (px)."})
-    max_angle: float = field(default=1.0, metadata={"help": "Largest rotation searched, each direction (degrees)."})
-    angle_step: float = field(default=0.5, metadata={"help": "Rotation step of the search (degrees)."})
-    min_std: float = field(default=MIN_STD, metadata={
+    size: int = field(default=100, metadata={"min": 8, "help": "Patch side (px)."})
+    max_shift: int = field(default=5, metadata={"min": 1, "help": "Largest phone-window shift searched, each direction (px)."})
+    max_angle: float = field(default=1.0, metadata={"min": 0, "help": "Largest rotation searched, each direction (degrees)."})
+    angle_step: float = field(default=0.5, metadata={"min": 0, "help": "Rotation step of the search (degrees)."})
+    min_std: float = field(default=MIN_STD, metadata={"min": 0, 
         "help": "A window whose grey-level standard deviation (0-255) is below this is flat and not scored."})
     subpixel: bool = field(default=True, metadata={
         "help": "Refine the best shift to sub-pixel precision (parabolic peak)."})
@@ -54,28 +54,49 @@ class SearchOptions:
     verify: bool = field(default=True, metadata={
         "help": "Keep a window only when its content moves as one (sub-block shifts agree, no search-limit "
                 "peak, forward and backward estimates agree); rejections are recorded with their reason."})
-    blocks: int = field(default=4, metadata={"help": "Sub-blocks per window side for the verifier (they overlap)."})
-    block_size: float = field(default=0.35, metadata={
+    blocks: int = field(default=4, metadata={"min": 1, "help": "Sub-blocks per window side for the verifier (they overlap)."})
+    block_size: float = field(default=0.35, metadata={"min": 0, "min_open": True, "max": 1, 
         "help": "Side of a verifier sub-block as a fraction of the window side (larger: less noise, coarser)."})
-    max_spread: float = field(default=0.75, metadata={
+    max_spread: float = field(default=0.75, metadata={"min": 0, "min_open": True, 
         "help": "Largest deviation of a sub-block's shift from the window's model (px) for a verified window."})
-    max_asymmetry: float = field(default=0.75, metadata={
+    max_asymmetry: float = field(default=0.75, metadata={"min": 0, "min_open": True, 
         "help": "Largest disagreement between forward (phone→DSLR) and backward estimates of a window's shift (px)."})
-    block_std: float = field(default=3.0, metadata={
+    block_std: float = field(default=3.0, metadata={"min": 0, 
         "help": "A sub-block takes part in the verification when its DSLR side has at least this standard "
                 "deviation (gray levels 0–255); flatter blocks cannot show a shift."})
-    min_textured: float = field(default=0.35, metadata={
+    min_textured: float = field(default=0.35, metadata={"min": 0, "max": 1, 
         "help": "Share of a window's sub-blocks and border strips that must have texture for it to vouch "
                 "for itself; below, all its sides are judged with its neighbours (see vouch_agreement)."})
-    min_textured_sides: int = field(default=2, metadata={
+    min_textured_sides: int = field(default=2, metadata={"min": 0, "max": 4, 
         "help": "Border strips (a quarter of the window deep) that must have texture for a window to vouch "
                 "for its textured sides; below, all its sides are judged with its neighbours."})
-    vouch_agreement: float = field(default=0.5, metadata={
+    vouch_agreement: float = field(default=0.5, metadata={"min": 0, "min_open": True, 
         "help": "A side without texture may hide another depth: the flat region beyond it (walked across "
                 "flat sides and flat windows) is accepted only when the fully verified windows around it "
                 "(at least two) and the region's windows agree on the shift within this many px "
                 "(else 'sparse')."})
-    rotation_gain: float = field(default=0.5, metadata={
+    channel: Literal["luma", "green"] = field(default="green", metadata={"choices": ["luma", "green"],
+        "help": "What the verified search correlates: the green channel alone (lateral chromatic aberration moves "
+                "red and blue, and so luminance, differently in every coloured patch) or luminance."})
+    min_curvature: float = field(default=0.01, metadata={"min": 0,
+        "help": "A sub-block's deviation counts along each axis in proportion to how sharply its correlation "
+                "peaks there (NCC fall to the next pixel), up to this: along a straight edge or in smooth texture "
+                "the peak slides with noise and processing (the aperture problem) (0: every deviation counts)."})
+    smooth: float = field(default=0.0, metadata={"min": 0,
+        "help": "The verified search correlates both luminances smoothed with a Gaussian of this sigma (px): "
+                "the phone's sharpening halos, denoising and noise then pull no sub-block's peak (0: unsmoothed)."})
+    min_sharpness: float = field(default=0.6, metadata={"min": 0, "max": 1,
+        "help": "A window whose DSLR side keeps less than this share of the phone side's fine detail (gradient "
+                "energy at a fine over a coarse scale, each side on its own, so contrast and tone do not count) is "
+                "out of focus and rejected as 'defocus': a blurred target however well it matches (0: no check)."})
+    min_significance: float = field(default=3.0, metadata={"min": 0,
+        "help": "The verified search moves a window off the aligner's model only when the measured shift is at "
+                "least this many times its uncertainty (from the sub-blocks' spread, at least --shift-floor); "
+                "a smaller one is the sub-pixel peak's bias on processed pairs, not a misalignment (0: always move)."})
+    shift_floor: float = field(default=0.08, metadata={"min": 0,
+        "help": "Smallest uncertainty (px) of a window's measured shift: the bias that sharpening, denoising and "
+                "chromatic aberration leave in a correlation peak."})
+    rotation_gain: float = field(default=0.5, metadata={"min": 0, "max": 1, 
         "help": "A rotation is used only when it leaves at most this fraction of the shift-only sub-block "
                 "misfit (sum of squares) and moves the window's corners by 0.2 px or more (else zero rotation)."})
 
@@ -87,7 +108,8 @@ class SearchOptions:
 
 
 # statuses a window can end in; the first is acceptance (the patches stage adds low_ncc)
-WINDOW_STATUSES = ("ok", "flat", "outside", "low_ncc", "at_search_limit", "inconsistent", "asymmetric", "sparse")
+WINDOW_STATUSES = ("ok", "flat", "outside", "low_ncc", "at_search_limit", "inconsistent", "asymmetric", "sparse",
+                   "defocus")
 
 
 @dataclass
@@ -111,16 +133,21 @@ def luminance(img: np.ndarray) -> np.ndarray:
     return g.astype(np.float32)
 
 
-def ncc(a: np.ndarray, b: np.ndarray, min_std: float = MIN_STD) -> float:
-    """Zero-mean normalised cross-correlation of two equal-size images (RGB → luminance).
+def ncc(a: np.ndarray, b: np.ndarray, min_std: float = MIN_STD, smooth: float = 0.0) -> float:
+    """Zero-mean normalised cross-correlation of two equal-size images (RGB → luminance),
+    with ``smooth`` > 0 of both smoothed by a Gaussian of that σ (px) first.
 
-    Returns ``nan`` when either has a standard deviation below ``min_std`` gray levels: a
-    flat window is rejected, never scored by a near-zero division.
+    Returns ``nan`` when either has a standard deviation below ``min_std`` gray levels
+    (before smoothing): a flat window is rejected, never scored by a near-zero division.
     """
     a, b = luminance(a).astype(np.float64), luminance(b).astype(np.float64)
+    if a.std() < min_std or b.std() < min_std:
+        return float("nan")
+    if smooth > 0:
+        a, b = cv2.GaussianBlur(a, (0, 0), smooth), cv2.GaussianBlur(b, (0, 0), smooth)
     a, b = a - a.mean(), b - b.mean()
     sa, sb = np.sqrt((a * a).mean()), np.sqrt((b * b).mean())
-    if sa < min_std or sb < min_std:
+    if sa <= 0 or sb <= 0:
         return float("nan")
     return float((a * b).mean() / (sa * sb))
 

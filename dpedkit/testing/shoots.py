@@ -27,9 +27,13 @@ denoising + sharpening and JPEG on the phone):
 ``distortion`` phone k1 ≈ −2.2 %, DSLR k1 ≈ +1.5 % (one homography leaves ~15–30 px at the
 corners of a 1600×1200 phone frame); ``parallax`` two objects in front of the background,
 2.5 and 5 phone px of disparity; ``moving`` an object displaced by ~6 phone px and swayed
-~1.5° between the exposures; ``combined`` all of them plus the full phone ISP (exposure,
-white balance, vignetting, local tone mapping, bilateral denoise, strong sharpening, lateral
-chromatic aberration, JPEG 75–85) and the DSLR's shallower depth of field. Parameters get a
+~1.5° between the exposures; ``processing`` the control's single plane seen through a strong
+phone ISP (exposure, white balance, vignetting, local tone mapping, saturation,
+signal-dependent noise then bilateral denoising, sharpening with halos, lateral chromatic
+aberration, corner softness, JPEG 78 against the DSLR's 92) and the DSLR's shallower depth
+of field (slightly soft everywhere, out of focus towards the bottom of the frame);
+``combined`` distortion, parallax and motion with that processing (the DSLR focuses on the
+middle layer: the foreground is out of focus). Parameters get a
 seeded ±20 % jitter. Distortion is relative to the frame; disparities and motion are in
 phone px at any size.
 
@@ -48,10 +52,12 @@ import numpy as np
 
 from dpedkit.testing.isp import dslr_isp, phone_isp
 
-CASES = ("homography", "distortion", "parallax", "moving", "combined")
+CASES = ("homography", "distortion", "parallax", "moving", "processing", "combined")
+# each case's seed stream (fixed: a case added later changes no existing one's jitter)
+_CASE_STREAM = {"homography": 0, "distortion": 1, "parallax": 2, "moving": 3, "combined": 4, "processing": 5}
 # Bump when a change of the simulator changes its images or truth for the same parameters
 # (cached shoots, e.g. the benchmark's, are then rendered again).
-SIMULATOR_VERSION = 2
+SIMULATOR_VERSION = 3
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -192,6 +198,7 @@ class CaseParams:
     motion_deg: float = 0.0                          # and its rotation ("sway")
     isp: str = "mild"                                # mild | full
     dslr_defocus: tuple[float, float] = (0.0, 0.0)   # background / foreground blur sigma in DSLR px
+    dslr_focus_falloff: tuple[float, float] = (0.0, 0.0)  # DSLR blur sigma (px) reached at the bottom, share of rows
     phone_jpeg: int = 90
     dslr_jpeg: int = 95
     seed: int = 0
@@ -210,7 +217,7 @@ def case_params(case: str, phone_size: tuple[int, int] = (1600, 1200), seed: int
     """
     if case not in CASES:
         raise ValueError(f"unknown case {case!r}; choose one of {', '.join(CASES)}")
-    rng = np.random.default_rng([seed, CASES.index(case)])
+    rng = np.random.default_rng([seed, _CASE_STREAM[case]])
     j = lambda v, f=0.2: float(v * (1 + rng.uniform(-f, f)))  # noqa: E731
     p = CaseParams(case, tuple(phone_size), seed=seed, rotation_deg=float(rng.uniform(-1.5, 1.5)),
                    perspective=tuple(float(v) for v in rng.uniform(-0.02, 0.02, 2)),
@@ -223,9 +230,11 @@ def case_params(case: str, phone_size: tuple[int, int] = (1600, 1200), seed: int
         p.baseline_dir_deg = float(rng.uniform(-15, 15))
     if case in ("moving", "combined"):
         p.motion_px, p.motion_deg = j(6.0), float(rng.choice([-1, 1]) * j(1.5))
-    if case == "combined":
-        p.isp, p.dslr_defocus = "full", (j(1.8), j(1.2))
-        p.phone_jpeg = int(rng.integers(75, 86))
+    if case == "combined":        # the DSLR focuses on the middle layer: the foreground is out of focus
+        p.isp, p.dslr_defocus, p.phone_jpeg, p.dslr_jpeg = "full", (j(0.6), j(1.6)), 78, 92
+    elif case == "processing":    # one plane: the DSLR's depth of field shows as a falloff at the bottom
+        p.isp, p.dslr_defocus, p.phone_jpeg, p.dslr_jpeg = "full", (j(0.5), 0.0), 78, 92
+        p.dslr_focus_falloff = (j(3.0), 0.25)
     else:
         p.phone_jpeg = int(rng.integers(88, 96))
     return p

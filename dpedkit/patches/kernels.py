@@ -189,12 +189,12 @@ class Cells:
         return np.clip(maps, -1, 1).transpose(2, 0, 1), np.sqrt(var_r[r, r] / area), np.sqrt(var_t / area)
 
 
-def sharpness(img: np.ndarray, fine: float = 1.0, coarse: float = 2.0) -> float:
+def sharpness(img: np.ndarray, fine: float = 0.7, coarse: float = 2.0) -> float:
     """Fine detail of a grey image relative to its coarse structure: the gradient energy of the
     image blurred with a Gaussian of σ ``fine`` px over that with σ ``coarse`` px (inner part,
     away from the blur's border). A number of the image alone, unchanged by its contrast and
     brightness (tone mapping, exposure); defocus lowers it (a sharp natural image ≈ 2–3, the
-    same blurred with σ 1.5 px ≈ 1.3). ``nan`` for a flat image."""
+    same blurred with σ 1.5 px about half of that). ``nan`` for a flat image."""
     g = img.astype(np.float32)
     m = int(np.ceil(2 * coarse))
     energy = []

@@ -238,10 +238,13 @@ def _mark_flat_sides(w: WindowMatch, fit: BlockFit, cells: Cells, o: SearchOptio
         w.flat_sides = "".join(n for n, t in zip("tblr", strips) if not t)
 
 
-def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: Cells) -> np.ndarray:
+def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: Cells) -> np.ndarray | None:
     """A rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), the richer
     model by a margin (``rotation_gain``) and moving the corners by 0.2 px or more. Sets
-    ``w.angle`` and ``w.model`` when taken; returns the blocks' deviations of the model kept."""
+    ``w.angle`` and ``w.model`` when taken; returns the blocks' deviations of the model kept,
+    or ``None`` when the blocks show a rotation beyond ``max_angle`` (the window is then
+    ``at_search_limit``, as a shift beyond the range: the camera's roll is the aligner's,
+    what remains of a rotation this large is an object that moved)."""
     dev = fit.dev
     if o.max_angle <= 0 or len(dev) < 4:
         return dev
@@ -254,7 +257,9 @@ def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: 
     corner_move = abs(theta) * (o.size - 1) / 2 * np.sqrt(2)
     if corner_move < 0.2 or rss_rot > o.rotation_gain * rss_shift:
         return dev
-    angle = float(np.clip(np.rad2deg(theta), -o.max_angle, o.max_angle))
+    if abs(np.rad2deg(theta)) > o.max_angle:
+        return None                                # a rotation beyond the range searched: a swaying object?
+    angle = float(np.rad2deg(theta))
     _, _, rotated = _measure(D, P, w, o, angle, with_cells=True)
     fit_r = _block_fit(rotated, o)
     if not fit_r.bad and len(fit_r.dev) and np.abs(fit_r.dev).max() < np.abs(dev).max():
@@ -284,8 +289,11 @@ def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions
     if status is None:
         _mark_flat_sides(w, fit, cells, o)
         dev = _fit_rotation(D, P, w, o, fit, cells)
-        w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
-        status = check_spread(w, o) or check_symmetry(D, P, w, measured.offset, o)
+        if dev is None:
+            status = "at_search_limit"
+        else:
+            w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
+            status = check_spread(w, o) or check_symmetry(D, P, w, measured.offset, o)
         if status is None:
             keep_global_model(w, dev, o)
     if status:

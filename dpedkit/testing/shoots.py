@@ -231,7 +231,7 @@ def case_params(case: str, phone_size: tuple[int, int] = (1600, 1200), seed: int
     if case in ("moving", "combined"):
         p.motion_px, p.motion_deg = j(6.0), float(rng.choice([-1, 1]) * j(1.5))
     if case == "combined":        # the DSLR focuses on the middle layer: the foreground is out of focus
-        p.isp, p.dslr_defocus, p.phone_jpeg, p.dslr_jpeg = "full", (j(0.6), j(1.6)), 78, 92
+        p.isp, p.dslr_defocus, p.phone_jpeg, p.dslr_jpeg = "full", (j(0.6), j(1.2)), 78, 92
     elif case == "processing":    # one plane: the DSLR's depth of field shows as a falloff at the bottom
         p.isp, p.dslr_defocus, p.phone_jpeg, p.dslr_jpeg = "full", (j(0.5), 0.0), 78, 92
         p.dslr_focus_falloff = (j(3.0), 0.25)

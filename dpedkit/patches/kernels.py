@@ -195,11 +195,12 @@ def sharpness(img: np.ndarray, fine: float = 0.7, coarse: float = 2.0) -> float:
     away from the blur's border). A number of the image alone, unchanged by its contrast and
     brightness (tone mapping, exposure); defocus lowers it (a sharp natural image ≈ 2–3, the
     same blurred with σ 1.5 px about half of that). ``nan`` for a flat image."""
-    g = img.astype(np.float32)
+    g = img if img.dtype == np.float32 else img.astype(np.float32)
     m = int(np.ceil(2 * coarse))
     energy = []
     for s in (fine, coarse):
-        b = cv2.GaussianBlur(g, (0, 0), s)[m - 1:-m + 1, m - 1:-m + 1]
-        gx, gy = b[1:-1, 2:] - b[1:-1, :-2], b[2:, 1:-1] - b[:-2, 1:-1]
-        energy.append(float(np.vdot(gx, gx) + np.vdot(gy, gy)))
+        b = cv2.GaussianBlur(g, (0, 0), s)
+        gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=1)[m:-m, m:-m]
+        gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=1)[m:-m, m:-m]
+        energy.append(cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR))
     return energy[0] / energy[1] if energy[1] > 0 else float("nan")

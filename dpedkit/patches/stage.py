@@ -44,19 +44,19 @@ CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc", "r
 class PatchOptions:
     """Options of ``dpedkit patches``; each field is one command-line option (:mod:`dpedkit.options`)."""
     search: SearchOptions = field(default_factory=SearchOptions)
-    threshold: float = field(default=0.9, metadata={
+    threshold: float = field(default=0.9, metadata={"min": -1, "max": 1,
         "help": "Keep a patch pair when its normalised cross-correlation is at least this."})
     score_smooth: float = field(default=1.5, metadata={"min": 0,
         "help": "The NCC compared with --threshold is of both patches' luminance smoothed with a Gaussian of this "
                 "sigma (px): the phone's noise, denoising and sharpening are not misalignment (0: unsmoothed, "
                 "as DPED)."})
-    test_fraction: float = field(default=0.1, metadata={
+    test_fraction: float = field(default=0.1, metadata={"min": 0, "max": 1, "max_open": True,
         "help": "Share of photos in the test split (stable: adding photos moves none)."})
-    test_photos: int | None = field(default=None, metadata={
+    test_photos: int | None = field(default=None, metadata={"min": 0,
         "help": "Exactly N test photos (the N lowest split hashes) instead of a fraction."})
-    seed: int = field(default=0, metadata={"help": "Seed of the train/test split hash."})
-    quality: int = field(default=95, metadata={"help": "JPEG quality of the patches."})
-    jobs: int | None = field(default=None, metadata={
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed of the train/test split hash."})
+    quality: int = field(default=95, metadata={"min": 1, "max": 100, "help": "JPEG quality of the patches."})
+    jobs: int | None = field(default=None, metadata={"min": 1,
         "short": "-j", "help": "Parallel workers (default: all cores; 1 runs in this process)."})
     dask_scheduler: str | None = field(default=None, metadata={
         "envvar": "DPEDKIT_DASK_SCHEDULER", "metavar": "ADDRESS",

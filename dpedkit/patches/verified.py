@@ -167,13 +167,13 @@ def check_blocks(w: WindowMatch, fit: BlockFit) -> str | None:
     return None
 
 
-def check_focus(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions) -> str | None:
+def check_focus(sharp: tuple[np.ndarray, np.ndarray] | None, w: WindowMatch, o: SearchOptions) -> str | None:
     """The DSLR window keeps less than ``min_sharpness`` of the phone window's fine detail
-    (:func:`~dpedkit.patches.kernels.sharpness`, each side on its own): out of focus, a
-    blurred training target however well it matches."""
-    if o.min_sharpness <= 0:
+    (:func:`~dpedkit.patches.kernels.sharpness` of each side's unsmoothed grey on its own):
+    out of focus, a blurred training target however well it matches."""
+    if sharp is None or o.min_sharpness <= 0:
         return None
-    S = o.size
+    (D, P), S = sharp, o.size
     ox, oy = patch_offset(w)
     sd = sharpness(D[w.y:w.y + S, w.x:w.x + S])
     sp = sharpness(P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S])
@@ -273,7 +273,7 @@ def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions
     """Sub-pixel shift, model choice and the verifier for one window whose search over
     whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place. ``D, P``
     are the luminances the correlations use (band-limited, :func:`band_limited`), ``sharp``
-    the unsmoothed ones the focus check reads (default: ``D, P``)."""
+    the unsmoothed ones the focus check reads (``None``: no focus check)."""
     converged, measured, step = _iterate_subpixel(D, P, w, o)
     w.model = "shift"
     status = check_range(w, o)
@@ -285,7 +285,7 @@ def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions
         step = (0.0, 0.0)                          # measured at the model itself
     cells = window_cells(o)
     fit = _block_fit(measured, o, step)
-    status = check_focus(*(sharp or (D, P)), w, o) or check_blocks(w, fit)
+    status = check_focus(sharp, w, o) or check_blocks(w, fit)
     if status is None:
         _mark_flat_sides(w, fit, cells, o)
         dev = _fit_rotation(D, P, w, o, fit, cells)

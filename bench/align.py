@@ -44,7 +44,7 @@ DSLR = (5472, 3648)       # ~20 MP
 def make_pairs(workdir: Path, n: int) -> None:
     """``n`` pairs under ``workdir/raw`` and their true homographies (DSLR px → phone px)."""
     from dpedkit.imageio import write_image
-    from dpedkit.synth import collage, random_homography, render_phone
+    from dpedkit.testing.synth import collage, random_homography, render_phone
 
     if all((workdir / "truth" / f"pair{i}.json").exists() for i in range(n)):
         return

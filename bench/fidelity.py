@@ -3,8 +3,10 @@
     python bench/fidelity.py [--size 1600x1200] [--cases homography,distortion,...] [--pairs 2]
                              [--out bench/out/fidelity] [--jobs 2]
 
-For every case of :mod:`dpedkit.fidelity` (``homography`` control, ``distortion``,
-``parallax``, ``moving``, ``combined``) it simulates ``--pairs`` shoots (phone ``--size``,
+For every case of :mod:`dpedkit.testing.shoots` (``homography`` control, ``distortion``,
+``parallax``, ``moving``, ``processing`` — the control's single plane through a strong phone
+ISP and the DSLR's shallow depth of field —, ``combined`` — distortion, two depths, a moving
+object and that processing) it simulates ``--pairs`` shoots (phone ``--size``,
 DSLR ~1.4–1.55× larger) with a dense ground-truth map, runs the real CLI
 (``python -m dpedkit align raw/ aligned/`` then ``patches aligned/ dataset/``) once per
 configuration, and scores every accepted patch by its true misalignment (mean over the
@@ -13,9 +15,8 @@ patch, phone px; both windows' pixels mapped to DSLR source coordinates).
 Two configurations in the same run:
   dpedkit      the CLI's defaults (DPEDKIT_ARGS)
   DPED-style   homography + exhaustive shift/rotation search, NCC > 0.9 (BASELINE_ARGS)
-Until the fidelity algorithms land both are today's code; when they do, BASELINE_ARGS gets
-the options that switch them off. When both configurations have the same arguments the
-second reuses the first's output (said in the output).
+When both configurations have the same arguments the second reuses the first's output
+(said in the output).
 
 Prints per case and configuration: windows, accepted, yield (accepted / textured windows),
 median / p95 / max of the per-patch mean error, shares over 1 px and 2 px, and the windows
@@ -39,8 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dpedkit.fidelity import (CASES, SIMULATOR_VERSION, Truth, case_params, score_patches, score_windows,  # noqa: E402
-                              simulate, summarize, write_shoot)
+from dpedkit.testing.scoring import score_against_truth, score_windows, summarize  # noqa: E402
+from dpedkit.testing.shoots import CASES, SIMULATOR_VERSION, Truth, case_params, simulate, write_shoot  # noqa: E402
 
 # CLI arguments of each configuration (lists of strings for `align` and `patches`).
 DPEDKIT_ARGS = {"align": [], "patches": []}
@@ -51,7 +52,7 @@ DPEDKIT_ARGS = {"align": [], "patches": []}
 # "--method exhaustive --no-verify"; they do not exist before it lands.)
 BASELINE_ARGS = {"align": ["--warp", "homography"],
                  "patches": ["--max-shift", "5", "--max-angle", "1.0", "--angle-step", "0.5", "--threshold", "0.9",
-                             "--method", "exhaustive", "--no-verify"]}
+                             "--method", "exhaustive", "--no-verify", "--score-smooth", "0"]}
 CONFIGS = {"dpedkit": DPEDKIT_ARGS, "DPED-style baseline": BASELINE_ARGS}
 
 
@@ -143,7 +144,7 @@ def main(argv=None) -> None:
         if not reused:
             done[key] = run_config(out, config, args, a.jobs)
         aligned, dataset = done[key]
-        patches = score_patches(aligned, dataset, out / "truth")
+        patches = score_against_truth(aligned, dataset, out / "truth")
         windows = score_windows(aligned, dataset, out / "truth")
         note = " (same arguments as an earlier configuration: its output reused)" if reused else ""
         print(f"{config}: align {' '.join(args['align']) or '(defaults)'}; "
@@ -159,8 +160,8 @@ def main(argv=None) -> None:
     print(md)
     print()
     for r in rows:
-        if r["case"] == "homography":
-            print(f"homography control, {r['config']}: p95 {_f(r['aligner_p95_px'], '.3f')} px with the aligner alone "
+        if r["case"] in ("homography", "processing"):
+            print(f"{r['case']}, {r['config']}: p95 {_f(r['aligner_p95_px'], '.3f')} px with the aligner alone "
                   f"(every window, no search offset) -> {_f(r['p95_px'], '.3f')} px after the search; "
                   f"{_f(r['rotated_share'], '.0%')} of accepted patches rotated")
     (out / "fidelity.md").write_text(md + "\n")

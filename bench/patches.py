@@ -28,7 +28,7 @@ SIZE = (4000, 3000)
 
 def make_pair(workdir: Path) -> tuple[Path, Path]:
     from dpedkit.imageio import write_image
-    from dpedkit.synth import collage
+    from dpedkit.testing.synth import collage
 
     phone_p, dslr_p = workdir / "phone" / "p.png", workdir / "dslr" / "p.png"
     if phone_p.exists():

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 def make_raw(raw: Path, n: int) -> None:
     from dpedkit.imageio import write_image
-    from dpedkit.synth import collage, random_homography, render_phone
+    from dpedkit.testing.synth import collage, random_homography, render_phone
     rng = np.random.default_rng(0)
     for i in range(n):
         if (raw / "phone" / f"{i}.jpg").exists():
@@ -64,7 +64,7 @@ def bench_align(work: Path, pairs: int, workers: int) -> None:
 
 
 def bench_train(work: Path, iters: int) -> None:
-    from dpedkit.synth import sample_images
+    from dpedkit.testing.synth import sample_images
     from dpedkit.train.launch import train_on_processes
     from dpedkit.train.loop import TrainConfig, train
     from tests.test_train import make_dataset

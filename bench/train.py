@@ -25,7 +25,7 @@ import torch
 
 def make_dataset(root: Path, n: int = 200) -> None:
     from dpedkit.imageio import write_image
-    from dpedkit.synth import collage
+    from dpedkit.testing.synth import collage
 
     rng = np.random.default_rng(0)
     big = collage((1200, 800), rng)

@@ -11,7 +11,7 @@ import numpy as np
 from dpedkit.align.geometry import corner_error
 from dpedkit.fs import write_text_atomic
 from dpedkit.imageio import write_image
-from dpedkit.synth import sample_images, synthetic_pair
+from dpedkit.testing.synth import sample_images, synthetic_pair
 
 TRUTH = "truth.json"
 # the simulated phone: warmer, darker mid-tones, strong vignetting and more noise than the
@@ -22,7 +22,7 @@ PHONE_LOOK = dict(gains=(1.15, 1.0, 0.75), gamma=1.35, vignette=0.4, noise=4.0)
 def make_raw(raw: str | Path, upscale: float = 2.0, phone_scale: float = 0.6, seed: int = 0) -> dict[str, np.ndarray]:
     """Write ``raw/phone/<name>.jpg`` and ``raw/dslr/<name>.jpg`` pairs and ``raw/truth.json``
     (the true DSLR→phone homographies). The DSLR photos are scikit-image's sample images
-    enlarged by ``upscale``; the phone photos are simulated (see :mod:`dpedkit.synth`)."""
+    enlarged by ``upscale``; the phone photos are simulated (see :mod:`dpedkit.testing.synth`)."""
     raw = Path(raw)
     rng = np.random.default_rng(seed)
     truth = {}

@@ -41,7 +41,7 @@ PATCHES_REPORT = "patches_report.json"
 
 # one character per grid window in row-major order, in patches_report.json's window_map
 WINDOW_CODES = {"ok": "a", "flat": "f", "outside": "o", "low_ncc": "l",   # a: accepted
-                "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b", "sparse": "p"}
+                "at_search_limit": "s", "inconsistent": "i", "asymmetric": "b", "sparse": "p", "defocus": "d"}
 
 
 class LayoutError(DpedkitError, ValueError):

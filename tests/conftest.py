@@ -6,7 +6,7 @@ import pytest
 
 from dpedkit.imageio import write_image
 from tests.helpers import upscaled
-from dpedkit.synth import sample_images, synthetic_pair
+from dpedkit.testing.synth import sample_images, synthetic_pair
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

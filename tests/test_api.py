@@ -20,7 +20,7 @@ def test_import_is_light_and_every_public_name_is_documented():
 
 
 def test_align_pair_and_enhance_image_from_arrays(samples):
-    from dpedkit.synth import synthetic_pair
+    from dpedkit.testing.synth import synthetic_pair
     from tests.helpers import upscaled
     dslr = upscaled(samples["coffee"])
     phone, H = synthetic_pair(dslr, 0.6, np.random.default_rng(0))

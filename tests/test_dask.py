@@ -29,7 +29,7 @@ def raw(tmp_path_factory, samples):
     from tests.conftest import upscaled
     import numpy as np
     from dpedkit.imageio import write_image
-    from dpedkit.synth import synthetic_pair
+    from dpedkit.testing.synth import synthetic_pair
     raw = tmp_path_factory.mktemp("dask") / "raw"
     for i, (sample, seed) in enumerate(NAMES):
         dslr = upscaled(samples[sample], 1.2)

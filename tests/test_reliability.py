@@ -62,7 +62,7 @@ def without_timings(records: dict) -> dict:
 @pytest.fixture(scope="module")
 def raw6(tmp_path_factory):
     from tests.conftest import upscaled
-    from dpedkit.synth import sample_images, synthetic_pair
+    from dpedkit.testing.synth import sample_images, synthetic_pair
     raw = tmp_path_factory.mktemp("rel") / "raw"
     imgs = sample_images()
     for i, name in enumerate(SAMPLES):

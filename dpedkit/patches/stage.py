@@ -44,15 +44,19 @@ CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc", "r
 class PatchOptions:
     """Options of ``dpedkit patches``; each field is one command-line option (:mod:`dpedkit.options`)."""
     search: SearchOptions = field(default_factory=SearchOptions)
-    threshold: float = field(default=0.9, metadata={
+    threshold: float = field(default=0.9, metadata={"min": -1, "max": 1,
         "help": "Keep a patch pair when its normalised cross-correlation is at least this."})
-    test_fraction: float = field(default=0.1, metadata={
+    score_smooth: float = field(default=1.5, metadata={"min": 0,
+        "help": "The NCC compared with --threshold is of both patches' luminance smoothed with a Gaussian of this "
+                "sigma (px): the phone's noise, denoising and sharpening are not misalignment (0: unsmoothed, "
+                "as DPED)."})
+    test_fraction: float = field(default=0.1, metadata={"min": 0, "max": 1, "max_open": True,
         "help": "Share of photos in the test split (stable: adding photos moves none)."})
-    test_photos: int | None = field(default=None, metadata={
+    test_photos: int | None = field(default=None, metadata={"min": 0,
         "help": "Exactly N test photos (the N lowest split hashes) instead of a fraction."})
-    seed: int = field(default=0, metadata={"help": "Seed of the train/test split hash."})
-    quality: int = field(default=95, metadata={"help": "JPEG quality of the patches."})
-    jobs: int | None = field(default=None, metadata={
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed of the train/test split hash."})
+    quality: int = field(default=95, metadata={"min": 1, "max": 100, "help": "JPEG quality of the patches."})
+    jobs: int | None = field(default=None, metadata={"min": 1,
         "short": "-j", "help": "Parallel workers (default: all cores; 1 runs in this process)."})
     dask_scheduler: str | None = field(default=None, metadata={
         "envvar": "DPEDKIT_DASK_SCHEDULER", "metavar": "ADDRESS",
@@ -165,7 +169,8 @@ def pair_kind(layout: str) -> type:
 
 
 def _params_key(o: PatchOptions) -> str:
-    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "quality": o.quality,
+    return params_hash({"search": asdict(o.search), "threshold": o.threshold, "score_smooth": o.score_smooth,
+                        "quality": o.quality,
                         **pair_kind(o.layout).params(o)})
 
 
@@ -188,6 +193,43 @@ def _rounded(v: float | None, digits: int) -> float | None:
     return None if v is None else round(float(v), digits)
 
 
+def _cut_windows(pair, windows: list, job: _Job, res: dict) -> list[float]:
+    """Score every ``ok`` window on the written pixels, stage the accepted ones' patches and
+    record each window's code, NCC and residual in ``res``; returns the scored windows' NCCs."""
+    o, ext = job.opts, pair_kind(job.opts.layout).layout.ext
+    scores, patches, codes, window_ncc, window_residual = [], [], [], [], []
+    for w in windows:
+        res["windows"] += 1
+        codes.append(WINDOW_CODES.get(w.status, "?"))
+        window_ncc.append(None)
+        window_residual.append(None)
+        if w.status != "ok":
+            res[w.status] = res.get(w.status, 0) + 1
+            continue
+        d, p_scored, p = pair.cut(w, o.search.size)
+        w.ncc = ncc(d, p_scored, o.search.min_std, o.score_smooth)  # scored on the written pixels (a mosaic: its rendering)
+        if np.isnan(w.ncc):
+            res["flat"] += 1
+            codes[-1] = WINDOW_CODES["flat"]
+            continue
+        scores.append(w.ncc)
+        window_ncc[-1] = round(float(w.ncc), 4)
+        if w.ncc < o.threshold:
+            res["low_ncc"] += 1
+            codes[-1] = WINDOW_CODES["low_ncc"]
+            continue
+        window_residual[-1] = _rounded(w.residual, 3)
+        k = len(patches)
+        pair.write_phone(job.stage / "phone" / f"{k}.{ext('phone')}", p, o.quality)
+        write_image(job.stage / "dslr" / f"{k}.jpg", d, o.quality)
+        patches.append({"x": w.x, "y": w.y, "dx": round(w.dx, 4), "dy": round(w.dy, 4),
+                        "angle": round(w.angle, 4), "ncc": round(w.ncc, 6),
+                        "residual": _rounded(w.residual, 3), "model": w.model})
+    res.update(patches=patches, accepted=len(patches), window_map="".join(codes), window_ncc=window_ncc,
+               window_residual=window_residual)
+    return scores
+
+
 def cut_photo(job: _Job) -> dict:
     """Search one aligned pair and stage its accepted patches; returns the photo's result."""
     cv2.setNumThreads(job.cv_threads)
@@ -202,48 +244,20 @@ def cut_photo(job: _Job) -> dict:
         o = job.opts
         S = o.search.size
         shutil.rmtree(job.stage, ignore_errors=True)
-        scores, patches, codes, window_ncc, window_residual = [], [], [], [], []
         windows = pair.windows(o.search)
         if windows:
             xs, ys = sorted({w.x for w in windows}), sorted({w.y for w in windows})
             res["grid"] = {"x": xs[0], "y": ys[0], "cols": len(xs), "rows": len(ys), "size": S}
-        for w in windows:
-            res["windows"] += 1
-            codes.append(WINDOW_CODES.get(w.status, "?"))
-            window_ncc.append(None)
-            window_residual.append(None)
-            if w.status != "ok":
-                res[w.status] = res.get(w.status, 0) + 1
-                continue
-            d, p_scored, p = pair.cut(w, S)
-            w.ncc = ncc(d, p_scored, o.search.min_std)  # scored on the written pixels (a mosaic: its rendering)
-            if np.isnan(w.ncc):
-                res["flat"] += 1
-                codes[-1] = WINDOW_CODES["flat"]
-                continue
-            scores.append(w.ncc)
-            window_ncc[-1] = round(float(w.ncc), 4)
-            if w.ncc < o.threshold:
-                res["low_ncc"] += 1
-                codes[-1] = WINDOW_CODES["low_ncc"]
-                continue
-            window_residual[-1] = _rounded(w.residual, 3)
-            k = len(patches)
-            pair.write_phone(job.stage / "phone" / f"{k}.{ext('phone')}", p, o.quality)
-            write_image(job.stage / "dslr" / f"{k}.jpg", d, o.quality)
-            patches.append({"x": w.x, "y": w.y, "dx": round(w.dx, 4), "dy": round(w.dy, 4),
-                            "angle": round(w.angle, 4), "ncc": round(w.ncc, 6),
-                            "residual": _rounded(w.residual, 3), "model": w.model})
+        scores = _cut_windows(pair, windows, job, res)
         pair.write_phone(job.stage / f"full.{ext('phone')}", pair.full(), o.quality)
-        acc = [q["ncc"] for q in patches]
-        res.update(status="ok", accepted=len(patches), patches=patches, window_map="".join(codes),
-                   window_ncc=window_ncc, window_residual=window_residual, **pair.result(),
+        acc = [q["ncc"] for q in res["patches"]]
+        res.update(status="ok", **pair.result(),
                    median_ncc=round(float(np.median(scores)), 4) if scores else None,
                    median_accepted_ncc=round(float(np.median(acc)), 4) if acc else None)
         if not windows:
             res["reason"] = (f"the aligned {kind.noun} ({pair.hw[1]}x{pair.hw[0]}) is smaller "
                              f"than one window (--size {S} plus the --max-shift/--max-angle margin)")
-        elif not patches:
+        elif not res["patches"]:
             res["reason"] = "no window reached the correlation threshold" if scores else "no textured window"
     except kind.read_errors as e:
         res["reason"] = f"unreadable aligned {kind.noun}: {e}"
@@ -378,7 +392,8 @@ def _cut_all(aligned: Path, layout: PatchLayout, dslr: str, records: dict, opts:
             if r["accepted"] == 0:
                 summary.empty.append((r["name"], r["reason"]))
     kind.finish(layout, opts, results)
-    report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "seed": opts.seed,
+    report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "score_smooth": opts.score_smooth,
+                          "seed": opts.seed,
                           "test_fraction": opts.test_fraction, "test_photos": opts.test_photos, **kind.params(opts)},
               "patches": summary.counts,
               "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}

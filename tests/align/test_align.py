@@ -9,7 +9,7 @@ from tests.helpers import upscaled
 from dpedkit.align.core import AlignError, AlignOptions, align_images, grid_shifts
 from dpedkit.align.features import match_descriptors, to_gray
 from dpedkit.align.geometry import Plausibility, apply_h, corner_error
-from dpedkit.synth import render_phone, synthetic_pair
+from dpedkit.testing.synth import render_phone, synthetic_pair
 
 
 def local_ncc(a, b, win=32):

@@ -10,7 +10,7 @@ from tests.helpers import upscaled
 from dpedkit.align.core import AlignOptions, align_images
 from dpedkit.align.geometry import aligned_to_dslr, apply_h
 from dpedkit.align.warp import SplineField, fit_field, source_map
-from dpedkit.synth import random_homography
+from dpedkit.testing.synth import random_homography
 
 
 def radial(q, centre, R, k):

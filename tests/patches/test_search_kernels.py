@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from dpedkit.imageops import refine_peak, refine_peaks
-from dpedkit.patches.search import (SearchOptions, _dslr_affine, _sample, _window_cells, ncc_map_small)
+from dpedkit.patches.kernels import ncc_map_small, sample
+from dpedkit.patches.verified import window_cells
+from dpedkit.patches.window import SearchOptions, dslr_affine
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def gray(samples):
 
 
 def test_cell_maps_equal_match_template_per_rectangle(gray):
-    cells = _window_cells(SearchOptions())
+    cells = window_cells(SearchOptions())
     r, S = 2, 100
     assert len(cells.rects) == 21 and cells.rects[-1] == (0, 0, S, S)   # 16 blocks, 4 strips, the window
     for y, x in [(40, 60), (200, 150), (290, 290)]:
@@ -61,16 +63,16 @@ def test_batched_peaks_equal_the_single_peak():
 def test_translation_sample_equals_the_warp_and_is_exact_on_a_ramp(gray, img_kind):
     img = gray if img_kind == "float" else np.dstack([np.clip(gray, 0, 255).astype(np.uint8)] * 3)
     for dx, dy in [(0.3, -0.7), (-1.25, 2.5), (0.0, 0.0), (0.999, 0.001)]:
-        A = _dslr_affine(150, 120, dx, dy, 0.0, 100, 0, 0, margin=2)
-        fast = _sample(img, A, 104)
+        A = dslr_affine(150, 120, dx, dy, 0.0, 100, 0, 0, margin=2)
+        fast = sample(img, A, 104)
         B = A.copy()
         B[0, 1] = 1e-15                                      # not a pure translation: OpenCV's warp
-        warp = _sample(img, B, 104)
+        warp = sample(img, B, 104)
         assert fast.dtype == img.dtype and fast.shape == warp.shape
         assert np.abs(fast.astype(float) - warp).max() <= (1e-3 if img_kind == "float" else 1)
     # the samples lie where A says: on a ramp (1 grey level per px along x) OpenCV's bicubic
     # kernel (a = −0.75) places them within 0.05 px; a tap off by one would read ≥ 0.6 px
     ramp = np.tile(np.arange(300, dtype=np.float32), (300, 1))
     for tx in (40.0, 40.2, 40.37, 40.5, 40.81):
-        got = _sample(ramp, np.array([[1.0, 0, tx], [0, 1.0, 70.0]]), 50)
+        got = sample(ramp, np.array([[1.0, 0, tx], [0, 1.0, 70.0]]), 50)
         assert np.abs(got - (np.arange(50) + tx)).max() < 0.05, tx

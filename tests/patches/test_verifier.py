@@ -129,3 +129,54 @@ def test_window_at_the_search_limit_is_rejected(samples):
     ws = match_windows(dslr, phone, SearchOptions())
     assert Counter(w.status for w in ws)["at_search_limit"] >= 0.8 * sum(w.status != "flat" for w in ws)
     assert WindowMatch(0, 0).status == "ok"
+
+
+@pytest.fixture(scope="module")
+def detailed_pair(aligned_pair):
+    """The aligned pair's scene with fine grain (detail at every scale, as a DSLR-resolution
+    photo has; the enlarged sample photo has none), through the same phone ISP."""
+    rng = np.random.default_rng(3)
+    grain = cv2.GaussianBlur(rng.normal(0, 10, (H, W)).astype(np.float32), (0, 0), 0.8)
+    dslr = np.clip(aligned_pair[0] + grain[..., None], 0, 255).astype(np.uint8)
+    return dslr, phone_isp(dslr, rng)
+
+
+def test_sharpness_falls_with_a_deliberate_blur(detailed_pair):
+    from dpedkit.patches.kernels import sharpness
+    g = cv2.cvtColor(detailed_pair[0], cv2.COLOR_RGB2GRAY)[200:300, 300:400].astype(np.float32)
+    s = [sharpness(cv2.GaussianBlur(g, (0, 0), b) if b else g) for b in (0, 0.8, 1.5, 2.5)]
+    assert s[0] > s[1] > s[2] > s[3]
+    assert s[2] < 0.8 * s[0] and s[3] < 0.65 * s[0], s
+    assert abs(sharpness(3 * g + 40) - s[0]) < 1e-3 * s[0]      # contrast and brightness do not count
+
+
+def test_an_out_of_focus_dslr_region_is_defocus(detailed_pair):
+    """The DSLR's right half blurred (σ 2.5 px, out of focus): its windows are ``defocus``
+    (half of them at least: where the scene's own detail is coarse, another blur changes
+    little, and those are rejected as inconsistent or kept), none of the sharp half's; with
+    the check off none is."""
+    dslr, phone = detailed_pair
+    blurred = dslr.copy()
+    blurred[:, W // 2:] = cv2.GaussianBlur(dslr, (0, 0), 2.5)[:, W // 2:]
+    ws = match_windows(blurred, phone, SearchOptions())
+    right = [w for w in ws if w.x >= W // 2 and w.status != "flat"]
+    left = [w for w in ws if w.x + 100 <= W // 2 and w.status != "flat"]
+    assert right and left
+    assert sum(w.status == "defocus" for w in right) >= 0.5 * len(right)
+    assert not any(w.status == "defocus" for w in left)
+    off = match_windows(blurred, phone, SearchOptions(min_sharpness=0))
+    assert not any(w.status == "defocus" for w in off)
+
+
+@pytest.mark.parametrize("shift, kept", [((0.08, -0.05), True), ((1.3, 0.6), False)])
+def test_an_insignificant_shift_keeps_the_aligners_position(aligned_pair, shift, kept):
+    """A phone photo moved by a shift within the peak's uncertainty keeps dx = dy = 0 (the
+    aligner's model); a real 1.4 px one is followed (within 0.1 px)."""
+    dslr, phone = aligned_pair
+    ws = [w for w in match_windows(dslr, moved_by(phone, shift), SearchOptions()) if w.status == "ok"]
+    assert len(ws) >= 10
+    d = np.array([(w.dx, w.dy) for w in ws])
+    if kept:
+        assert np.mean(np.all(d == 0, axis=1)) >= 0.9
+    else:
+        assert np.percentile(np.hypot(*(d - shift).T), 90) < 0.1

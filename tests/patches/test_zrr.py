@@ -17,7 +17,7 @@ from dpedkit.align.geometry import corner_error
 from dpedkit.imageio import read_image, write_image
 from dpedkit.layout import read_records
 from dpedkit.raw import pattern_at, to_zurich_values
-from dpedkit.synth import random_homography
+from dpedkit.testing.synth import random_homography
 from tests.camera_writer import SENSOR_WB, luminance_corr, simulate_raw_phone, write_dng, write_heic
 
 PHONE_SIZE = (576, 384)    # sensor (w, h)
@@ -53,7 +53,7 @@ def simple_rgb(packed):
 
 @pytest.fixture(scope="module")
 def dslr_photos():
-    from dpedkit.synth import sample_images
+    from dpedkit.testing.synth import sample_images
     s = sample_images()
     return {k: cv2.resize(s[k], (960, 640), interpolation=cv2.INTER_CUBIC) for k in ("coffee", "astronaut")}
 
@@ -185,7 +185,7 @@ def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_phot
     from dpedkit.align.stage import AlignRunOptions, align_folder
     from dpedkit.patches.stage import PatchOptions, cut_patches
     from dpedkit.patches.search import SearchOptions
-    from dpedkit.synth import render_phone
+    from dpedkit.testing.synth import render_phone
     raw = tmp_path / "raw"
     dslr = dslr_photos["coffee"]
     rng = np.random.default_rng(5)

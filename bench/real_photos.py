@@ -20,7 +20,7 @@ published ``H1toN`` is the true DSLR→phone homography (the direction dpedkit e
 the phone frame lies inside the DSLR's on the zoom sequences. Both configurations of
 ``bench/fidelity.py`` (its ``CONFIGS``: dpedkit's defaults and the DPED-style baseline, one
 homography and an exhaustive ±5 px search with NCC > 0.9) run the real CLI (``align`` then
-``patches``) on the shoots, and the accepted patches are scored by :mod:`dpedkit.fidelity`'s
+``patches``) on the shoots, and the accepted patches are scored by :mod:`dpedkit.testing.scoring`'s
 scorer against a dense truth built from the homography. A homography is the truth only on
 its plane: these scenes are planar (or shot from a fixed centre), save for small relief.
 
@@ -48,7 +48,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from fidelity import CONFIGS, run_config  # noqa: E402  (bench/fidelity.py: the same configurations)
 
 from dpedkit.align.geometry import aligned_to_dslr, apply_h  # noqa: E402
-from dpedkit.fidelity import Truth, score_patches, score_windows, summarize  # noqa: E402
+from dpedkit.testing.scoring import score_against_truth, score_windows, summarize  # noqa: E402
+from dpedkit.testing.shoots import Truth  # noqa: E402
 from dpedkit.imageio import read_image, write_image  # noqa: E402
 
 SUFFIXES = (".ppm", ".pgm", ".png", ".jpg")
@@ -111,7 +112,7 @@ def score(out: Path, config: str, args: dict, truth_H: dict, jobs: int) -> list[
     records = {r["name"]: r for r in map(json.loads, (aligned / "manifest.jsonl").read_text().splitlines())}
     truths = {name: dense_truth(H, tuple(records[name]["phone_size"]), tuple(records[name]["dslr_size"]))
               for name, H in truth_H.items() if records.get(name, {}).get("status") == "ok"}
-    patches = score_patches(aligned, dataset, truths) if truths else []
+    patches = score_against_truth(aligned, dataset, truths) if truths else []
     windows = score_windows(aligned, dataset, truths) if truths else []
     rows = []
     for name, H in truth_H.items():

@@ -20,8 +20,7 @@ LAYERS = (
                               "dpedkit.runner")),
     ("networks", False, ("dpedkit.model",)),
     ("stages", False, tuple(f"dpedkit.{s}" for s in STAGES if s != "report")),
-    ("consumers", False, ("dpedkit.evaluate", "dpedkit.export", "dpedkit.report", "dpedkit.testing",
-                          "dpedkit.fidelity", "dpedkit.synth")),
+    ("consumers", False, ("dpedkit.evaluate", "dpedkit.export", "dpedkit.report", "dpedkit.testing")),
     ("entry points", True, ("dpedkit.demo", "dpedkit.api", "dpedkit.cli", "dpedkit.__main__")),
 )
 

@@ -114,7 +114,7 @@ def build_dataset(work: Path, sensor: tuple[int, int], photos: int) -> Path:
     import cv2
     sys.path.insert(0, str(REPO))
     from dpedkit.imageio import write_image
-    from dpedkit.synth import sample_images
+    from dpedkit.testing.synth import sample_images
     from tests.camera_writer import simulate_raw_phone, write_dng
     pw, ph = sensor
     raw = work / "raw"

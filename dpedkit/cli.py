@@ -401,8 +401,8 @@ def _demo_command() -> click.Command:
         try:
             problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
                                 test_patches=test_patches, log=click.echo)
-        except Interrupted as e:      # training saved its iteration: the demo resumes from it
-            click.echo(f"\ninterrupted; finished work is kept: re-run `dpedkit demo {demo_dir}` to resume", err=True)
+        except Interrupted as e:      # training saved its iteration; the message: how to resume, same options
+            click.echo(f"\n{e}", err=True)
             sys.exit(e.exit_code)
         except (TrainError, DatasetError) as e:
             click.echo(f"error: {e}", err=True)

@@ -180,3 +180,24 @@ def test_ctrl_c_prints_the_resume_command_with_the_users_options(demo, tmp_path,
     r = CliRunner().invoke(main, ["demo", str(root), *args])
     assert r.exit_code == 130, r.output
     assert f"interrupted; finished work is kept. To resume: dpedkit demo {root} {' '.join(args)}" in r.output
+
+
+def test_the_printed_recipe_is_the_one_trained(demo):
+    from dpedkit.demo import DEMO_TV_WEIGHT
+    config = json.loads((demo[0] / "runs" / "demo" / "config.json").read_text())
+    assert config["w_tv"] == DEMO_TV_WEIGHT == 0 and "total-variation weight 0 " in "; ".join(RECIPE_NOTES)
+    assert config["content_loss"] == "none" and config["iters"] == DEMO["train_iters"]
+
+
+def test_near_identity_passes_the_photo_through():
+    import torch
+    from dpedkit.demo import near_identity
+    from dpedkit.model.networks import Generator
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 40, 40)
+    g = near_identity(Generator())
+    with torch.no_grad():
+        y = g(x)
+    assert (y - x).abs().max() < 0.085                        # tanh(2(x + 0.04) − 1)·0.58 + 0.5: within 0.08 of x
+    assert (Generator()(x) - x).abs().mean() > 0.2            # the paper's start: a flat grey, nowhere near
+    assert sum(p.requires_grad for p in g.parameters()) == len(list(g.parameters()))

@@ -162,8 +162,8 @@ def _evaluations(run: Path | None, extra: list[Path]) -> list[dict]:
             seen.add(Path(p).resolve())
             d = json.loads(Path(p).read_text())
             if isinstance(d, dict) and "enhanced" in d and "identity" in d:
-                same = [e for e in out if all(e.get(k) == d.get(k) for k in ("model", "patches", "identity", "enhanced"))]
-                if not same:
+                keys = ("model", "patches", "identity", "enhanced")
+                if not any(all(e.get(k) == d.get(k) for k in keys) for e in out):   # a copy of one shown
                     d["_file"] = str(p)
                     out.append(d)
         except (OSError, ValueError):

@@ -117,7 +117,7 @@ def test_report_matches_the_manifest_and_patch_report(demo, tmp_path):
         assert f"{result[which]['psnr']:.2f}" in text and f"{result[which]['ssim']:.4f}" in text
     table = re.search(r'<table id="evaluate">.*?</table>', (out / "index.html").read_text(), re.S).group(0)
     assert table.count("<tr>") == 1 + 2                                   # identity and enhanced once, not twice
-    assert f"(identity, evaluate_phone.json) {result['identity']['psnr']:.4g}" in text   # the baseline on the PSNR chart
+    assert f"(identity, evaluate_phone.json) {result['identity']['psnr']:.4g}" in text   # baseline, PSNR chart
     assert f"SSIM (identity, evaluate_phone.json) {result['identity']['ssim']:.4g}" in text   # and on the SSIM chart
     metrics = (root / "runs" / "demo" / "metrics.csv").read_text().splitlines()
     assert f"{len(metrics) - 1} evaluations; last at iteration {DEMO['train_iters']}" in text

@@ -83,25 +83,6 @@ def _finish(lines: list[str], problems: int, allow_failures: bool) -> None:
         sys.exit(code)
 
 
-def _command_line(name: str, ctx: click.Context) -> str:
-    """``dpedkit NAME ...`` with the arguments and every option this command line gave (not
-    click's defaults): the command that resumes the same run."""
-    import shlex
-
-    from click.core import ParameterSource
-    words = ["dpedkit", name]
-    for p in ctx.command.params:
-        value = ctx.params.get(p.name)
-        if isinstance(p, click.Argument):
-            words += [str(v) for v in (value if isinstance(value, tuple) else (value,)) if v is not None]
-        elif ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
-            if p.is_flag:
-                words.append(p.opts[0] if value else (p.secondary_opts or p.opts)[0])
-            else:
-                words += [p.opts[0], str(value)]
-    return " ".join(shlex.quote(w) for w in words)
-
-
 def _example(*lines: str) -> str:
     """A command's epilog: one real example, shown at the end of its --help."""
     return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
@@ -396,18 +377,9 @@ def _demo_command() -> click.Command:
         DEMO_DIR/report/    the report: open DEMO_DIR/report/index.html
         Re-running resumes where it stopped.
         """
-        from dpedkit.train.data import DatasetError
-        from dpedkit.train.loop import Interrupted, TrainError
-        try:
-            problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
-                                test_patches=test_patches, log=click.echo)
-        except Interrupted as e:      # training saved its iteration: the demo resumes from it
-            again = _command_line("demo", click.get_current_context())
-            click.echo(f"\ninterrupted; finished work is kept: re-run `{again}` to resume", err=True)
-            sys.exit(e.exit_code)
-        except (TrainError, DatasetError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+        # Ctrl-C in training: DemoInterrupted says how to resume with the same options (the group prints it)
+        problems = run_demo(demo_dir, jobs=jobs, train_iters=train_iters, batch_size=batch_size,
+                            test_patches=test_patches, log=click.echo)
         from dpedkit.runner import exit_code
         sys.exit(exit_code(problems))
     return demo

@@ -1,6 +1,7 @@
 """Inline-SVG charts for the report folder: formatted ticks (never ``-0``), legends below the
 plot (never over a line), optional log scale, reference lines (e.g. the identity baseline),
-a histogram with a threshold marker, and the patch-window map of one photo.
+small multiples (one panel and axis per series), a histogram with a threshold marker, and the
+patch-window map of one photo.
 
 Inline SVG rather than image files: no plotting dependency, a few kilobytes per chart, sharp at
 any zoom, and the numbers stay in the page as text (searchable and testable).
@@ -84,14 +85,26 @@ def _axes(title: str, xlabel: str, box: tuple[float, float, float, float], xtick
 
 def line_chart(x: list[float], series: dict[str, list[float | None]], title: str, xlabel: str = "iteration",
                refs: dict[str, float] | None = None, log: bool | None = None, ylabel: str = "",
-               width: int = 460, height: int = 240) -> str:
+               width: int = 460, height: int = 240, ref_colors: dict[str, str] | None = None) -> str:
     """Lines over a shared x axis (``None`` = gap); ``refs``: dashed horizontal lines with their
-    names in the legend; ``log``: log10 y axis (None: when all values are > 0 and they span
-    more than two orders of magnitude)."""
+    names in the legend (``ref_colors``: a ref's colour by its name, else grey for the first);
+    ``log``: log10 y axis (None: when all values are > 0 and they span more than two orders
+    of magnitude)."""
+    drawn = _line_body(x, series, title, xlabel, refs, log, ylabel, width, height, ref_colors)
+    return _svg(width, drawn[1], drawn[0], title) if drawn else ""
+
+
+def series_color(k: int) -> str:
+    """The colour of a chart's ``k``-th series (to match a reference line to its series)."""
+    return COLORS[k % len(COLORS)]
+
+
+def _line_body(x, series, title, xlabel, refs, log, ylabel, width, height, ref_colors=None):
+    """:func:`line_chart`'s SVG parts and total height (None when there is nothing to draw)."""
     refs = {k: v for k, v in (refs or {}).items() if v is not None and math.isfinite(v)}
     ys = [v for s in series.values() for v in s if v is not None and math.isfinite(v)] + list(refs.values())
     if not x or not ys:
-        return ""
+        return None
     if log is None:
         log = min(ys) > 0 and max(ys) / min(ys) > 100
     if log and min(ys) <= 0:
@@ -119,7 +132,7 @@ def line_chart(x: list[float], series: dict[str, list[float | None]], title: str
                     f'transform="rotate(-90 12 {(y0 + y1) / 2})">{escape(ylabel)}</text>')
     items = []
     for k, (name, s) in enumerate(series.items()):
-        color = COLORS[k % len(COLORS)]
+        color = series_color(k)
         pts = [(px(a), py(b)) for a, b in zip(x, s) if b is not None and math.isfinite(b) and (b > 0 or not log)]
         if len(pts) > 1:
             body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="'
@@ -128,13 +141,35 @@ def line_chart(x: list[float], series: dict[str, list[float | None]], title: str
             body.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2" fill="{color}"/>')
         items.append((name, color, False))
     for k, (name, v) in enumerate(refs.items()):
-        color = "#555" if k == 0 else COLORS[(len(series) + k) % len(COLORS)]
+        color = (ref_colors or {}).get(name) or ("#555" if k == 0 else COLORS[(len(series) + k) % len(COLORS)])
         body.append(f'<line x1="{x0}" x2="{x1}" y1="{py(v):.1f}" y2="{py(v):.1f}" stroke="{color}" '
                     f'stroke-width="1.5" stroke-dasharray="5 3"><title>{escape(name)}: {fmt(v)}</title></line>')
         items.append((f"{name} {fmt(v)}", color, True))
     legend, used = _legend(items, x0, y1 + 44, x1 - x0) if len(items) > 1 or refs else ([], 0)
     body += legend
-    return _svg(width, height + (used + 8 if legend else 0), body, title)
+    return body, height + (used + 8 if legend else 0)
+
+
+def small_multiples(x: list[float], series: dict[str, list[float | None]], title: str, xlabel: str = "iteration",
+                    cols: int = 2, panel_width: int = 250, panel_height: int = 150) -> str:
+    """One small panel per series, each with its own linear y axis (``cols`` panels a row):
+    for series whose scales differ by orders of magnitude, or whose signs differ (a log axis
+    cannot show a negative term), each stays legible. Each panel is a ``<g class="panel">``
+    titled with its series' name."""
+    panels = [(name, _line_body(x, {name: s}, name, xlabel, None, False, "", panel_width, panel_height))
+              for name, s in series.items()]
+    panels = [(name, p) for name, p in panels if p]
+    if not panels:
+        return ""
+    top = 24
+    body = [f'<text x="4" y="16" font-size="13" font-weight="bold">{escape(title)}</text>']
+    row_h = max(h for _, (_, h) in panels)
+    for k, (name, (parts, _)) in enumerate(panels):
+        r, c = divmod(k, cols)
+        body.append(f'<g class="panel" transform="translate({c * panel_width},{top + r * row_h})">'
+                    f'<title>{escape(name)}</title>' + "".join(parts) + "</g>")
+    rows = -(-len(panels) // cols)
+    return _svg(min(cols, len(panels)) * panel_width, top + rows * row_h, body, title)
 
 
 def histogram(values: list[float], title: str, bins: int = 50, lim: tuple[float, float] | None = None,
@@ -173,10 +208,10 @@ def histogram(values: list[float], title: str, bins: int = 50, lim: tuple[float,
 
 def window_map(image_href: str, img_w: int, img_h: int, grid: dict, codes: str, residuals: list | None,
                names: dict[str, str], width: int) -> tuple[str, list[tuple[str, str, int]]]:
-    """Patch windows over the photo: accepted (``a``) coloured by estimated residual (px:
-    green 0 → yellow 0.5 → red ≥ 1; green when unknown), rejections by reason (``names`` maps
-    a code character to its reason; an unknown code gets a colour of its own and its
-    character as the name); ``o`` (outside the photo) is not drawn.
+    """Patch windows outlined over the photo (no fill; rejections dashed): accepted (``a``) in
+    a colour by estimated residual (px: green 0 → yellow 0.5 → red ≥ 1; green when unknown),
+    rejections by reason (``names`` maps a code character to its reason; an unknown code gets
+    a colour of its own and its character as the name); ``o`` (outside the photo) is not drawn.
 
     Returns the SVG and the legend rows (label, colour, count)."""
     s = width / img_w
@@ -202,9 +237,15 @@ def window_map(image_href: str, img_w: int, img_h: int, grid: dict, codes: str, 
                 colors[label] = REASON_COLORS.get(label) or next(other)
             color, tip = colors[label], label
         counts[label] = counts.get(label, 0) + 1
-        body.append(f'<rect x="{x * s:.1f}" y="{y * s:.1f}" width="{size * s:.1f}" height="{size * s:.1f}" '
-                    f'fill="{color}" fill-opacity="0.3" stroke="{color}" stroke-width="0.8"><title>{escape(tip)}'
-                    f'</title></rect>')
+        # an outline, inset so that neighbours' outlines do not overlap, over a dark halo: a
+        # tint would blend with the photo (green over an orange subject no longer looks green)
+        inset = 1.5
+        geom = (f'x="{x * s + inset:.1f}" y="{y * s + inset:.1f}" width="{max(size * s - 2 * inset, 1):.1f}" '
+                f'height="{max(size * s - 2 * inset, 1):.1f}" fill="none"')
+        dash = "" if c == "a" else ' stroke-dasharray="4 2"'      # rejections dashed: not by colour alone
+        body.append(f'<g class="window"><title>{escape(tip)}</title>'
+                    f'<rect {geom} stroke="#000" stroke-opacity="0.55" stroke-width="3"/>'
+                    f'<rect {geom} stroke="{color}" stroke-width="1.8"{dash}/></g>')
     legend = [(k, "#2ca02c" if k == "accepted" else colors[k], n) for k, n in sorted(counts.items())]
     return _svg(width, height, body, "patch windows"), legend
 

@@ -39,7 +39,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}tr.failed td,tr
 .card{display:inline-block;vertical-align:top;margin:0 12px 16px 0;font-size:13px}.card img,.card svg{display:block;margin-top:3px}
 .note{color:#666;font-size:13px}.bad{color:#b00}nav a{margin-right:8px}img.zoom{cursor:zoom-in}
 #zoom{display:none;position:fixed;inset:0;background:rgba(0,0,0,.88);z-index:9;cursor:zoom-out;align-items:center;justify-content:center}
-#zoom img{max-width:98vw;max-height:98vh}.swatch{display:inline-block;width:11px;height:11px;margin:0 4px 0 10px;vertical-align:-1px}"""
+#zoom img{max-width:98vw;max-height:98vh}.swatch{display:inline-block;width:11px;height:11px;margin:0 4px 0 10px;vertical-align:-1px;box-sizing:border-box}"""
 ZOOM_JS = """<div id="zoom" onclick="this.style.display='none'"><img alt="zoomed"></div><script>
 document.addEventListener('click',function(e){var t=e.target;if(t.classList&&t.classList.contains('zoom')){e.preventDefault();
 var z=document.getElementById('zoom');z.firstChild.src=t.dataset.full||t.src;z.style.display='flex';}});
@@ -47,7 +47,7 @@ document.addEventListener('keydown',function(e){if(e.key==='Escape')document.get
 </script>"""
 
 
-def _page(title: str, body: str, root: str = "") -> str:
+def _page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
             f'{body}{ZOOM_JS}</body></html>\n')
@@ -151,14 +151,21 @@ def _metrics(run: Path | None) -> list[dict]:
 
 
 def _evaluations(run: Path | None, extra: list[Path]) -> list[dict]:
+    """The run folder's ``evaluate_*.json`` and the ``extra`` files, each file once (a file
+    named twice, or a copy with the same scores, is shown once)."""
     files = sorted(run.glob("evaluate_*.json")) if run else []
-    out = []
+    out, seen = [], set()
     for p in list(files) + list(extra):
         try:
+            if Path(p).resolve() in seen:
+                continue
+            seen.add(Path(p).resolve())
             d = json.loads(Path(p).read_text())
             if isinstance(d, dict) and "enhanced" in d and "identity" in d:
-                d["_file"] = str(p)
-                out.append(d)
+                keys = ("model", "patches", "identity", "enhanced")
+                if not any(all(e.get(k) == d.get(k) for k in keys) for e in out):   # a copy of one shown
+                    d["_file"] = str(p)
+                    out.append(d)
         except (OSError, ValueError):
             continue
     return out
@@ -177,19 +184,29 @@ def run_charts(rows: list[dict], evaluations: list[dict]) -> str:
             except ValueError:
                 vals.append(None)
         return vals
-    identity = {f"phone photos as they are (identity, {Path(e['_file']).name})": e["identity"]["psnr"]
-                for e in evaluations[:1]}
+    # the phone patches as they are, scored by the first evaluate JSON: what the model must beat
+    base = evaluations[0] if evaluations else None
+    where = f"identity, {Path(base['_file']).name}" if base else ""
+
+    def identity(metric, name=""):
+        if base is None or base["identity"].get(metric) is None:
+            return {}
+        return {f"phone photos as they are{' ' + name if name else ''} ({where})": float(base["identity"][metric])}
+    ssim_refs = {**identity("ssim", "SSIM"), **identity("ms_ssim", "MS-SSIM")}
+    ssim_colors = dict(zip(ssim_refs, (charts.series_color(0), charts.series_color(1))))
     terms = {}
     for key, name in (("loss_content", "content (VGG)"), ("loss_color", "colour"), ("loss_texture", "texture"),
                       ("loss_tv", "total variation")):
         v = col(key)
         if any(x not in (None, 0.0) and math.isfinite(x) for x in v):     # only the terms in use
             terms[name] = v
-    out = [charts.line_chart(it, {"test PSNR": col("test_psnr")}, "test PSNR (dB)", refs=identity, log=False),
+    out = [charts.line_chart(it, {"test PSNR": col("test_psnr")}, "test PSNR (dB)", refs=identity("psnr"), log=False),
            charts.line_chart(it, {"SSIM": col("test_ssim"), "MS-SSIM": col("test_ms_ssim")}, "test SSIM / MS-SSIM",
-                             log=False),
+                             refs=ssim_refs, ref_colors=ssim_colors, log=False),
            charts.line_chart(it, {"generator": col("loss_generator")}, "generator loss", log=False),
-           charts.line_chart(it, terms, "loss terms (unweighted)"),
+           # the terms span orders of magnitude and the texture term is negative: a panel and an
+           # axis each keeps every one legible
+           charts.small_multiples(it, terms, "loss terms (unweighted), each on its own axis"),
            charts.line_chart(it, {"D accuracy": col("disc_accuracy")}, "discriminator accuracy", log=False)]
     return "".join(f'<div class="card">{c}</div>' for c in out if c)
 
@@ -303,9 +320,11 @@ def pair_page(out: Path, pid: str, name: str, rec: dict, photo: dict, aligned: P
             pw, ph = im.size
         svg, legend = charts.window_map("../img/" + files["phone"].name, pw, ph, photo["grid"], photo["window_map"],
                                         photo.get("window_residual"), names, 2 * thumb)
-        rows = "".join(f'<span class="swatch" style="background:{c}"></span>{escape(k)} {n}' for k, c, n in legend)
-        note = ("accepted coloured by estimated residual: green 0 px, yellow 0.5 px, red ≥ 1 px"
-                if photo.get("window_residual") else "accepted (no residual estimates in this patches_report.json)")
+        rows = "".join(f'<span class="swatch" style="border:2px {"solid" if k == "accepted" else "dashed"} {c}">'
+                       f'</span>{escape(k)} {n}' for k, c, n in legend)
+        note = ("outlines: accepted (solid) coloured by estimated residual: green 0 px, yellow 0.5 px, red ≥ 1 px; "
+                "rejected dashed, by reason" if photo.get("window_residual")
+                else "outlines: accepted solid (no residual estimates in this patches_report.json), rejected dashed")
         body += f'<h2>Patch windows</h2><div class="card">{svg}<div class="note">{rows}<br>{escape(note)}</div></div>'
     if enhanced is not None:
         found = [p for p in (enhanced / f"{name}_before_after.jpg", enhanced / f"{name}_before_after.png",
@@ -410,4 +429,8 @@ def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str 
                  + table_rows(pages[0]).replace('href="PAIRS/', 'href="pairs/') + _nav(len(pages), 1, ""))
     index = out / "index.html"
     write_text_atomic(index, _page("dpedkit report", "\n".join(p for p in parts if p)))
+    images = sum(1 for p in (out / "img").iterdir() if p.suffix == ".jpg")
+    log(f"report: wrote {index} and {len(items)} pair page{'s' * (len(items) != 1)} in {out / 'pairs'}/"
+        + (f", {len(pages) - 1} more table page{'s' * (len(pages) != 2)} in {out / 'pages'}/" if len(pages) > 1 else "")
+        + f"; {images} image{'s' * (images != 1)} in {out / 'img'}/")
     return index

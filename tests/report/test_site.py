@@ -83,9 +83,11 @@ def test_report_folder_structure_numbers_and_links(tmp_path, samples):
     assert "test PSNR 20.00 dB" in text and "20.118423" not in html             # formatted, not raw floats
     assert "20.12" in text and "0.5929" in text and "16.99" in text          # evaluate's scores, formatted
     assert "phone photos as they are (identity" in html                       # the baseline on the PSNR chart
-    # loss terms: content is 0 throughout (off) → absent; TV present; log scale (0.002 vs 40)
-    loss_svg = re.search(r'<svg[^>]*aria-label="loss terms \(unweighted\)".*?</svg>', html).group(0)
-    assert "content" not in loss_svg and "total variation" in loss_svg and "log scale" in loss_svg
+    # loss terms: content is 0 throughout (off) → absent; colour, texture, TV a panel each
+    loss_svg = _svg_by_label(html, "loss terms (unweighted), each on its own axis")
+    assert "content" not in loss_svg and "total variation" in loss_svg
+    assert [t for t in re.findall(r'<g class="panel"[^>]*><title>([^<]+)</title>', loss_svg)] == \
+        ["colour", "texture", "total variation"]
     assert not re.search(r">-0<", html)
     assert "<th>reason</th>" in html and "<th>pair</th>" in html and "<th class=num>RMSE (px)</th>" in html
     # every link and image resolves inside the folder; each table row links to its pair page
@@ -179,3 +181,74 @@ def test_report_renders_in_a_headless_browser(tmp_path, samples):
         assert images > 0 and broken == 0, (page, images, broken)
         screenshot(page, shot)
         assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def _svg_by_label(html: str, label: str) -> str:
+    return re.search(r'<svg[^>]*aria-label="' + re.escape(label) + r'".*?</svg>', html, re.S).group(0)
+
+
+def test_ssim_chart_has_the_identity_baselines(tmp_path, samples):
+    aligned, ds, run, _ = make_inputs(tmp_path, samples, n_ok=1, n_failed=0)
+    html = build_site(aligned, ds, run, tmp_path / "report", **QUIET).read_text()
+    svg = _svg_by_label(html, "test SSIM / MS-SSIM")
+    # evaluate_iphone.json's identity SSIM 0.81234 and MS-SSIM 0.9, as dashed lines in the legend
+    assert "phone photos as they are SSIM (identity, evaluate_iphone.json) 0.8123" in svg
+    assert "phone photos as they are MS-SSIM (identity, evaluate_iphone.json) 0.9" in svg
+    assert svg.count('stroke-dasharray="5 3"') >= 2 * 2                    # two reference lines + their swatches
+    # each baseline in its series' colour, so the eye pairs SSIM with its baseline
+    assert re.search(rf'stroke="{charts.series_color(0)}" stroke-width="1.5" stroke-dasharray', svg)
+    assert re.search(rf'stroke="{charts.series_color(1)}" stroke-width="1.5" stroke-dasharray', svg)
+
+
+def test_loss_terms_get_a_panel_and_an_axis_each():
+    # the demo's terms: texture negative, TV ~1e-4, colour ~1e2: five orders of magnitude apart
+    it = [0, 50, 100, 150]
+    terms = {"colour": [392.0, 120.0, 60.0, 43.0], "texture": [-5.0, -6.5, -7.2, -8.0],
+             "total variation": [3e-4, 4e-4, 5e-4, 6e-4]}
+    svg = charts.small_multiples(it, terms, "loss terms")
+    panels = re.findall(r'<g class="panel".*?</g>', svg, re.S)
+    assert len(panels) == 3
+    for (name, values), panel in zip(terms.items(), panels):
+        assert f">{name}<" in panel
+        ys = [float(y) for y in re.findall(r'y="([\d.]+)" font-size="10" text-anchor="end">', panel)]
+        labels = [float(v) for v in re.findall(r'font-size="10" text-anchor="end">([-\d.e]+)<', panel)]
+        span = max(values) - min(values)
+        # the panel's own axis: its ticks lie within the term's own range (give or take a margin)
+        assert len(ys) >= 2 and min(values) - span <= min(labels) < max(labels) <= max(values) + span, (name, labels)
+        points = [tuple(map(float, p.split(","))) for p in re.search(r'points="([^"]+)"', panel).group(1).split()]
+        heights = [b for _, b in points]
+        assert max(heights) - min(heights) > 60, (name, heights)            # the line spans its own panel
+    assert "log scale" not in svg
+
+
+def test_window_map_outlines_windows_instead_of_tinting_them():
+    grid = {"x": 0, "y": 0, "cols": 3, "rows": 1, "size": 100}
+    svg, legend = charts.window_map("p.jpg", 300, 100, grid, "aif", [0.1, None, None],
+                                    {"i": "inconsistent", "f": "flat"}, 300)
+    rects = re.findall(r"<rect [^>]*>", svg)
+    assert len(rects) == 2 * 3                                              # halo + outline per window
+    assert all('fill="none"' in r for r in rects) and "fill-opacity" not in svg
+    coloured = [r for r in rects if 'stroke="#000"' not in r]
+    assert 'stroke-dasharray' not in coloured[0] and all("stroke-dasharray" in r for r in coloured[1:])
+    assert f'stroke="{charts.residual_color(0.1)}"' in coloured[0]
+    assert f'stroke="{charts.REASON_COLORS["inconsistent"]}"' in coloured[1]
+    assert {k: n for k, _, n in legend} == {"accepted": 1, "inconsistent": 1, "flat": 1}
+
+
+def test_report_says_what_it_wrote(tmp_path, samples):
+    aligned, ds, run, enh = make_inputs(tmp_path, samples)
+    log = []
+    index = build_site(aligned, ds, run, tmp_path / "report", enhanced=enh, page_rows=2, log=log.append)
+    n_img = len(list((tmp_path / "report" / "img").glob("*.jpg")))
+    assert log[-1] == (f"report: wrote {index} and 4 pair pages in {tmp_path / 'report' / 'pairs'}/, 1 more table "
+                       f"page in {tmp_path / 'report' / 'pages'}/; {n_img} images in {tmp_path / 'report' / 'img'}/")
+
+
+def test_the_same_evaluation_is_shown_once(tmp_path, samples):
+    aligned, ds, run, _ = make_inputs(tmp_path, samples, n_ok=1, n_failed=0)
+    copy = tmp_path / "evaluate_copy.json"
+    copy.write_text((run / "evaluate_iphone.json").read_text())
+    html = build_site(aligned, ds, run, tmp_path / "report", evaluations=[run / "evaluate_iphone.json", copy],
+                      **QUIET).read_text()
+    table = re.search(r'<table id="evaluate">.*?</table>', html, re.S).group(0)
+    assert table.count("<tr>") == 1 + 2                                     # header, identity, enhanced

@@ -47,7 +47,7 @@ class RawRendering:
     raw_auto_bright: bool = field(default=False, metadata={
         "help": "Let LibRaw brighten RGB renderings of RAW files automatically (default: the exposure as shot)."})
     raw_bright: float = field(default=1.0, metadata={
-        "help": "Linear gain of RGB renderings of RAW files (1: as shot)."})
+        "help": "Linear gain of RGB renderings of RAW files (1: as shot).", "min": 0, "min_open": True})
     raw_camera_wb: bool = field(default=True, metadata={
         "help": "RGB renderings of RAW files use the camera's as-shot white balance (--no-raw-camera-wb: "
                 "LibRaw's daylight balance)."})

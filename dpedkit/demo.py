@@ -179,7 +179,7 @@ def train_demo(dataset: Path, phone: str, dslr: str, run: Path, train_iters: int
     cfg = TrainConfig(data_dir=str(dataset), phone=phone, dslr=dslr, out=str(run), iters=train_iters,
                       batch_size=batch_size, eval_every=max(train_iters // 5, 1), eval_patches=test_patches or 200,
                       content_loss="vgg" if vgg else "none", vgg=str(vgg) if vgg else None,
-                      w_tv=DEMO_TV_WEIGHT, resume=resume, override=resume, keep_checkpoints=0)
+                      w_tv=DEMO_TV_WEIGHT, start="identity", resume=resume, override=resume, keep_checkpoints=0)
     log("the demo's recipe differs from the paper's (docs/faithful.md): " + "; ".join(RECIPE_NOTES))
     done = _trained_iterations(last)
     rows = _metric_rows(run)
@@ -187,8 +187,6 @@ def train_demo(dataset: Path, phone: str, dslr: str, run: Path, train_iters: int
         log(f"{run} is already at iteration {done} of {train_iters}: nothing to train "
             f"(raise --train-iters to train further)")
     else:
-        if not resume:
-            _start_near_identity(cfg, last, log)
         rows = train(cfg, log=log)
     log(f"test PSNR {float(rows[0]['test_psnr']):.2f} dB, SSIM {float(rows[0]['test_ssim']):.4f} at iteration 0 → "
         f"{float(rows[-1]['test_psnr']):.2f} dB, SSIM {float(rows[-1]['test_ssim']):.4f} at iteration "
@@ -210,17 +208,6 @@ def _metric_rows(run: Path) -> list[dict]:
         return []
     with open(run / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _start_near_identity(cfg, last: Path, log) -> None:
-    """Write the run's iteration-0 state with the generator near the identity
-    (:func:`near_identity`); :func:`dpedkit.train.loop.train` then starts from it as from any
-    saved state (its iteration-0 evaluation scores this start)."""
-    from dpedkit.train.loop import Trainer
-    t = Trainer(cfg, log=lambda *_: None)
-    near_identity(t.G)
-    t.save(last, running={"n": 0}, seconds=0.0)
-    log("generator set near the identity (iteration 0)")
 
 
 def evaluate_demo(run: Path, dataset: Path, phone: str, test_patches: int | None, log) -> dict:
@@ -256,41 +243,3 @@ def evaluation_fingerprint(run: Path, dataset: Path, phone: str, test_patches: i
     test = sorted(p for p in (dataset / phone / "test_data").rglob("*") if p.is_file())
     files = {str(p): p for p in model_files(run) + test}
     return params_hash({"files": fingerprints(files), "limit": test_patches})
-
-
-@torch.no_grad()
-def near_identity(g: torch.nn.Module) -> torch.nn.Module:
-    """Make a :class:`dpedkit.model.networks.Generator`, initialised as the paper's, pass its
-    input through, keeping its other random weights for learning:
-
-    - RGB rides on feature channels 0–2 of the first convolution and of the two 3×3
-      convolutions: channel c receives only the centre tap 1 from channel c (no bias; the
-      inputs are ≥ 0, so the ReLUs pass them);
-    - each residual branch is switched off by its second instance norm's scale 0 (shift 0.01,
-      so that the ReLU passes a gradient to the scale and the branch can grow);
-    - the last 9×9 convolution reads channel c's centre tap only, with gain :data:`TAIL_GAIN`
-      and bias :data:`TAIL_BIAS`: the output ``tanh(2(x + 0.04) − 1)·0.58 + 0.5`` (the four
-      branches' shifts add 0.04) is within 0.08 of x on [0, 1].
-
-    Zeroed weights still learn: their gradients are their (non-zero) inputs times the
-    output's gradient.
-    """
-    for conv in (g.head, g.conv10, g.conv11):
-        k = conv.kernel_size[0] // 2
-        conv.weight[:3].zero_()
-        conv.bias[:3].zero_()
-        for c in range(3):
-            conv.weight[c, c, k, k] = 1.0
-    for block in g.blocks:
-        block.norm2.weight.zero_()
-        block.norm2.bias.fill_(0.01)
-    k = g.tail.kernel_size[0] // 2
-    g.tail.weight.zero_()
-    for c in range(3):
-        g.tail.weight[c, c, k, k] = TAIL_GAIN
-    g.tail.bias.fill_(TAIL_BIAS)
-    return g
-
-
-# near_identity's tail: tanh(A·x + B)·0.58 + 0.5 ≈ x on [0, 1] (0.06 → 0.94 at the ends)
-TAIL_GAIN, TAIL_BIAS = 2.0, -1.0

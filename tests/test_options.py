@@ -101,3 +101,19 @@ def test_check_ranges_refuses_an_out_of_range_dataclass_built_in_python():
         check_ranges(Ranged(share=1.5))
     with pytest.raises(ValueError, match="--count"):
         check_ranges(Ranged(count=0))
+
+
+def test_every_numeric_option_of_every_command_states_its_range():
+    # a numeric option without a range lets 0 or -5 through to a traceback or a silent no-op;
+    # --jobs counts back from all cores when negative (joblib's convention) and --clock-offset
+    # is any number of seconds
+    free = {"--jobs", "--clock-offset", "--nproc-per-node"}
+    ctx = click.Context(main)
+    missing = []
+    for name in main.list_commands(ctx):
+        for p in main.get_command(ctx, name).params:
+            if isinstance(p, click.Option) and p.opts[0] not in free and \
+                    isinstance(p.type, (click.types.IntParamType, click.types.FloatParamType)) and \
+                    not isinstance(p.type, (click.IntRange, click.FloatRange)):
+                missing.append(f"dpedkit {name} {p.opts[0]}")
+    assert not missing, missing

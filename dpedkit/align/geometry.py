@@ -63,14 +63,17 @@ class Plausibility:
     let the pair through."""
 
     min_scale: float = field(default=0.05, metadata={
-        "help": "Smallest plausible scale of the homography at the DSLR centre (phone px per DSLR px, linear)."})
+        "help": "Smallest plausible scale of the homography at the DSLR centre (phone px per DSLR px, linear).",
+        "min": 0, "min_open": True})
     max_scale: float = field(default=4.0, metadata={
-        "help": "Largest plausible scale of the homography at the DSLR centre (phone px per DSLR px, linear)."})
+        "help": "Largest plausible scale of the homography at the DSLR centre (phone px per DSLR px, linear).",
+        "min": 0, "min_open": True})
     max_stretch: float = field(default=1.5, metadata={
         "help": "Largest ratio of the homography's two principal scales at the DSLR centre "
-                "(anisotropy; a strong viewpoint change stretches one direction)."})
+                "(anisotropy; a strong viewpoint change stretches one direction).", "min": 1})
     max_area_ratio: float = field(default=3.0, metadata={
-        "help": "Largest ratio of the local area scale between two corners of the DSLR frame (perspective)."})
+        "help": "Largest ratio of the local area scale between two corners of the DSLR frame (perspective).",
+        "min": 1})
     allow_quarter_turn: bool = field(default=False, metadata={
         "help": "Accept a pair whose photos are rotated by about ±90° against each other (60°–120°); refused by "
                 "default: it is almost always an orientation mistake (a photo read sideways)."})

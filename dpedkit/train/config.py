@@ -50,6 +50,9 @@ class TrainConfig:
     w_color: float = _opt(0.5, "Weight of the colour (blur) loss.", min=0)
     w_texture: float = _opt(1.0, "Weight of the texture (adversarial) loss.", min=0)
     w_tv: float = _opt(2000.0, "Weight of the total-variation loss.", min=0)
+    start: str = _opt("paper", "Generator start: the paper's random initialisation, or near the identity (RGB passed "
+                               "through, residual branches off: for short runs without the content loss, e.g. the "
+                               "demo).", choices=["paper", "identity"])
     eval_every: int = _opt(1000, "Evaluate, write metrics/samples/checkpoints every N iterations.", min=1)
     eval_patches: int = _opt(500, "Test patches per evaluation (batches of 50).", min=1)
     train_size: int | None = _opt(None, "Use at most this many training patches (default: all).", min=1)
@@ -108,7 +111,7 @@ def check_fields(obj) -> None:
 # Options that change what is computed: resuming with any of them changed is refused unless
 # --override. The others (where to write, how long, how fast, how verbose) may change freely.
 RECIPE_FIELDS = ("data_dir", "phone", "dslr", "vgg", "content_loss", "batch_size", "lr", "w_content", "w_color",
-                 "w_texture", "w_tv", "eval_patches", "train_size", "seed", "precision")
+                 "w_texture", "w_tv", "start", "eval_patches", "train_size", "seed", "precision")
 # per-invocation switches: not part of the recorded recipe
 _NOT_RECORDED = ("resume", "override", "ignore_memory")
 PATH_FIELDS = ("data_dir", "out", "vgg")
@@ -126,7 +129,9 @@ def recorded(cfg: TrainConfig) -> dict:
 def recipe_changes(old: dict, new: TrainConfig) -> dict:
     """``{field: [old, new]}`` for every recipe field that differs (paths compared absolute)."""
     now = recorded(new)
-    return {k: [old.get(k), now[k]] for k in RECIPE_FIELDS if old.get(k) != now[k]}
+    # a field newer than the recorded run (absent from its config.json) had its default then
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    return {k: [old.get(k, defaults[k]), now[k]] for k in RECIPE_FIELDS if old.get(k, defaults[k]) != now[k]}
 
 
 def config_from_json(path: str | os.PathLike, **overrides) -> TrainConfig:

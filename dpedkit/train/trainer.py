@@ -15,7 +15,7 @@ import torch
 from dpedkit.layout import dataset_root
 from dpedkit.metrics import score_patches
 from dpedkit.model.device import resolve_device
-from dpedkit.model.networks import Discriminator, Generator, to_gray
+from dpedkit.model.networks import Discriminator, Generator, near_identity, to_gray
 from dpedkit.train.config import TrainConfig, TrainError, recorded
 from dpedkit.train.data import load_split
 from dpedkit.train.distributed import Ranks, batch_slice
@@ -45,7 +45,10 @@ class Trainer:
         self.out = Path(cfg.out)
         torch.manual_seed(cfg.seed)
         self._load_data()
-        self.G = Generator().to(self.device)
+        self.G = Generator()
+        if cfg.start == "identity":
+            near_identity(self.G)
+        self.G = self.G.to(self.device)
         self.D = Discriminator(self.train_phone.shape[-1]).to(self.device)
         self.vgg = self._content_network()
         for m in (self.G, self.D, self.vgg):

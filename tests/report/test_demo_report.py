@@ -191,7 +191,7 @@ def test_the_printed_recipe_is_the_one_trained(demo):
 
 def test_near_identity_passes_the_photo_through():
     import torch
-    from dpedkit.demo import near_identity
+    from dpedkit.model.networks import near_identity
     from dpedkit.model.networks import Generator
     torch.manual_seed(0)
     x = torch.rand(1, 3, 40, 40)

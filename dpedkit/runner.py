@@ -19,6 +19,7 @@ exit codes below are those of every batch command.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -110,6 +111,7 @@ class _Durable:
 
     def __init__(self, fn: Callable[[Any], dict]):
         self.fn = fn
+        functools.update_wrapper(self, fn)     # its name labels the tasks (joblib, Dask's dashboard)
 
     def __call__(self, job: Any) -> dict:
         try:

@@ -80,7 +80,12 @@ def raw_aligned(tmp_path_factory, dslr_photos):
     truth = {"a": raw_pair(raw, "a", dslr_photos["coffee"], "RGGB", 10, 64, 1),
              "b": raw_pair(raw, "b", dslr_photos["astronaut"], "GBRG", 12, 256, 2)}
     (raw / "phone" / "a.xmp").write_text("<x/>")                             # a sidecar: reported, not a problem
-    summary = align_folder(raw, root / "aligned", AlignRunOptions(jobs=1, progress=False), log=lambda *_: None)
+    # the simulated lens has no distortion, so the aligner would rightly keep the homography
+    # alone; the field is forced so that the mosaic records' field is tested end to end
+    with pytest.MonkeyPatch.context() as mp:
+        from dpedkit.align import core
+        mp.setattr(core, "FIELD_GAIN", np.inf)
+        summary = align_folder(raw, root / "aligned", AlignRunOptions(jobs=1, progress=False), log=lambda *_: None)
     return root, truth, summary
 
 

@@ -186,18 +186,23 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         shown = self.statuses + tuple(s for s in self.counts if s not in self.statuses)
-        out = [f"{count_text(self.total, self.noun)}: " + ", ".join(f"{self.counts[s]} {s}" for s in shown)
-               + f" ({self.skipped} already done, skipped)"]
+        head = (f"{count_text(self.total, self.noun)}: " + ", ".join(f"{self.counts[s]} {s}" for s in shown)
+                + f" ({self.skipped} already done, skipped)")
+        return [head] + self.failure_lines() + self.empty_lines()
+
+    def failure_lines(self) -> list[str]:
+        """Each failed item with its reason (ignored sidecars last), then the rest by reason."""
         listed = [f for f in self.failures if f[1] != "ignored"] + [f for f in self.failures if f[1] == "ignored"]
-        for name, status, reason in listed[:self.shown]:
-            out.append(f"  {status} {name}: {reason}" if name else f"  {status}: {reason}")
+        out = [f"  {status} {name}: {reason}" if name else f"  {status}: {reason}"
+               for name, status, reason in listed[:self.shown]]
         rest = Counter(_reason_kind(r) for _, _, r in listed[self.shown:])
         if rest:
             out.append(f"  … and {sum(rest.values())} more (each with its reason in the manifest):")
             out += [f"    {n} × {r}" for r, n in rest.most_common()]
-        if self.empty:
-            out.append(f"error: nothing to do: {self.empty_reason}")
         return out
+
+    def empty_lines(self) -> list[str]:
+        return [f"error: nothing to do: {self.empty_reason}"] if self.empty else []
 
 
 def exit_code(problems: int, allow_failures: bool = False) -> int:

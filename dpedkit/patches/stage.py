@@ -28,14 +28,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpedkit.fs import OutputWriteError, write_text_atomic
+from dpedkit.fs import OutputWriteError, sync_folders, write_text_atomic
 from dpedkit.imageio import ImageReadError, read_image, write_image
 from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, PatchLayout, aligned_paths,
                             read_records, resolve_cameras)
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
 from dpedkit.patches.common import assign_splits, is_plain_name, link_into_place, same_size  # noqa: F401 (assign_splits: re-exported)
 from dpedkit.patches.search import SearchOptions, extract_patch_pair, match_windows, ncc
-from dpedkit.runner import Item, absolute_folders, fingerprints, params_hash, plan, plan_text, run, stage_folder
+from dpedkit.runner import (Item, RunSummary, absolute_folders, count_text, fingerprints, params_hash, plan, plan_text,
+                            run, stage_folder)
 
 CSV_FIELDS = ["split", "index", "name", "x", "y", "dx", "dy", "angle", "ncc", "residual", "model"]
 
@@ -303,36 +304,35 @@ def assemble(layout: PatchLayout, results: list[dict], splits: dict[str, str]) -
 
 
 @dataclass
-class PatchSummary:
-    photos: int = 0
-    skipped: int = 0
-    failed: list = field(default_factory=list)      # (name, reason)
-    empty: list = field(default_factory=list)       # photos with zero accepted patches
-    counts: dict = field(default_factory=dict)       # patches per split
+class PatchSummary(RunSummary):
+    """The run summary of ``patches`` (one item per aligned photo: ``ok`` or ``failed``),
+    with the patches per split, the photos with no patch and a per-photo table."""
+    noun: str = "photo"
+    statuses: tuple[str, ...] = ("ok", "failed")
+    empty_reason: str = "no aligned pair with status ok (run 'dpedkit align' first, or see its manifest)"
+    no_patch: list = field(default_factory=list)     # (name, reason): photos with zero accepted patches
+    patches: dict = field(default_factory=dict)      # patches per split
     photos_per_split: Counter = field(default_factory=Counter)
     per_photo: list = field(default_factory=list)    # (name, split, windows, accepted, median ncc)
     report: Path | None = None
 
-    @property
-    def problems(self) -> int:
-        return len(self.failed)
-
     def lines(self) -> list[str]:
-        out = [f"{self.photos} photos ({self.skipped} already done): {self.photos_per_split['train']} train, "
-               f"{self.photos_per_split['test']} test, {len(self.failed)} failed, {len(self.empty)} with no patch",
-               f"patches: {self.counts.get('train', 0)} train, {self.counts.get('test', 0)} test"]
+        out = [f"{count_text(self.total, self.noun)} ({self.skipped} already done): "
+               f"{self.photos_per_split['train']} train, {self.photos_per_split['test']} test, "
+               f"{self.counts['failed']} failed, {len(self.no_patch)} with no patch",
+               f"patches: {self.patches.get('train', 0)} train, {self.patches.get('test', 0)} test"]
         if self.per_photo:
             out.append(f"  {'photo':<24} {'split':<5} {'windows':>7} {'accepted':>8} {'median NCC':>10}")
             out += [f"  {n:<24} {sp:<5} {w:>7} {a:>8} {'-' if m is None else f'{m:.3f}':>10}"
                     for n, sp, w, a, m in self.per_photo]
-        if self.photos and not self.photos_per_split["test"]:
+        if self.total and not self.photos_per_split["test"]:
             out.append("warning: no photo fell in the test split; training needs test patches: "
                        "pass --test-photos N or a larger --test-fraction")
-        out += [f"  failed {n}: {r}" for n, r in self.failed]
-        out += [f"  no patch from {n}: {r}" for n, r in self.empty]
+        out += self.failure_lines()
+        out += [f"  no patch from {n}: {r}" for n, r in self.no_patch]
         if self.report:
             out.append(f"per-photo statistics: {self.report}")
-        return out
+        return out + self.empty_lines()
 
 
 def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = PatchOptions(), log=print) -> PatchSummary:
@@ -381,21 +381,20 @@ def _cut_all(aligned: Path, layout: PatchLayout, dslr: str, records: dict, opts:
     log(plan_text("patches", f"{len(names)} aligned {kind.noun}s in {aligned}", todo, opts.jobs, opts.dask_scheduler))
     results += list(run(todo.todo, cut_photo, opts.jobs, opts.dask_scheduler, "cutting patches", opts.progress))
     splits = assign_splits(names, opts.seed, opts.test_fraction, opts.test_photos)
-    summary.counts = assemble(layout, results, splits)
-    summary.photos = len(names)
+    summary.patches = assemble(layout, results, splits)
+    sync_folders()                    # the layout's links are durable before patches.csv and the report say so
     for r in sorted(results, key=lambda r: r["name"]):
-        if r["status"] != "ok":
-            summary.failed.append((r["name"], r["reason"]))
-        else:
+        summary.add(r)
+        if r["status"] == "ok":
             summary.photos_per_split[splits[r["name"]]] += 1
             summary.per_photo.append((r["name"], splits[r["name"]], r["windows"], r["accepted"], r["median_ncc"]))
             if r["accepted"] == 0:
-                summary.empty.append((r["name"], r["reason"]))
+                summary.no_patch.append((r["name"], r["reason"]))
     kind.finish(layout, opts, results)
     report = {"options": {**asdict(opts.search), "threshold": opts.threshold, "score_smooth": opts.score_smooth,
                           "seed": opts.seed,
                           "test_fraction": opts.test_fraction, "test_photos": opts.test_photos, **kind.params(opts)},
-              "patches": summary.counts,
+              "patches": summary.patches,
               "photos": [{k: v for k, v in r.items() if k != "patches"} | {"split": splits.get(r["name"])}
                          for r in sorted(results, key=lambda r: r["name"])]}
     summary.report = layout.report

@@ -70,12 +70,12 @@ def test_the_original_loader_reads_a_built_dataset(tmp_path, samples):
     aligned, out = tmp_path / "aligned", tmp_path / "dataset"
     make_aligned(aligned, samples, {"a": "astronaut", "b": "coffee", "c": "rocket"})
     s = cut_patches(aligned, out, PatchOptions(test_photos=1, jobs=1, progress=False), log=lambda *_: None)
-    assert s.counts["train"] > 0 and s.counts["test"] > 0
+    assert s.patches["train"] > 0 and s.patches["test"] > 0
     dped_dir = str(out) + "/"                                    # the original concatenates strings
     test_data, test_answ = original_load_test_data("phone", dped_dir, PATCH_SIZE)
     train_data, train_answ = original_load_batch("phone", dped_dir, -1, PATCH_SIZE)
-    assert test_data.shape == test_answ.shape == (s.counts["test"], PATCH_SIZE)
-    assert train_data.shape == train_answ.shape == (s.counts["train"], PATCH_SIZE)
+    assert test_data.shape == test_answ.shape == (s.patches["test"], PATCH_SIZE)
+    assert train_data.shape == train_answ.shape == (s.patches["train"], PATCH_SIZE)
     for arr in (test_data, test_answ, train_data, train_answ):
         assert 0 <= arr.min() and arr.max() <= 1 and arr.std() > 0.05     # real pictures, not zeros
     # the same pixels dpedkit's own loader reads, in the same order

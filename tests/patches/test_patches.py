@@ -88,7 +88,7 @@ def test_dataset_layout_split_and_records(tmp_path, samples):
     assert not {r["name"] for r in by_split["train"]} & {r["name"] for r in by_split["test"]}
     assert len({r["name"] for r in by_split["test"]}) == 2
     for sp, rs in by_split.items():
-        assert [int(r["index"]) for r in rs] == list(range(len(rs))) == list(range(s.counts[sp]))
+        assert [int(r["index"]) for r in rs] == list(range(len(rs))) == list(range(s.patches[sp]))
         xs, ys = dped_loader(root, "phone", "canon", sp)
         assert xs.shape == ys.shape == (len(rs), 100, 100, 3)
     assert sorted(p.stem for p in (root / "test_data" / "full_size_test_images").iterdir()) == \
@@ -139,9 +139,9 @@ def test_rerun_resumes_and_bad_files_fail_cleanly(tmp_path, samples):
     assert second.skipped == 3 and (out / "phone" / "patches.csv").read_text() == csv1
     (aligned / "dslr" / "c.png").write_bytes(b"\x89PNG broken")
     third = cut_patches(aligned, out, opts, log=lambda *_: None)
-    assert third.skipped == 2 and [n for n, _ in third.failed] == ["c"]
-    assert "unreadable" in third.failed[0][1]
-    assert third.counts["train"] + third.counts.get("test", 0) < first.counts["train"] + first.counts.get("test", 0)
+    assert third.skipped == 2 and [n for n, _, _ in third.failures] == ["c"]
+    assert "unreadable" in third.failures[0][2]
+    assert third.patches["train"] + third.patches.get("test", 0) < first.patches["train"] + first.patches.get("test", 0)
     r = CliRunner().invoke(main, ["patches", str(aligned), str(out), "-j", "1", "--test-photos", "1"])
     assert r.exit_code == 1 and "failed c" in r.output
     row = next(line.split() for line in r.output.splitlines() if line.strip().startswith("a "))
@@ -149,3 +149,19 @@ def test_rerun_resumes_and_bad_files_fail_cleanly(tmp_path, samples):
     assert [int(row[2]), int(row[3])] == [rep["a"]["windows"], rep["a"]["accepted"]]
     assert float(row[4]) == pytest.approx(rep["a"]["median_ncc"], abs=5e-4)
     assert not list(out.rglob(".dpedkit-tmp-*"))
+
+
+def test_patches_from_an_aligned_folder_with_no_usable_pair_is_a_failure_with_a_reason(tmp_path):
+    from click.testing import CliRunner
+    from dpedkit.cli import main
+    from dpedkit.layout import Cameras, Journal
+    aligned = tmp_path / "aligned"
+    for cam in ("phone", "dslr"):
+        (aligned / cam).mkdir(parents=True)
+    Cameras("phone", "dslr").write(aligned)
+    j = Journal(aligned / "manifest.jsonl")
+    j.append({"name": "a", "status": "failed", "reason": "too few SIFT keypoints"})
+    j.close()
+    r = CliRunner().invoke(main, ["patches", str(aligned), str(tmp_path / "ds")])
+    assert r.exit_code == 1 and "0 photos" in r.output and "nothing to do: no aligned pair with status ok" in r.output, \
+        r.output

@@ -128,7 +128,7 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
     opts = PatchOptions(layout="zrr", search=SearchOptions(size=S), test_photos=1, jobs=1, progress=False)
     summary = cut_patches(root / "aligned", tmp_path / "ds", opts, log=lambda *_: None)
     ds = tmp_path / "ds"
-    assert summary.problems == 0 and summary.counts["train"] >= 8 and summary.counts["test"] >= 4, summary.lines()
+    assert summary.problems == 0 and summary.patches["train"] >= 8 and summary.patches["test"] >= 4, summary.lines()
     meta = json.loads((ds / "raw.json").read_text())
     assert meta["cfa_pattern"] == "RGGB" and meta["raw_values"] == "zurich" and meta["value_range"] == [0, 1023]
     assert meta["phone"] == "phone" and meta["phone_folder"] == "huawei"
@@ -155,7 +155,7 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
         c = luminance_corr(simple_rgb(packed), rgb)
         assert c > 0.9, (name, i, c)
         checked += 1
-    assert checked == summary.counts["train"] + summary.counts["test"]
+    assert checked == summary.patches["train"] + summary.patches["test"]
     # the same quality fields as the DPED layout: the verified search's model and residual per patch and window
     assert all(r["model"] in ("shift", "rotation") and 0 <= float(r["residual"]) <= 0.75 for r in rows)
     report = json.loads((ds / "patches_report.json").read_text())
@@ -206,11 +206,11 @@ def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_phot
     assert corner_error(np.array(recs["r"]["homography"]), H2, PHONE_SIZE) < 1.0
     ps = cut_patches(tmp_path / "al", tmp_path / "ds", PatchOptions(search=SearchOptions(size=64), test_photos=1,
                                                                     jobs=1, progress=False), log=lambda *_: None)
-    assert ps.counts["train"] > 5 and ps.counts["test"] > 5, ps.lines()
+    assert ps.patches["train"] > 5 and ps.patches["test"] > 5, ps.lines()
     # training reads this DPED layout unchanged (tests/test_train.py); one iteration costs ~40 s here, so not repeated
     from dpedkit.train.data import load_split
     ph, ds = load_split(tmp_path / "ds" / "phone", "phone", "canon", "train", size=None, jobs=1)
-    assert ph.shape == ds.shape and ph.shape[0] == ps.counts["train"]
+    assert ph.shape == ds.shape and ph.shape[0] == ps.patches["train"]
 
 
 def test_zrr_search_measures_a_known_dslr_shift_and_rejects_a_wrong_scene(raw_aligned):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from dpedkit.align.geometry import corner_error
 from dpedkit.fs import write_text_atomic

@@ -208,6 +208,17 @@ def encode_mosaic(values: np.ndarray) -> bytes:
     return enc.tobytes()
 
 
+def decode_mosaic(path: str | Path) -> np.ndarray:
+    """The 2-D uint16 mosaic of a 16-bit single-channel PNG (what :func:`encode_mosaic`
+    writes: aligned mosaics, ZRR patches), or :class:`RawMosaicError` saying what it is instead."""
+    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if data is None:
+        raise RawMosaicError("not a PNG OpenCV can decode")
+    if data.ndim != 2 or data.dtype != np.uint16:
+        raise RawMosaicError(f"not a 1-channel 16-bit mosaic (shape {data.shape}, {data.dtype})")
+    return data
+
+
 def _rawpy():
     try:
         import rawpy

@@ -353,7 +353,7 @@ def _check_plausible(H: np.ndarray, dslr_size: tuple[int, int], o: AlignOptions,
 def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = AlignOptions()) -> AlignResult:
     """Align an RGB DSLR photo to an RGB phone photo; raises :class:`AlignError`.
 
-    The returned homography maps DSLR source pixels to phone source pixels (DESIGN.md §2);
+    The returned homography maps DSLR source pixels to phone source pixels (docs/contracts.md §2);
     with ``opts.warp == "bspline"`` the result's ``field`` ``f`` completes the model: the
     phone pixel ``q`` sees the DSLR point ``H⁻¹(q + f(q))``.
     """

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dpedkit.align.warp import SplineField, apply_h  # noqa: F401 (apply_h: the one point transform, re-exported)
+
 
 def scale_matrix(sx: float, sy: float) -> np.ndarray:
     """Map full-image coordinates to those of a copy resized by ``(sx, sy)``.
@@ -22,14 +24,8 @@ def scale_matrix(sx: float, sy: float) -> np.ndarray:
 
 
 def translation(tx: float, ty: float) -> np.ndarray:
+    """The homography that moves points by ``(tx, ty)`` px."""
     return np.array([[1.0, 0, tx], [0, 1.0, ty], [0, 0, 1.0]])
-
-
-def apply_h(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """Apply ``H`` to an ``(N, 2)`` array of points."""
-    pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-    q = np.c_[pts, np.ones(len(pts))] @ np.asarray(H, dtype=np.float64).T
-    return q[:, :2] / q[:, 2:3]
 
 
 def corners(width: int, height: int) -> np.ndarray:
@@ -219,7 +215,6 @@ def aligned_to_dslr(record: dict, xy: np.ndarray) -> np.ndarray:
     phone_xy = np.asarray(xy, float).reshape(-1, 2) + (x, y)
     warp = record.get("warp") or {"type": "homography"}
     if warp["type"] == "bspline":
-        from dpedkit.align.warp import SplineField
         phone_xy = phone_xy + SplineField.from_dict(warp["params"])(phone_xy)
     elif warp["type"] != "homography":
         raise ValueError(f"unknown warp type {warp['type']!r} in the manifest record")

@@ -23,11 +23,10 @@ import numpy as np
 
 
 def apply_h(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    """``H`` on ``(N, 2)`` points, float64 (as :func:`dpedkit.align.geometry.apply_h`, to
-    1e-12 px; repeated here because geometry's ``aligned_to_dslr`` evaluates this module's
-    field: no import cycle). ``cv2.perspectiveTransform``: a NumPy ``(N, 3) @ (3, 3)``
-    product goes through multi-threaded BLAS, 100× slower on a lattice of a million points
-    when the machine is busy."""
+    """``H`` on ``(N, 2)`` points (px), float64; the package's one point transform (geometry
+    re-exports it). ``cv2.perspectiveTransform``: a NumPy ``(N, 3) @ (3, 3)`` product goes
+    through multi-threaded BLAS, 100× slower on a lattice of a million points when the
+    machine is busy."""
     pts = np.ascontiguousarray(pts, dtype=np.float64).reshape(-1, 1, 2)
     if len(pts) == 0:
         return np.zeros((0, 2))

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from dpedkit.fs import write_bytes_atomic, write_text_atomic
@@ -53,7 +52,7 @@ from dpedkit.imageio import ImageReadError, read_image
 from dpedkit.layout import ZrrLayout
 from dpedkit.patches.common import is_plain_name, same_size
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows
-from dpedkit.raw import (PYNET_MAX, ZURICH_BITS, Mosaic, RawMosaicError, encode_mosaic, pattern_at, quick_rgb,
+from dpedkit.raw import (PYNET_MAX, ZURICH_BITS, Mosaic, RawMosaicError, decode_mosaic, encode_mosaic, pattern_at, quick_rgb,
                          rggb_offset, to_pynet_values, to_zurich_values)
 
 ZRR_SIZE = 448
@@ -62,12 +61,10 @@ RAW_VALUES = ("zurich", "normalized", "native")
 
 def read_mosaic_png(path: Path, rec: dict) -> Mosaic:
     """An aligned mosaic (16-bit 1-channel PNG) with the levels of its manifest record."""
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None:
-        raise ImageReadError("not a PNG OpenCV can decode")
-    if data.ndim != 2 or data.dtype != np.uint16:
-        raise ImageReadError(f"not a 1-channel 16-bit mosaic (shape {data.shape}, {data.dtype}): "
-                             "align this folder from RAW/DNG phone photos")
+    try:
+        data = decode_mosaic(path)
+    except RawMosaicError as e:
+        raise ImageReadError(f"{e}: align this folder from RAW/DNG phone photos") from None
     if data.shape[0] % 2 or data.shape[1] % 2:
         raise ImageReadError("the aligned mosaic has an odd size: it was not cropped at even offsets")
     return Mosaic.from_record(data, rec)

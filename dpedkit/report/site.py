@@ -27,7 +27,7 @@ from dpedkit.imageio import ImageReadError, encode_image, list_images, read_imag
 from dpedkit.imageops import checkerboard
 from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records, resolve_cameras
 from dpedkit.layout import aligned_paths as output_paths
-from dpedkit.raw import Mosaic, RawMosaicError, quick_rgb
+from dpedkit.raw import Mosaic, RawMosaicError, decode_mosaic, quick_rgb
 from dpedkit.report import charts
 
 PAGE_ROWS = 250
@@ -88,14 +88,10 @@ def read_aligned_phone(path: Path, rec: dict) -> np.ndarray:
     rather than shown as a grey mosaic."""
     if "cfa_pattern" not in rec:
         return read_image(path)
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if data is None or data.ndim != 2 or data.dtype != np.uint16:
-        raise ImageReadError(f"{path.name}: not a 1-channel 16-bit mosaic PNG, as a record with a cfa_pattern "
-                             "says it should be")
     try:
-        return quick_rgb(Mosaic.from_record(data, rec))
-    except (KeyError, RawMosaicError) as e:
-        raise ImageReadError(f"{path.name}: the record's mosaic levels are unusable ({e})") from None
+        return quick_rgb(Mosaic.from_record(decode_mosaic(path), rec))
+    except (KeyError, RawMosaicError) as e:       # not the mosaic a record with a cfa_pattern names
+        raise ImageReadError(f"{path.name}: {e}") from None
 
 
 def _save_jpeg(img: np.ndarray, path: Path, side: int, quality: int = 85) -> None:

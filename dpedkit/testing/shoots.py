@@ -50,6 +50,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dpedkit.align.geometry import translation
 from dpedkit.testing.isp import dslr_isp, phone_isp
 
 CASES = ("homography", "distortion", "parallax", "moving", "processing", "combined")
@@ -99,10 +100,6 @@ def _apply(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
 def _grid(w: int, h: int) -> np.ndarray:
     ys, xs = np.mgrid[:h, :w].astype(np.float64)
     return np.stack([xs, ys], -1)
-
-
-def _translation(tx: float, ty: float) -> np.ndarray:
-    return np.array([[1.0, 0, tx], [0, 1.0, ty], [0, 0, 1]])
 
 
 def _rigid(angle_deg: float, centre, shift) -> np.ndarray:
@@ -251,9 +248,9 @@ def _phone_homography(p: CaseParams) -> np.ndarray:
     P[2, :2] = np.asarray(p.perspective) / max(dw, dh)
     A = _rigid(p.rotation_deg, (0, 0), (0, 0))
     A[:2, :2] *= s
-    H = A @ P @ _translation(-cd[0], -cd[1])
+    H = A @ P @ translation(-cd[0], -cd[1])
     q = _apply(H, cd)
-    H = _translation(*(cp - q)) @ H
+    H = translation(*(cp - q)) @ H
     return H / H[2, 2]
 
 
@@ -264,7 +261,7 @@ def build_scene(p: CaseParams) -> list[Layer]:
     dw, dh = p.dslr_size
     margin = int(0.15 * max(dw, dh))
     bg_tex = _background((dw + 2 * margin, dh + 2 * margin), rng, photos)
-    place = _translation(-margin, -margin)
+    place = translation(-margin, -margin)
     layers = [Layer("background", bg_tex, None, place, place, dslr_defocus=p.dslr_defocus[0])]
     scale_phone = p.phone_size[0] / (p.coverage * dw)     # phone px per scene px
     a = np.deg2rad(p.baseline_dir_deg)
@@ -272,12 +269,12 @@ def build_scene(p: CaseParams) -> list[Layer]:
     spots = [("middle", "chelsea", 0.40, (0.29, 0.40)), ("foreground", "coffee", 0.40, (0.68, 0.64))]
     for (name, photo, width, (fx, fy)), d in zip(spots, p.disparities):
         tex, alpha = _object(photos[photo], int(width * dw), rng)
-        pl = _translation(fx * dw - tex.shape[1] / 2, fy * dh - tex.shape[0] / 2)
+        pl = translation(fx * dw - tex.shape[1] / 2, fy * dh - tex.shape[0] / 2)
         defocus = 0.0 if name == "middle" else p.dslr_defocus[1]   # the DSLR focuses on the middle
         layers.append(Layer(name, tex, alpha, pl, pl, tuple(float(v) for v in d * direction), defocus))
     if p.motion_px:
         tex, alpha = _object(photos["astronaut"][40:330, 120:400], int(0.22 * dw), rng)
-        pl = _translation(0.52 * dw - tex.shape[1] / 2, 0.24 * dh - tex.shape[0] / 2)
+        pl = translation(0.52 * dw - tex.shape[1] / 2, 0.24 * dh - tex.shape[0] / 2)
         centre = (0.52 * dw, 0.24 * dh + tex.shape[0] / 2)     # sways about its base
         shift = np.array([np.cos(0.6), np.sin(0.6)]) * p.motion_px / scale_phone
         d = p.disparities[0] * direction if p.disparities else np.zeros(2)
@@ -374,7 +371,7 @@ def simulate(case: str | CaseParams, phone_size: tuple[int, int] = (1600, 1200),
 
     # phone: T(d_k)·G per layer, after its own distortion; anti-aliasing + a softer lens.
     p_ideal = _radial(_grid(pw, ph), (pw, ph), p.k_phone, inverse=True)
-    cams = [_translation(*L.disparity) @ G for L in layers]
+    cams = [translation(*L.disparity) @ G for L in layers]
     tex_per_px = 1 / scale_phone
     p_sig = [float(np.sqrt(0.25 * max(tex_per_px ** 2 - 1, 0) + (0.55 * tex_per_px) ** 2)) for _ in layers]
     phone_lin, phone_ids = _render(layers, [c @ L.place_phone for c, L in zip(cams, layers)], p_ideal, p_sig)

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from dpedkit.errors import DpedkitError
 from dpedkit.layout import RAW_JSON
-from dpedkit.raw import PYNET_MAX, Mosaic, quick_rgb
+from dpedkit.raw import PYNET_MAX, Mosaic, RawMosaicError, decode_mosaic, quick_rgb
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
@@ -178,9 +178,10 @@ class ZrrPatches(Dataset):
         """The ``k``-th pair as stored: the mosaic ``(H, W)`` uint16 and the DSLR ``(H, W, 3)`` uint8 RGB."""
         i = self.indices[k]
         p, q = self.folders.raw_path(self.split, i), self.folders.dslr_path(self.split, i)
-        mosaic = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if mosaic is None or mosaic.ndim != 2 or mosaic.dtype != np.uint16:
-            raise RawDataError(f"{p}: not a 1-channel 16-bit PNG mosaic")
+        try:
+            mosaic = decode_mosaic(p)
+        except RawMosaicError as e:
+            raise RawDataError(f"{p}: {e}") from None
         bgr = cv2.imread(str(q), cv2.IMREAD_COLOR)
         if bgr is None:
             raise RawDataError(f"{q}: not a JPEG OpenCV can decode")

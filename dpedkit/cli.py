@@ -160,10 +160,7 @@ def _patches_command() -> click.Command:
         if options.get("search__size") is None:
             options["search__size"] = ZRR_SIZE if options.get("layout") == "zrr" else SearchOptions().size
         opts = from_options(PatchOptions, options)
-        try:
-            summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
+        summary = cut_patches(aligned_dir, out_dir, opts, log=_echo)
         _finish(summary.lines(), summary.problems, allow_failures)
     return patches
 
@@ -343,11 +340,8 @@ def _report_command() -> click.Command:
         aligned pair, a checkerboard, a difference image and the map of patch windows (click an
         image to zoom).
         """
-        try:
-            path = build_site(aligned_dir, dataset_dir, run_dir, site_folder(out), thumb, enhanced, list(evaluations),
-                              log=_echo)
-        except (FileNotFoundError, ValueError) as e:
-            raise click.UsageError(str(e)) from None
+        path = build_site(aligned_dir, dataset_dir, run_dir, site_folder(out), thumb, enhanced, list(evaluations),
+                          log=_echo)
         click.echo(f"report: {path}")
     return report
 

@@ -358,7 +358,7 @@ def align_images(phone: np.ndarray, dslr: np.ndarray, opts: AlignOptions = Align
     phone pixel ``q`` sees the DSLR point ``H⁻¹(q + f(q))``.
     """
     if opts.warp not in ("bspline", "homography"):
-        raise ValueError(f"unknown warp model {opts.warp!r} (bspline or homography)")
+        raise AlignError(f"unknown warp model {opts.warp!r} (bspline or homography)")
     pg = to_gray(phone)
     ph, pw = pg.shape
     dslr_size = (dslr.shape[1], dslr.shape[0])

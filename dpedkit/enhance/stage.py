@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpedkit.errors import StoppedError
 from dpedkit.fs import write_bytes_atomic
 from dpedkit.progress import Progress, callback
 from dpedkit.camera_files import other_file_status
@@ -118,17 +119,31 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
     model and options hash), so a re-run skips photos done with the same model and options
     and redoes the rest. A failed photo is recorded, not fatal."""
     out_dir = Path(out_dir).absolute()
-    device = resolve_device(opts.device)
-    dtype = resolve_precision(opts.precision, device)
-    max_bytes = parse_size(opts.max_memory) if opts.max_memory else None
-    g, what = load_generator(model)
-    g = prepare(g, device, dtype)
-    params = enhance_params(model, opts, dtype)
-    log(f"model: {what}; {device.type}, {str(dtype).replace('torch.', '')}"
-        + (f", tiles of {opts.tile} px (approximate)" if opts.tile
-           else ", exact (whole, or strips beyond the budget)"))
+    enhancer = _Enhancer(model, opts, out_dir, log)
     summary = RunSummary(noun="photo", statuses=("ok", "failed"),
                          empty_reason="no photos in " + ", ".join(map(str, inputs)))
+    items = _collect(inputs, out_dir, opts, summary, log)
+    with stage_folder(out_dir, "dpedkit enhance"):
+        journal = Journal(out_dir / MANIFEST)
+        todo = plan(items, enhancer.params, lambda it: journal.records.get(it.name), lambda it, rec: it.job.outputs,
+                    opts.force)
+        for rec in todo.done:
+            summary.add(rec)
+        summary.skipped = len(todo.done)
+        try:
+            # one process: the model is loaded once and the device is this process's
+            for rec in run(todo.todo, enhancer, jobs=1, progress=False):
+                journal.append(rec)
+                summary.add(rec)
+        finally:
+            journal.close()
+    enhancer.log_speed()
+    return summary
+
+
+def _collect(inputs: list[str | Path], out_dir: Path, opts: EnhanceOptions, summary: RunSummary, log) -> list[Item]:
+    """The photos to enhance as runner items; every other file of a folder, and a second photo
+    with an output name already taken, go into ``summary`` with the reason."""
     items, seen = [], {}
     for folder in (Path(i) for i in inputs if Path(i).is_dir()):   # every file is used or reported
         for p, why in other_files(folder):
@@ -142,46 +157,63 @@ def enhance_paths(model: str | Path, inputs: list[str | Path], out_dir: str | Pa
         seen[dst] = src
         outputs = (dst,) + ((output_path(out_dir, rel, opts.format, "_before_after"),) if opts.side_by_side else ())
         items.append(Item(rel.as_posix(), _Photo(Path(src), rel, outputs), {"photo": Path(src)}))
-    speed = {"megapixels": 0.0, "busy": 0.0}
+    return items
 
-    def enhance_one(photo: _Photo) -> dict:
+
+class _Enhancer:
+    """The model on its device, and the enhancement of one photo into its record."""
+
+    def __init__(self, model: str | Path, opts: EnhanceOptions, out_dir: Path, log):
+        self.opts, self.out_dir, self.log = opts, out_dir, log
+        self.device = resolve_device(opts.device)
+        self.dtype = resolve_precision(opts.precision, self.device)
+        self.max_bytes = parse_size(opts.max_memory) if opts.max_memory else None
+        g, what = load_generator(model)
+        self.g = prepare(g, self.device, self.dtype)
+        self.params = enhance_params(model, opts, self.dtype)
+        self.megapixels = self.busy = 0.0
+        log(f"model: {what}; {self.device.type}, {str(self.dtype).replace('torch.', '')}"
+            + (f", tiles of {opts.tile} px (approximate)" if opts.tile
+               else ", exact (whole, or strips beyond the budget)"))
+
+    def __call__(self, photo: _Photo) -> dict:
         rec = {"name": photo.rel.as_posix(), "source": str(photo.src), "status": "failed", "reason": None,
-               "params": params, "inputs": fingerprints({"photo": photo.src}),
-               "outputs": [q.relative_to(out_dir).as_posix() for q in photo.outputs]}
+               "params": self.params, "inputs": fingerprints({"photo": photo.src}),
+               "outputs": [q.relative_to(self.out_dir).as_posix() for q in photo.outputs]}
         try:
-            img = read_image(photo.src)
-            t0 = time.perf_counter()
-            with _progress(log, photo.src) as bar:
-                enhanced = enhance_array(g, img, device, dtype, opts.tile, opts.overlap, max_bytes, opts.cache_dir,
-                                         progress=bar.update, log=bar.say)
-            speed["busy"] += time.perf_counter() - t0
-            speed["megapixels"] += img.shape[0] * img.shape[1] / 1e6
+            img, enhanced = self._enhance(photo.src)
+        except StoppedError:
+            raise                                  # the disk or the folder: every later photo would fail too
         except (ImageReadError, BudgetError) as e:
             rec["reason"] = f"{e} ({photo.src})"
-            log(f"failed: {photo.src}: {e}")
+        except Exception as e:                     # one photo's surprise must not stop the others
+            rec["reason"] = f"unexpected error: {type(e).__name__}: {e} ({photo.src})"
+        if rec["reason"]:
+            self.log(f"failed: {photo.src}: {rec['reason']}")
             return rec
-        meta = read_metadata(photo.src)        # EXIF (orientation 1) and ICC profile carried over
-        if opts.side_by_side:
-            write_bytes_atomic(photo.outputs[1], add_metadata(
-                encode_image(side_by_side(img, enhanced), "." + opts.format, opts.quality), meta))
-        write_bytes_atomic(photo.outputs[0], add_metadata(encode_image(enhanced, "." + opts.format, opts.quality), meta))
-        log(f"{photo.src} → {photo.outputs[0]}")
+        self._write(photo, img, enhanced)
         return dict(rec, status="ok")
 
-    with stage_folder(out_dir, "dpedkit enhance"):
-        journal = Journal(out_dir / MANIFEST)
-        todo = plan(items, params, lambda it: journal.records.get(it.name), lambda it, rec: it.job.outputs,
-                    opts.force)
-        for rec in todo.done:
-            summary.add(rec)
-        summary.skipped = len(todo.done)
-        try:
-            # one process: the model is loaded once and the device is this process's
-            for rec in run(todo.todo, enhance_one, jobs=1, progress=False):
-                journal.append(rec)
-                summary.add(rec)
-        finally:
-            journal.close()
-    if speed["busy"]:
-        log(f"{speed['megapixels']:.2f} MP in {speed['busy']:.1f} s: {speed['megapixels'] / speed['busy']:.2f} MP/s")
-    return summary
+    def _enhance(self, src: Path) -> tuple[np.ndarray, np.ndarray]:
+        o = self.opts
+        img = read_image(src)
+        t0 = time.perf_counter()
+        with _progress(self.log, src) as bar:
+            enhanced = enhance_array(self.g, img, self.device, self.dtype, o.tile, o.overlap, self.max_bytes,
+                                     o.cache_dir, progress=bar.update, log=bar.say)
+        self.busy += time.perf_counter() - t0
+        self.megapixels += img.shape[0] * img.shape[1] / 1e6
+        return img, enhanced
+
+    def _write(self, photo: _Photo, img: np.ndarray, enhanced: np.ndarray) -> None:
+        o = self.opts
+        meta = read_metadata(photo.src)        # EXIF (orientation 1) and ICC profile carried over
+        if o.side_by_side:
+            write_bytes_atomic(photo.outputs[1], add_metadata(
+                encode_image(side_by_side(img, enhanced), "." + o.format, o.quality), meta))
+        write_bytes_atomic(photo.outputs[0], add_metadata(encode_image(enhanced, "." + o.format, o.quality), meta))
+        self.log(f"{photo.src} → {photo.outputs[0]}")
+
+    def log_speed(self) -> None:
+        if self.busy:
+            self.log(f"{self.megapixels:.2f} MP in {self.busy:.1f} s: {self.megapixels / self.busy:.2f} MP/s")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpedkit.errors import OptionError
 from dpedkit.patches.exhaustive import match_windows_exhaustive
 from dpedkit.patches.verified import match_windows_verified
 from dpedkit.patches.window import (MIN_STD, WINDOW_STATUSES, SearchOptions, WindowMatch, extract_patch_pair,
@@ -30,5 +31,5 @@ def match_windows(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions = Search
     if o.method == "verified":
         return match_windows_verified(dslr, phone, o)
     if o.method != "exhaustive":
-        raise ValueError(f"unknown search method {o.method!r} (verified or exhaustive)")
+        raise OptionError(f"unknown search method {o.method!r} (verified or exhaustive)")
     return match_windows_exhaustive(dslr, phone, o)

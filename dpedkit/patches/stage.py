@@ -28,10 +28,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dpedkit.errors import OptionError
 from dpedkit.fs import OutputWriteError, sync_folders, write_text_atomic
 from dpedkit.imageio import ImageReadError, read_image, write_image
 from dpedkit.layout import (DPED_DSLR, MANIFEST, PREVIEWS, WINDOW_CODES, Cameras, DpedLayout, PatchLayout, aligned_paths,
-                            read_records, resolve_cameras)
+                            LayoutError, read_records, resolve_cameras)
 from dpedkit.parallel import cv_threads_per_job, resolve_jobs
 from dpedkit.patches.common import assign_splits, is_plain_name, link_into_place, same_size  # noqa: F401 (assign_splits: re-exported)
 from dpedkit.patches.search import SearchOptions, extract_patch_pair, match_windows, ncc
@@ -147,7 +148,7 @@ class RgbPair:
     @staticmethod
     def check(aligned: Path, ok_records: dict, opts: PatchOptions) -> None:
         if any("cfa_pattern" in r for r in ok_records.values()):
-            raise ValueError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
+            raise OptionError(f"{aligned} holds RAW mosaics (aligned from RAW/DNG phone photos): cut them with "
                              "--layout zrr, or align again with --phone-raw rgb for the DPED layout")
 
     @staticmethod
@@ -165,7 +166,7 @@ def pair_kind(layout: str) -> type:
         from dpedkit.patches.zrr import MosaicPair
         return MosaicPair
     if layout != "dped":
-        raise ValueError(f"unknown layout {layout!r} (dped or zrr)")
+        raise OptionError(f"unknown layout {layout!r} (dped or zrr)")
     return RgbPair
 
 
@@ -348,12 +349,12 @@ def cut_patches(aligned: str | Path, out: str | Path, opts: PatchOptions = Patch
     phone, dslr = resolve_cameras(aligned, opts.phone, opts.dslr, ignore=(PREVIEWS,))
     records = read_records(aligned / MANIFEST)
     if not records:
-        raise ValueError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
+        raise LayoutError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
     ok = {n: r for n, r in records.items() if r.get("status") == "ok"}
     kind.check(aligned, ok, opts)
     layout = kind.new_layout(out, phone, opts)
     if layout.patch_dir("train", "phone") == layout.patch_dir("train", "dslr"):
-        raise ValueError(f"the DSLR folder name '{opts.dped_dslr}' is the phone's folder in the {opts.layout} "
+        raise OptionError(f"the DSLR folder name '{opts.dped_dslr}' is the phone's folder in the {opts.layout} "
                          "layout: pass another --dped-dslr")
     with stage_folder(layout.root, "dpedkit patches"):
         Cameras(phone, dslr, opts.dped_dslr).write(layout.root)

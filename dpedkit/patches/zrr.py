@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpedkit.errors import OptionError
 from dpedkit.fs import write_bytes_atomic, write_text_atomic
 from dpedkit.imageio import ImageReadError, read_image
 from dpedkit.layout import ZrrLayout
@@ -100,7 +101,7 @@ def zrr_windows(m: Mosaic, dslr: np.ndarray, o: SearchOptions):
     :class:`~dpedkit.patches.search.WindowMatch` whose ``dx, dy, angle`` place the DSLR patch
     (cut it with :func:`dslr_patch`)."""
     if o.size % 2:
-        raise ValueError(f"the patch size must be even for a Bayer mosaic (got {o.size})")
+        raise OptionError(f"the patch size must be even for a Bayer mosaic (got {o.size})")
     rendering = quick_rgb(m)
     h, w = m.data.shape
     ox, oy = rggb_offset(m.pattern)
@@ -221,13 +222,13 @@ class MosaicPair:
     @staticmethod
     def check(aligned: Path, ok_records: dict, opts) -> None:
         if opts.raw_values not in RAW_VALUES:
-            raise ValueError(f"raw_values must be one of {', '.join(RAW_VALUES)}")
+            raise OptionError(f"raw_values must be one of {', '.join(RAW_VALUES)}")
         if not is_plain_name(opts.zrr_phone) or "/" in opts.zrr_phone or "\\" in opts.zrr_phone:
-            raise ValueError(f"--zrr-phone must be a plain folder name (got {opts.zrr_phone!r})")
+            raise OptionError(f"--zrr-phone must be a plain folder name (got {opts.zrr_phone!r})")
         if opts.search.size % 2:
-            raise ValueError(f"--size must be even for a Bayer mosaic (got {opts.search.size})")
+            raise OptionError(f"--size must be even for a Bayer mosaic (got {opts.search.size})")
         if ok_records and not any("cfa_pattern" in r for r in ok_records.values()):
-            raise ValueError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos (with "
+            raise OptionError(f"{aligned} holds RGB phone images, not RAW mosaics: align RAW/DNG phone photos (with "
                              "--phone-raw mosaic) for --layout zrr, or use the default DPED layout")
 
     @staticmethod

@@ -22,10 +22,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from dpedkit.errors import OptionError
 from dpedkit.fs import write_bytes_atomic, write_text_atomic
 from dpedkit.imageio import ImageReadError, encode_image, list_images, read_image
 from dpedkit.imageops import checkerboard
-from dpedkit.layout import MANIFEST, WINDOW_CODES, read_records, resolve_cameras
+from dpedkit.layout import MANIFEST, WINDOW_CODES, LayoutError, read_records, resolve_cameras
 from dpedkit.layout import aligned_paths as output_paths
 from dpedkit.raw import Mosaic, RawMosaicError, decode_mosaic, quick_rgb
 from dpedkit.report import charts
@@ -136,7 +137,7 @@ def _patches_report(dataset: Path | None) -> dict:
     for p in (dataset / "patches_report.json", *sorted(dataset.glob("*/patches_report.json"))):
         if p.is_file():
             return json.loads(p.read_text())
-    raise FileNotFoundError(f"no patches_report.json in {dataset} or its sub-folders (run 'dpedkit patches')")
+    raise LayoutError(f"no patches_report.json in {dataset} or its sub-folders (run 'dpedkit patches')")
 
 
 def _metrics(run: Path | None) -> list[dict]:
@@ -346,7 +347,7 @@ def site_folder(out: str | Path) -> Path:
     if out.name == "index.html":
         return out.parent
     if out.suffix.lower() in (".html", ".htm"):
-        raise ValueError(f"the report is a folder (index.html, pages/, pairs/, img/), not one page: "
+        raise OptionError(f"the report is a folder (index.html, pages/, pairs/, img/), not one page: "
                          f"use -o {out.with_suffix('')}/ (or -o {out.with_suffix('')}/index.html) instead of -o {out}")
     return out
 
@@ -360,69 +361,19 @@ def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str 
     enhanced = Path(enhanced) if enhanced else None
     records = read_records(aligned / MANIFEST)
     if not records:
-        raise FileNotFoundError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
+        raise LayoutError(f"no {MANIFEST} in {aligned}: run 'dpedkit align' first")
     cams = _cameras_from(records) or resolve_cameras(aligned, None, None, ignore=("previews",))
     preport = _patches_report(Path(dataset) if dataset else None)
     photos = {p["name"]: p for p in preport.get("photos", [])}
-    names = _window_names()
-    (out / "pairs").mkdir(parents=True, exist_ok=True)
-    (out / "pages").mkdir(exist_ok=True)
-    (out / "img").mkdir(exist_ok=True)
+    for sub in ("pairs", "pages", "img"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     items = [(pair_id(i, n), n, r, photos.get(n, {})) for i, (n, r) in enumerate(sorted(records.items()))]
-    for k, (pid, name, rec, photo) in enumerate(items):
-        write_text_atomic(out / "pairs" / f"{pid}.html",
-                          pair_page(out, pid, name, rec, photo, aligned, cams, thumb, names, enhanced))
-        if (k + 1) % 200 == 0:
-            log(f"report: pair {k + 1}/{len(items)}")
-
-    statuses: dict[str, int] = {}
-    for r in records.values():
-        statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
-    parts = [f"<h1>dpedkit report</h1><p>{escape(str(aligned))}: {len(records)} pairs — "
-             + ", ".join(f"{n} {escape(s)}" for s, n in sorted(statuses.items())) + "</p>"]
-    if preport:
-        counts = preport.get("patches", {})
-        threshold = preport.get("options", {}).get("threshold")
-        scores = [v for p in photos.values() for v in p.get("window_ncc") or [] if v is not None]
-        parts.append(f'<h2>Patches</h2><p id="patch-counts">{counts.get("train", 0)} train and {counts.get("test", 0)} '
-                     f'test patches from {len(photos)} photos; threshold {charts.fmt(threshold) if threshold is not None else "?"}</p>')
-        parts.append(charts.histogram(scores, "normalised cross-correlation of every scored window", bins=60,
-                                      lim=(min(0.0, min(scores, default=0)), 1.0), marker=threshold,
-                                      marker_label=f"threshold {charts.fmt(threshold) if threshold is not None else ''}")
-                     or '<p class="note">no per-window scores in patches_report.json (re-run patches)</p>')
+    _pair_pages(items, out, aligned, cams, thumb, enhanced, log)
+    parts = [_counts_section(aligned, records), _patches_section(preport, photos)]
     evals = _evaluations(run, [Path(p) for p in evaluations])
-    rows = _metrics(run)
-    if rows:
-        last = rows[-1]
-        parts.append(f"<h2>Training run {escape(str(run))}</h2><p>{len(rows)} evaluations; last at iteration "
-                     f"{escape(str(last.get('iteration', '?')))}: test PSNR {_num(last.get('test_psnr'), '.2f')} dB, "
-                     f"SSIM {_num(last.get('test_ssim'), '.4f')}, MS-SSIM {_num(last.get('test_ms_ssim'), '.4f')}</p>"
-                     + run_charts(rows, evals) + latest_samples(run, out, thumb))
-    parts.append(evaluation_table(evals))
-    if enhanced is not None and enhanced.is_dir():
-        shots = [p for p in list_images(enhanced) if p.stem.endswith("_before_after")][:6]
-        cards = []
-        for k, p in enumerate(shots):
-            small, big = out / "img" / f"enhanced-{k}.jpg", out / "img" / f"enhanced-{k}_zoom.jpg"
-            if not (_fresh(small, p) and _fresh(big, p)):
-                e = read_image(p)
-                _save_jpeg(e, small, 2 * thumb)
-                _save_jpeg(e, big, 2 * ZOOM_SIDE)
-            cards.append(f'<div class="card">{escape(p.stem)}'
-                         + _img("img/" + small.name, "img/" + big.name, p.stem, 2 * thumb) + "</div>")
-        if cards:
-            parts.append("<h2>Enhanced photos: phone | enhanced (click to zoom)</h2>" + "".join(cards))
+    parts += [_training_section(run, evals, out, thumb), evaluation_table(evals), _enhanced_section(enhanced, out, thumb)]
     pages = [items[i:i + page_rows] for i in range(0, len(items), page_rows)] or [[]]
-    for k, chunk in enumerate(pages, 1):
-        if k == 1:
-            continue
-        body = (f'<p><a href="../index.html">← summary</a></p><h1>Pairs, page {k} of {len(pages)}</h1>'
-                + _nav(len(pages), k, "../") + table_rows(chunk).replace('href="PAIRS/', 'href="../pairs/')
-                + _nav(len(pages), k, "../"))
-        write_text_atomic(out / "pages" / f"{k}.html", _page(f"pairs {k}", body))
-    parts.append(f"<h2>Pairs</h2><p class=\"note\">{len(items)} pairs, {page_rows} per page; "
-                 "a pair's name opens its page.</p>" + _nav(len(pages), 1, "")
-                 + table_rows(pages[0]).replace('href="PAIRS/', 'href="pairs/') + _nav(len(pages), 1, ""))
+    parts.append(_table_pages(pages, out, len(items), page_rows))
     index = out / "index.html"
     write_text_atomic(index, _page("dpedkit report", "\n".join(p for p in parts if p)))
     images = sum(1 for p in (out / "img").iterdir() if p.suffix == ".jpg")
@@ -430,3 +381,74 @@ def build_site(aligned: str | Path, dataset: str | Path | None = None, run: str 
         + (f", {len(pages) - 1} more table page{'s' * (len(pages) != 2)} in {out / 'pages'}/" if len(pages) > 1 else "")
         + f"; {images} image{'s' * (images != 1)} in {out / 'img'}/")
     return index
+
+
+def _pair_pages(items, out: Path, aligned: Path, cams, thumb: int, enhanced: Path | None, log) -> None:
+    names = _window_names()
+    for k, (pid, name, rec, photo) in enumerate(items):
+        write_text_atomic(out / "pairs" / f"{pid}.html",
+                          pair_page(out, pid, name, rec, photo, aligned, cams, thumb, names, enhanced))
+        if (k + 1) % 200 == 0:
+            log(f"report: pair {k + 1}/{len(items)}")
+
+
+def _counts_section(aligned: Path, records: dict) -> str:
+    statuses: dict[str, int] = {}
+    for r in records.values():
+        statuses[str(r.get("status"))] = statuses.get(str(r.get("status")), 0) + 1
+    return (f"<h1>dpedkit report</h1><p>{escape(str(aligned))}: {len(records)} pairs — "
+            + ", ".join(f"{n} {escape(s)}" for s, n in sorted(statuses.items())) + "</p>")
+
+
+def _patches_section(preport: dict, photos: dict) -> str:
+    if not preport:
+        return ""
+    counts = preport.get("patches", {})
+    threshold = preport.get("options", {}).get("threshold")
+    shown = charts.fmt(threshold) if threshold is not None else "?"
+    scores = [v for p in photos.values() for v in p.get("window_ncc") or [] if v is not None]
+    return (f'<h2>Patches</h2><p id="patch-counts">{counts.get("train", 0)} train and {counts.get("test", 0)} '
+            f'test patches from {len(photos)} photos; threshold {shown}</p>'
+            + (charts.histogram(scores, "normalised cross-correlation of every scored window", bins=60,
+                                lim=(min(0.0, min(scores, default=0)), 1.0), marker=threshold,
+                                marker_label=f"threshold {shown if threshold is not None else ''}")
+               or '<p class="note">no per-window scores in patches_report.json (re-run patches)</p>'))
+
+
+def _training_section(run: Path | None, evals, out: Path, thumb: int) -> str:
+    rows = _metrics(run)
+    if not rows:
+        return ""
+    last = rows[-1]
+    return (f"<h2>Training run {escape(str(run))}</h2><p>{len(rows)} evaluations; last at iteration "
+            f"{escape(str(last.get('iteration', '?')))}: test PSNR {_num(last.get('test_psnr'), '.2f')} dB, "
+            f"SSIM {_num(last.get('test_ssim'), '.4f')}, MS-SSIM {_num(last.get('test_ms_ssim'), '.4f')}</p>"
+            + run_charts(rows, evals) + latest_samples(run, out, thumb))
+
+
+def _enhanced_section(enhanced: Path | None, out: Path, thumb: int) -> str:
+    if enhanced is None or not enhanced.is_dir():
+        return ""
+    shots = [p for p in list_images(enhanced) if p.stem.endswith("_before_after")][:6]
+    cards = []
+    for k, p in enumerate(shots):
+        small, big = out / "img" / f"enhanced-{k}.jpg", out / "img" / f"enhanced-{k}_zoom.jpg"
+        if not (_fresh(small, p) and _fresh(big, p)):
+            e = read_image(p)
+            _save_jpeg(e, small, 2 * thumb)
+            _save_jpeg(e, big, 2 * ZOOM_SIDE)
+        cards.append(f'<div class="card">{escape(p.stem)}'
+                     + _img("img/" + small.name, "img/" + big.name, p.stem, 2 * thumb) + "</div>")
+    return "<h2>Enhanced photos: phone | enhanced (click to zoom)</h2>" + "".join(cards) if cards else ""
+
+
+def _table_pages(pages: list, out: Path, n_items: int, page_rows: int) -> str:
+    """Write the pairs table's pages 2… into ``out/pages/``; returns the index's first page."""
+    for k, chunk in enumerate(pages[1:], 2):
+        body = (f'<p><a href="../index.html">← summary</a></p><h1>Pairs, page {k} of {len(pages)}</h1>'
+                + _nav(len(pages), k, "../") + table_rows(chunk).replace('href="PAIRS/', 'href="../pairs/')
+                + _nav(len(pages), k, "../"))
+        write_text_atomic(out / "pages" / f"{k}.html", _page(f"pairs {k}", body))
+    return (f"<h2>Pairs</h2><p class=\"note\">{n_items} pairs, {page_rows} per page; "
+            "a pair's name opens its page.</p>" + _nav(len(pages), 1, "")
+            + table_rows(pages[0]).replace('href="PAIRS/', 'href="pairs/') + _nav(len(pages), 1, ""))

@@ -151,11 +151,7 @@ class Trainer:
         return torch.stack([loss, loss_content, loss_color, loss_texture, loss_tv])
 
     def g_step(self, phone, dslr, adv):
-        losses = self.g_losses(phone, dslr, adv)
-        self.opt_g.zero_grad(set_to_none=True)
-        losses[0].backward()
-        self.opt_g.step()
-        return losses.detach()
+        return _descend(self.g_losses(phone, dslr, adv), self.opt_g)
 
     def d_losses(self, phone, dslr, adv) -> torch.Tensor:
         """The discriminator step's forward pass: ``[loss, accuracy]`` (accuracy detached)."""
@@ -168,11 +164,7 @@ class Trainer:
         return torch.stack([loss, discriminator_accuracy(prob.detach(), adv)])
 
     def d_step(self, phone, dslr, adv):
-        losses = self.d_losses(phone, dslr, adv)
-        self.opt_d.zero_grad(set_to_none=True)
-        losses[0].backward()
-        self.opt_d.step()
-        return losses.detach()
+        return _descend(self.d_losses(phone, dslr, adv), self.opt_d)
 
     def step(self) -> torch.Tensor:
         """One iteration; returns a device tensor of the losses (no host synchronisation)."""
@@ -227,3 +219,11 @@ class Trainer:
         self.rng.set_state(ck["rng"])
         torch.set_rng_state(ck["torch_rng"])
         return ck
+
+
+def _descend(losses: torch.Tensor, opt: torch.optim.Optimizer) -> torch.Tensor:
+    """One optimiser step on ``losses[0]`` (the total); returns the losses detached."""
+    opt.zero_grad(set_to_none=True)
+    losses[0].backward()
+    opt.step()
+    return losses.detach()

@@ -8,7 +8,7 @@ import torch
 
 from dpedkit.metrics import psnr
 from dpedkit.model.generator import load_generator
-from dpedkit.model.inference import enhance_tiled, generate, tile_starts, to_image, to_tensor
+from dpedkit.model.inference import enhance_tiled, generate, prepare, tile_starts, to_image, to_tensor
 from dpedkit.model.networks import Generator
 
 OFFICIAL = Path(os.environ.get("DPEDKIT_OFFICIAL") or Path(__file__).resolve().parents[3] / "shared" / "dped_official")
@@ -41,13 +41,16 @@ def test_official_iphone_model_enhances_a_real_photo(samples):
     x = to_tensor(img, CPU)
     out = generate(g, x)
     assert torch.isfinite(out).all()
-    enhanced = whole_image(g, img, CPU)
+    enhanced = to_image(out)
     p = float(psnr(torch.from_numpy(enhanced).float() / 255, torch.from_numpy(img).float() / 255))
     assert 12 < p < 30, p                      # a visible enhancement, not noise, not the identity
     assert enhanced.mean() > img.mean() + 5    # the iPhone model brightens, as in the paper's figures
-    # half precision stays within a couple of 8-bit levels of fp32
-    half = whole_image(g.to(torch.bfloat16), img, CPU, torch.bfloat16)
-    assert np.abs(half.astype(int) - enhanced).mean() < 1.5
+    # half precision stays within a couple of 8-bit levels of fp32; on a 128 px crop: a CPU
+    # without bf16 instructions runs bf16 convolutions on a slow path (~50x fp32's time)
+    crop = img[160:288, 192:320]
+    full = whole_image(g, crop, CPU).astype(int)        # the crop's own instance-norm statistics
+    half = whole_image(prepare(g, CPU, torch.bfloat16), crop, CPU, torch.bfloat16)
+    assert np.abs(half - full).mean() < 1.5
 
 
 def test_tiling_is_explicitly_approximate(samples):

@@ -165,11 +165,12 @@ def _patches_command() -> click.Command:
     return patches
 
 
-@_lazy_command('train', 'Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).')
+@_lazy_command('train', 'Train the DPED enhancer, or a learned ISP (PyNET, MicroISP) on a RAW-to-RGB dataset.')
 def _train_command() -> click.Command:
     from dpedkit.train.loop import TrainConfig
 
     @click.command(epilog=_example("dpedkit train dataset/ --out runs/iphone --iters 20000",
+                                   "dpedkit train raw_dataset/ --model pynet --out runs/pynet",
                                    "dpedkit train --config runs/iphone/config.json --iters 40000"))
     @click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -181,7 +182,9 @@ def _train_command() -> click.Command:
                   help="Data-parallel processes on this machine (one per GPU); the batch size stays the "
                        "global one. Same as: torchrun --nproc-per-node N -m dpedkit train ...")
     def train(data_dir, config_path, nproc_per_node, **options):
-        """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...).
+        """Train the DPED enhancer on DATA_DIR (the DPED layout: DATA_DIR[/<phone>]/training_data/...),
+        or a learned ISP on a RAW-to-RGB dataset (DATA_DIR/{train,test}/..., built by dpedkit
+        patches --layout zrr): --model pynet (the published level-by-level schedule) or microisp.
 
         Writes config.json, metrics.csv (losses, test PSNR/SSIM/MS-SSIM), samples/<iter>.png and
         checkpoints/ (last.pt, iter_<n>.pt, best.pt, generator.pt) to the run folder every
@@ -191,7 +194,9 @@ def _train_command() -> click.Command:
         from click.core import ParameterSource
 
         from dpedkit.layout import dataset_cameras
+        from dpedkit.train.config import DPED_ONLY, ISP_MODELS, detect_model
         from dpedkit.train.loop import config_from_json, train as run_training
+        from dpedkit.train.raw_data import zrr_folders
 
         ctx = click.get_current_context()
         if config_path:
@@ -205,10 +210,21 @@ def _train_command() -> click.Command:
         else:
             if data_dir is None:
                 raise click.UsageError("give DATA_DIR, or --config RUN/config.json")
-            _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
-            out = options.pop("out") or str(Path("runs") / phone)
+            model = options["model"] if options["model"] != "auto" else detect_model(data_dir)
+            if model in ISP_MODELS:
+                given = [k for k in DPED_ONLY if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
+                if given:
+                    raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: DPED options; "
+                                           f"--model {model} takes its batch sizes, learning rate, losses and "
+                                           "length from its recipe (--recipe, --stage-steps)")
+                folders = zrr_folders(data_dir, options.pop("phone"), options.pop("dslr"))
+                phone, dslr, name = folders.raw, folders.dslr, model
+            else:
+                _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
+                name = phone
+            out = options.pop("out") or str(Path("runs") / name)
             cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr,
-                               out=str(out))
+                               out=str(out), model=model)
         if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
             from dpedkit.train.launch import train_on_processes
             rows = train_on_processes(cfg, nproc_per_node)

@@ -15,11 +15,12 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from dpedkit.errors import DpedkitError
 from dpedkit.fs import write_text_atomic
+from dpedkit.train.recipes import RECIPES
 
 
 class TrainError(DpedkitError, RuntimeError):
@@ -33,12 +34,28 @@ def _opt(default, help: str, **kw):
 POSITIVE = {"min": 0, "min_open": True}
 
 
+MODELS = ("dped", "pynet", "microisp")
+ISP_MODELS = ("pynet", "microisp")
+# the DPED GAN's own options: a learned-ISP recipe sets these itself, per stage
+DPED_ONLY = ("iters", "batch_size", "lr", "w_content", "w_color", "w_texture", "w_tv", "start")
+
+
 @dataclass
 class TrainConfig:
-    data_dir: str = field(metadata={"help": "The DPED layout: DATA_DIR[/<phone>]/training_data/..."})
-    phone: str = field(metadata={"help": "Phone folder name in the DPED layout (default: from the dataset's "
-                                         "dataset.json, or DATA_DIR's only sub-folder)."})
-    dslr: str = _opt("canon", "DSLR folder name in the DPED layout (default: from dataset.json, else canon).")
+    data_dir: str = field(metadata={"help": "The dataset: the DPED layout (DATA_DIR[/<phone>]/training_data/...) "
+                                            "or the Zurich RAW-to-RGB layout (DATA_DIR/{train,test}/...)."})
+    phone: str = field(metadata={"help": "Phone folder name (DPED layout: default from the dataset's dataset.json, "
+                                         "or DATA_DIR's only sub-folder; RAW layout: the mosaics' folder, default "
+                                         "from raw.json, e.g. huawei_raw)."})
+    dslr: str = _opt("canon", "DSLR folder name (default: from dataset.json / raw.json, else canon).")
+    model: str = _opt("auto", "What to train: the DPED GAN, or a learned ISP on a RAW dataset (auto: pynet for "
+                              "the RAW-to-RGB layout, dped otherwise).", choices=["auto", *MODELS])
+    recipe: str | None = _opt(None, "A learned ISP's recipe (default: the model's published one; *-cpu-test: "
+                                    "reduced ones for smoke runs).",
+                              choices=list(RECIPES))
+    stage_steps: int | None = _opt(None, "Learned ISPs: steps per stage instead of the recipe's epochs.", min=1)
+    loader_workers: int | None = _opt(None, "Learned ISPs: processes decoding patches (default: 4 on CUDA, none "
+                                            "on a CPU).", min=0)
     out: str = _opt("runs/dped", "Run folder (default: runs/<phone>).")
     vgg: str | None = _opt(None, "VGG-19 weights: torchvision .pth or MatConvNet .mat (else $DPEDKIT_VGG, "
                                  "else torch hub's cache).")
@@ -110,7 +127,7 @@ def check_fields(obj) -> None:
 
 # Options that change what is computed: resuming with any of them changed is refused unless
 # --override. The others (where to write, how long, how fast, how verbose) may change freely.
-RECIPE_FIELDS = ("data_dir", "phone", "dslr", "vgg", "content_loss", "batch_size", "lr", "w_content", "w_color",
+RECIPE_FIELDS = ("data_dir", "phone", "dslr", "model", "recipe", "stage_steps", "vgg", "content_loss", "batch_size", "lr", "w_content", "w_color",
                  "w_texture", "w_tv", "start", "eval_patches", "train_size", "seed", "precision")
 # per-invocation switches: not part of the recorded recipe
 _NOT_RECORDED = ("resume", "override", "ignore_memory")
@@ -129,9 +146,21 @@ def recorded(cfg: TrainConfig) -> dict:
 def recipe_changes(old: dict, new: TrainConfig) -> dict:
     """``{field: [old, new]}`` for every recipe field that differs (paths compared absolute)."""
     now = recorded(new)
-    # a field newer than the recorded run (absent from its config.json) had its default then
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    # a field newer than the recorded run (absent from its config.json) had its default then;
+    # runs recorded before --model were all DPED runs
+    defaults = {f.name: f.default for f in fields(TrainConfig)} | {"model": "dped"}
     return {k: [old.get(k, defaults[k]), now[k]] for k in RECIPE_FIELDS if old.get(k, defaults[k]) != now[k]}
+
+
+def detect_model(data_dir: str | os.PathLike) -> str:
+    """``pynet`` for a Zurich RAW-to-RGB layout (``train/`` or ``test/`` folders), else ``dped``."""
+    root = Path(data_dir)
+    return "pynet" if any((root / s).is_dir() for s in ("train", "test")) else "dped"
+
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``--model auto`` replaced by the model its dataset's layout implies."""
+    return replace(cfg, model=detect_model(cfg.data_dir)) if cfg.model == "auto" else cfg
 
 
 def config_from_json(path: str | os.PathLike, **overrides) -> TrainConfig:

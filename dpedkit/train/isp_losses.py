@@ -64,18 +64,27 @@ class IspLoss(nn.Module):
         self.weights = weights
         self.vgg = vgg
 
-    def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    TERMS = ("loss", "loss_mse", "loss_content", "loss_ms_ssim")   # the order of :meth:`terms`
+
+    def terms(self, enhanced: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``[total, mse, content, 1 − MS-SSIM]`` as one tensor (a term left out is 0), with
+        the graph of ``total``: what a training step descends and logs without a host sync."""
         if enhanced.shape != target.shape:
             raise IspLossError(f"output {tuple(enhanced.shape)} and target {tuple(target.shape)} differ: "
                                "train the level the data was loaded for")
+        w, zero = self.weights, enhanced.new_zeros((), dtype=torch.float32)
+        mse = ((enhanced.float() - target.float()) ** 2).mean()
+        content = ((self.vgg(enhanced).float() - self.vgg(target).float()) ** 2).mean() if w.content > 0 else zero
+        ssim = 1 - ms_ssim(enhanced, target) if w.ms_ssim > 0 else zero
+        total = w.mse * mse + w.content * content + w.ms_ssim * ssim
+        return torch.stack([total, mse, content, ssim])
+
+    def forward(self, enhanced: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(total, {term: value})`` with only the terms this loss weighs."""
+        t = self.terms(enhanced, target)
         w = self.weights
-        terms = {"mse": ((enhanced.float() - target.float()) ** 2).mean()}
-        if w.content > 0:
-            terms["content"] = ((self.vgg(enhanced).float() - self.vgg(target).float()) ** 2).mean()
-        if w.ms_ssim > 0:
-            terms["ms_ssim"] = 1 - ms_ssim(enhanced, target)
-        total = sum(getattr(w, k) * v for k, v in terms.items())
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        used = {"mse": True, "content": w.content > 0, "ms_ssim": w.ms_ssim > 0}   # mse always reported
+        return t[0], {k: float(v.detach()) for (k, on), v in zip(used.items(), t[1:]) if on}
 
 
 def isp_loss(weights: LossWeights, vgg_path: str | None = None, content: bool = True,

@@ -1,4 +1,6 @@
-"""The DPED training loop: one generator step and one discriminator step per iteration.
+"""The training loop every recipe shares: the DPED GAN (one generator step and one
+discriminator step per iteration, :mod:`~dpedkit.train.trainer`) and the learned ISPs (one
+step of the current stage, :mod:`~dpedkit.train.isp_trainer`).
 
 Options are a plain dataclass (:class:`~dpedkit.train.config.TrainConfig`; the CLI is
 generated from its fields). Everything that makes a run reproducible — the networks, both
@@ -11,7 +13,8 @@ Run folder::
 
     config.json            the recipe and options of the run (``--config`` re-runs it)
     config_changes.jsonl   one line per resume that changed the recipe (``--override``)
-    metrics.csv            one row per evaluation: the source of truth for every figure
+    metrics.csv            one row per evaluation (and per finished stage of a learned
+                           ISP): the source of truth for every figure
     samples/<iter>.png     phone | enhanced | DSLR test patches
     checkpoints/           last, iter_<n>, best, generator (:mod:`dpedkit.train.checkpoint`)
     tensorboard/           with ``--tensorboard``: losses, metrics, samples
@@ -39,8 +42,8 @@ from dpedkit.imageio import write_image
 from dpedkit.model.device import resolve_device
 from dpedkit.progress import Progress
 from dpedkit.train.checkpoint import CheckpointSaver
-from dpedkit.train.config import (PATH_FIELDS, RECIPE_FIELDS, TrainConfig, TrainError, check_fields,  # noqa: F401
-                                  check_resume, config_from_json, recipe_changes, recorded)
+from dpedkit.train.config import (ISP_MODELS, PATH_FIELDS, RECIPE_FIELDS, TrainConfig, TrainError,  # noqa: F401
+                                  check_fields, check_resume, config_from_json, recipe_changes, recorded, resolved)
 from dpedkit.train.distributed import Ranks, mean_over_ranks, ranks_from_env, start, stop
 from dpedkit.train.memory import check_memory
 from dpedkit.train.records import Board, LossReadout, read_rows, write_rows
@@ -63,6 +66,7 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, *, resume_command:
     Under torchrun (``WORLD_SIZE`` > 1) this is one of the processes of a data-parallel run
     (:mod:`dpedkit.train.distributed`); only rank 0 writes, logs and returns rows."""
     check_fields(cfg)      # again: a config may have been changed since it was made
+    cfg = resolved(cfg)
     ranks = ranks_from_env()
     start(ranks, resolve_device(cfg.device).type == "cuda")
     hints = (resume_command or f"dpedkit train --config {Path(cfg.out) / 'config.json'}", iters_option)
@@ -73,6 +77,14 @@ def train(cfg: TrainConfig, log=print, progress: bool = True, *, resume_command:
             return _Run(cfg, log, progress, ranks, hints).run()
     finally:
         stop()
+
+
+def make_trainer(cfg: TrainConfig, log, ranks: Ranks):
+    """The trainer of ``cfg.model`` (resolved: not ``auto``)."""
+    if cfg.model in ISP_MODELS:
+        from dpedkit.train.isp_trainer import IspTrainer
+        return IspTrainer(cfg, log, ranks)
+    return Trainer(cfg, log, ranks)
 
 
 class _Run:
@@ -90,8 +102,8 @@ class _Run:
 
     def run(self) -> list[dict]:
         t = self._prepare()
-        if t.iteration >= self.cfg.iters and self.rows:
-            self.log(f"{self.out} is already at iteration {t.iteration} of {self.cfg.iters}: nothing to do "
+        if t.iteration >= t.total_iters and self.rows:
+            self.log(f"{self.out} is already at iteration {t.iteration} of {t.total_iters}: nothing to do "
                      f"(raise {self.iters_option} to train further)")
             return self.rows
         self._announce()
@@ -109,8 +121,8 @@ class _Run:
             from dpedkit.model.checkpoint import load_checkpoint
             check_resume(cfg, load_checkpoint(last).get("config") or {}, self.out,
                          self.log if self.main else (lambda *_: None))
-        self.t = Trainer(cfg, self.log, self.ranks)
-        self.acc = torch.zeros(len(LOSS_KEYS), device=self.t.device)   # loss sums since the last evaluation
+        self.t = make_trainer(cfg, self.log, self.ranks)
+        self.acc = torch.zeros(len(self.t.loss_keys), device=self.t.device)   # loss sums since the last evaluation
         if resuming:
             self._restore()
         elif cfg.resume:
@@ -134,26 +146,23 @@ class _Run:
         t, cfg, world = self.t, self.cfg, self.ranks.world
         self.log(f"training on {t.device} ({t.precision}{', channels_last' if t.channels_last else ''}"
                  f"{', compiled' if cfg.compile else ''})" + (f" × {world} processes" if world > 1 else "")
-                 + f": {t.train_phone.shape[0]} training and {t.test_phone.shape[0]} test patches, "
-                 f"{cfg.iters} iterations of batch {cfg.batch_size}")
+                 + f": {t.describe()}")
 
     # -- the iterations -----------------------------------------------------------------
     def _loop(self) -> list[dict]:
         t, cfg = self.t, self.cfg
         self.t_start = time.perf_counter()
         self.board = Board(self.out, t.iteration) if cfg.tensorboard and self.main else None
-        self.saver.best = max((float(r["test_psnr"]) for r in self.rows if r.get("test_psnr") not in (None, "")),
-                              default=-np.inf)
-        self.bar = Progress(cfg.iters, "iter", done=t.iteration, every=cfg.log_every, log=self.log,
+        self.bar = Progress(t.total_iters, "iter", done=t.iteration, every=cfg.log_every, log=self.log,
                             enabled=self.show)
-        self.readout = LossReadout(t.device)
+        self.readout = LossReadout(t.device, len(t.loss_keys), t.loss_text)
         try:
             with StopSignals() as signals:
                 if t.iteration == 0 and not self.rows:  # a run killed just after its first checkpoint has this row
                     self._evaluate(None)
-                while t.iteration < cfg.iters:
+                while t.iteration < t.total_iters:
                     self._iterate()
-                    if t.iteration < cfg.iters and stop_requested(signals, t.iteration, self.ranks, t.device):
+                    if t.iteration < t.total_iters and stop_requested(signals, t.iteration, self.ranks, t.device):
                         self._stop(signals.signum or signal.SIGTERM)
         finally:
             self.bar.clear()
@@ -165,7 +174,7 @@ class _Run:
         t = self.t
         self.acc += t.step()
         self.n_acc += 1
-        if t.iteration % self.cfg.eval_every == 0 or t.iteration == self.cfg.iters:
+        if t.iteration % self.cfg.eval_every == 0 or t.iteration == t.total_iters or t.stage_ends_at(t.iteration):
             self._evaluate(self.acc / self.n_acc)
             self.acc.zero_()
             self.n_acc = 0
@@ -184,18 +193,20 @@ class _Run:
             losses = mean_over_ranks(losses, self.ranks)
         if not self.main:
             return
-        row = {"iteration": t.iteration, **(dict(zip(LOSS_KEYS, losses.tolist())) if losses is not None else {}),
+        row = {"iteration": t.iteration, **(dict(zip(t.loss_keys, losses.tolist())) if losses is not None else {}),
                **t.evaluate(), "seconds": round(self.seconds(), 2)}
+        # best.pt is the best of the evaluations whose PSNRs compare (a learned ISP's: the same level)
+        self.saver.best = max((float(r["test_psnr"]) for r in self.rows
+                               if r.get("test_psnr") not in (None, "") and t.best_scope(r) == t.best_scope(row)),
+                              default=-np.inf)
         self.rows.append(row)
-        write_rows(self.out / "metrics.csv", self.rows)
+        write_rows(self.out / "metrics.csv", self.rows, t.metric_fields)
         sample = t.sample_image()
         write_image(self.out / "samples" / f"{t.iteration}.png", sample)
         if self.board is not None:
             self.board.add(row, sample)
         self.saver.save_evaluation(t, row["test_psnr"], self.seconds())
-        self.bar.say(f"iter {t.iteration}: test PSNR {row['test_psnr']:.2f} dB, SSIM {row['test_ssim']:.4f}"
-                     + (f", loss G {row['loss_generator']:.4g}, D accuracy {row['disc_accuracy']:.2f}"
-                        if losses is not None else ""))
+        self.bar.say(f"iter {t.iteration}: {t.score_text(row)}")
 
     def _stop(self, signum: int) -> None:
         """Save ``last.pt`` with the running sums and raise :class:`Interrupted`."""

@@ -34,8 +34,10 @@ from pathlib import Path
 import torch
 
 from dpedkit.train.config import TrainError
+from dpedkit.train.isp_losses import IspLoss
 
 ACTIVATION_FACTOR = 1.5
+ISP_PROBE_SIDE = {"pynet": 32, "microisp": 160}     # mosaic px: the smallest each network takes
 GIB = 2 ** 30
 
 
@@ -83,6 +85,36 @@ def step_bytes(t, batch: int) -> int:
     return int(ACTIVATION_FACTOR * activations) + state + batches
 
 
+def isp_step_bytes(t) -> int:
+    """Estimated peak bytes the largest step of the learned-ISP trainer ``t``'s stages still to
+    come adds, per process.
+
+    The activations autograd saves are counted on real CPU tensors of one small patch (the
+    smallest side the network takes, :data:`ISP_PROBE_SIDE`) at each level and scaled by the
+    patch's area and the stage's batch: every activation of these fully convolutional
+    networks has a size proportional to the input's area (meta tensors, as for DPED, cost
+    ~1 s per PyNET pass in Python). Then × :data:`ACTIVATION_FACTOR`, plus the gradients and
+    Adam moments of the network and the float batches."""
+    h, w = t.train_set.read_pair(0)[0].shape            # the mosaic patch
+    side = ISP_PROBE_SIDE[t.recipe.model]
+    net = copy.deepcopy(t.net).float().cpu()
+    vgg = copy.deepcopy(t.vgg).float().cpu() if t.vgg is not None else None
+    exclude = {id(p) for m in (net, vgg) if m is not None for p in m.parameters()}
+    raw = torch.rand(1, 4, side // 2, side // 2)
+    need, per_level = 0, {}
+    for s in t.recipe.stages[t.stage:]:
+        if s.level not in per_level:
+            net.level = s.level
+            weights = s.weights if vgg is not None else s.weights.without_content()
+            loss = IspLoss(weights, vgg if weights.content > 0 else None)
+            target = torch.rand(1, 3, side >> s.level, side >> s.level)
+            per_level[s.level] = _saved_bytes(lambda: loss.terms(net(raw), target), exclude) * h * w / side ** 2
+        batch = -(-s.batch_size // t.ranks.world)
+        batches = 4 * batch * (4 * h * w // 4 + 3 * (h >> s.level) * (w >> s.level))
+        need = max(need, int(ACTIVATION_FACTOR * batch * per_level[s.level]) + batches)
+    return need + 3 * _weight_bytes(t.net)
+
+
 def _cgroup_room() -> int | None:
     """The cgroup's memory limit minus its usage (v2, then v1), or None without a limit."""
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
@@ -124,16 +156,27 @@ def check_memory(t, log, ignore: bool = False) -> int:
     world = t.ranks.world if t.device.type != "cuda" else 1
     b = t.part.stop - t.part.start
     try:
-        need = world * step_bytes(t, b)
+        if hasattr(t, "recipe"):       # a learned ISP: the largest of its stages still to come
+            need = world * isp_step_bytes(t)
+        else:
+            need = world * step_bytes(t, b)
     except (NotImplementedError, RuntimeError) as e:   # an operation without a meta kernel: no estimate
         log(f"warning: cannot estimate the training step's memory ({type(e).__name__}: {e}); not checked")
         return 0
     avail = available_bytes(t.device)
     if avail is None or need <= avail:
         return need
+    where = "GPU" if t.device.type == "cuda" else "RAM"
+    if hasattr(t, "recipe"):
+        msg = (f"the largest training step of {t.recipe.name} needs about "
+               f"{need / GIB:.1f} GiB (estimated) but {avail / GIB:.1f} GiB of {where} is available: train on "
+               f"more processes (--nproc-per-node) or a larger device (--ignore-memory starts anyway)")
+        if not ignore:
+            raise TrainError(msg)
+        log(f"warning: {msg}")
+        return need
     one, two = step_bytes(t, 1), step_bytes(t, 2)
     fits = int((avail / world - (2 * one - two)) // max(two - one, 1)) * t.ranks.world
-    where = "GPU" if t.device.type == "cuda" else "RAM"
     msg = (f"one training step at --batch-size {t.cfg.batch_size} needs about {need / GIB:.1f} GiB (estimated) "
            f"but {avail / GIB:.1f} GiB of {where} is available: "
            + (f"--batch-size {fits} fits" if fits >= 1 else

@@ -89,7 +89,7 @@ MICROISP = Recipe("microisp", "microisp", (Stage(0, 12, 5e-5, MICROISP_WEIGHTS, 
 _NO_VGG = {k: w.without_content() for k, w in PYNET_WEIGHTS.items()}
 PYNET_CPU_TEST = Recipe("pynet-cpu-test", "pynet",
                         _pynet_stages((0,) * 6, (4,) * 6, 2e-3, _NO_VGG, steps=(20, 20, 20, 20, 20, 100)),
-                        model_kwargs={"width": 4}, source="reduced PyNET for CPU tests (no VGG term)")
+                        model_kwargs={"width": 2}, source="reduced PyNET for CPU tests (no VGG term)")
 MICROISP_CPU_TEST = Recipe("microisp-cpu-test", "microisp", (Stage(0, 2, 2e-3, LossWeights(1), steps=500),),
                            model_kwargs={"init_std": 0.1},
                            source="MicroISP at its published size from a larger initial sigma, 500 MSE steps")

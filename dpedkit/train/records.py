@@ -23,9 +23,10 @@ class LossReadout:
     directly.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, n: int = len(LOSS_KEYS), text=None):
         self.cuda = device.type == "cuda"
-        self.host = torch.zeros(len(LOSS_KEYS), pin_memory=self.cuda)
+        self.format = text
+        self.host = torch.zeros(n, pin_memory=self.cuda)
         self.event = torch.cuda.Event() if self.cuda else None
         self.shown: list[float] | None = None
         self.pending = False
@@ -43,15 +44,14 @@ class LossReadout:
         self.pending = True
 
     def text(self) -> str:
-        if self.shown is None:
+        if self.shown is None or self.format is None:
             return ""
-        g, _, _, _, _, d, acc = self.shown
-        return f" loss G {g:.4g} D {d:.3g} D acc {acc:.2f}"
+        return self.format(self.shown)
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
+def write_rows(path: Path, rows: list[dict], fields: list[str] = METRIC_FIELDS) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, METRIC_FIELDS, extrasaction="ignore")
+    w = csv.DictWriter(buf, fields, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(path, buf.getvalue())

@@ -33,7 +33,15 @@ class Trainer:
     Every switch but the device is the same code on a CPU and on CUDA: autocast on
     ``device.type`` (``precision``), channels_last, fused Adam and ``torch.compile``
     (inductor) all run on a CPU, so tests exercise them.
+
+    What the shared loop (:mod:`dpedkit.train.loop`) asks of a trainer, which the learned-ISP
+    :class:`~dpedkit.train.isp_trainer.IspTrainer` offers too: ``iteration``,
+    ``total_iters``, ``step()``, ``stage_ends_at(i)``, ``evaluate()``, ``sample_image()``,
+    ``state()``/``generator_state()``/``load()``, ``step_bytes(batch)``, ``loss_keys``,
+    ``metric_fields``, ``describe()``, ``loss_text()``, ``score_text()``, ``best_scope()``.
     """
+    loss_keys = LOSS_KEYS
+    metric_fields = METRIC_FIELDS
 
     def __init__(self, cfg: TrainConfig, log=print, ranks: Ranks = Ranks()):
         self.cfg, self.log, self.ranks = cfg, log, ranks
@@ -172,6 +180,38 @@ class Trainer:
         d = self.d_step(*self._batch(swaps=True))
         self.iteration += 1
         return torch.cat([g, d])
+
+    # -- what the loop shows, scores and saves ---------------------------------------------
+    @property
+    def total_iters(self) -> int:
+        return self.cfg.iters
+
+    @staticmethod
+    def stage_ends_at(iteration: int) -> bool:
+        return False          # one stage
+
+    def describe(self) -> str:
+        return (f"{self.train_phone.shape[0]} training and {self.test_phone.shape[0]} test patches, "
+                f"{self.cfg.iters} iterations of batch {self.cfg.batch_size}")
+
+    @staticmethod
+    def loss_text(values: list[float]) -> str:
+        g, _, _, _, _, d, acc = values
+        return f" loss G {g:.4g} D {d:.3g} D acc {acc:.2f}"
+
+    @staticmethod
+    def score_text(row: dict) -> str:
+        return (f"test PSNR {row['test_psnr']:.2f} dB, SSIM {row['test_ssim']:.4f}"
+                + (f", loss G {row['loss_generator']:.4g}, D accuracy {row['disc_accuracy']:.2f}"
+                   if "loss_generator" in row else ""))
+
+    @staticmethod
+    def best_scope(row: dict):
+        return None           # every evaluation's PSNR compares
+
+    def step_bytes(self, batch: int) -> int:
+        from dpedkit.train.memory import step_bytes
+        return step_bytes(self, batch)
 
     # -- evaluation, state ----------------------------------------------------------------
     def evaluate(self) -> dict:

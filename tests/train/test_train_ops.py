@@ -192,7 +192,7 @@ def test_interrupt_names_a_resume_command_with_the_options_the_run_started_with(
     """The default command is ``--config <out>/config.json``, which holds every option given
     (here --eval-patches 1 and --w-color 0.7); a caller with its own command (the demo) passes
     it, and names its own option in the "nothing to do" hint."""
-    from dpedkit.train.config import config_from_json, recorded
+    from dpedkit.train.config import config_from_json, recorded, resolved
     from dpedkit.train.loop import Interrupted
     run = tmp_path / "run"
 
@@ -204,7 +204,8 @@ def test_interrupt_names_a_resume_command_with_the_options_the_run_started_with(
         train(cfg, log=log, progress=False)
     assert e.value.exit_code == 128 + signal.SIGINT and "stopped after iteration 1" in str(e.value)
     assert e.value.resume_command == f"dpedkit train --config {run / 'config.json'}" in str(e.value)
-    assert recorded(config_from_json(run / "config.json")) == recorded(cfg)    # eval_patches 1 included
+    # eval_patches 1 included; --model auto recorded as the model it resolved to
+    assert recorded(config_from_json(run / "config.json")) == recorded(resolved(cfg))
     with pytest.raises(Interrupted) as e:
         train(tiny(data, tmp_path / "demo", iters=4, eval_every=4), log=log, progress=False,
               resume_command="dpedkit demo D --test-patches 1")

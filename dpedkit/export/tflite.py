@@ -5,7 +5,10 @@ the input's shape ``(1, C, H, W)`` (the DPED generator's ``(1, 3, H, W)``; PyNET
 MicroISP's packed Bayer ``(1, 4, h, w)``). The file has
 
 - a **fixed** input shape: litert-torch traces the module at that shape (the DPED
-  generator's instance norms then average over exactly that H × W);
+  generator's instance norms then average over exactly that H × W). Dynamic H and W do not
+  convert in litert-torch 0.10: torch.export accepts them, but the lowering of
+  ``aten._unsafe_view`` (the instance norms' reshapes) through its JAX bridge needs
+  concrete sizes;
 - **NHWC** input and output, float32 (``(1, H, W, C)``, the generator's RGB in [0, 1]): a
   TFLite model's native layout, what Android's Bitmap/TensorImage buffers hold, so the file
   starts and ends with a convolution, not a transpose (litert-torch's layout pass turns the

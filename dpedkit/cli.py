@@ -297,9 +297,9 @@ def _evaluate_command() -> click.Command:
     return evaluate
 
 
-@_lazy_command('export', "Export MODEL's generator to OUT as ONNX (dynamic height and width).")
+@_lazy_command('export', "Export MODEL's generator to OUT as ONNX (any size) or TFLite (fixed size, fp32/fp16/int8).")
 def _export_command() -> click.Command:
-    from dpedkit.export import OPSET, export_format
+    from dpedkit.export import ExportError, ExportOptions, export_format
 
     def out_format(ctx, param, value):
         try:
@@ -308,23 +308,33 @@ def _export_command() -> click.Command:
             raise click.BadParameter(str(e)) from None
         return value
 
-    @click.command(epilog=_example("dpedkit export models_orig/iphone_orig iphone.onnx"))
+    @click.command(epilog=_example("dpedkit export models_orig/iphone_orig iphone.onnx",
+                                   "dpedkit export runs/iphone iphone.tflite --input-size 768x1024",
+                                   "dpedkit export runs/iphone iphone_int8.tflite --quantize int8 "
+                                   "--calibration dataset/iphone/training_data/iphone"))
     @model_argument
     @click.argument("out", type=click.Path(dir_okay=False, path_type=Path), callback=out_format)
-    @click.option("--opset", type=click.IntRange(min=9), default=OPSET, show_default=True, help="ONNX opset version.")
-    def export(model, out, opset):
-        """Export MODEL's generator to OUT as ONNX (dynamic height and width).
+    @click_options(ExportOptions)
+    def export(model, out, **options):
+        """Export MODEL's generator to OUT; OUT's suffix chooses the format.
 
         MODEL: a run folder or .pt checkpoint, or an official DPED TensorFlow checkpoint prefix.
-        The graph maps ``input`` (1, 3, H, W) float32 RGB in [0, 1] to ``output`` of the same
-        shape; instance normalisation is over the whole image, as in ``enhance``.
-        Needs the onnx package: pip install 'dpedkit[onnx]'.
+
+        \b
+        .onnx    input (1, 3, H, W) float32 RGB in [0, 1], any H and W, to an output of the
+                 same shape; instance normalisation over the whole image, as in enhance.
+                 Needs pip install 'dpedkit[onnx]'.
+        .tflite  a fixed --input-size; input (1, H, W, 3) NHWC float32 RGB in [0, 1] to the
+                 same shape, --quantize none, fp16 or int8 (int8 calibrated on --calibration).
+                 Needs pip install 'dpedkit[tflite]'.
         """
-        import importlib.util
-        if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it
-            raise click.UsageError("ONNX export needs the onnx package: pip install 'dpedkit[onnx]'")
-        from dpedkit.export import export_model
-        export_model(model, out, opset, log=_echo)
+        from dpedkit.export import check_options, export_model
+        opts = from_options(ExportOptions, options)
+        try:
+            check_options(out, opts)          # before the model is read
+        except ExportError as e:
+            raise click.UsageError(str(e)) from None
+        export_model(model, out, opts, log=_echo)
     return export
 
 

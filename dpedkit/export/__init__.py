@@ -23,7 +23,7 @@ from dpedkit.export.errors import ExportError
 from dpedkit.export.onnx import OPSET, export_onnx
 from dpedkit.export.tflite import CALIBRATION_LIMIT, QUANTIZE, calibration_images, export_tflite, require
 from dpedkit.fs import sync_folders
-from dpedkit.model.generator import load_generator
+from dpedkit.model.generator import load_model
 
 __all__ = ["FORMATS", "OPSET", "TFLITE_SIZE", "ExportError", "ExportOptions", "check_options", "export_format",
            "export_model", "export_onnx", "export_tflite", "parse_size"]
@@ -62,7 +62,8 @@ class ExportOptions:
     opset: int = field(default=OPSET, metadata={"help": "ONNX opset version (ONNX only).", "min": 9})
     input_size: tuple[int, int] | None = field(default=None, metadata={
         "help": f"TFLite only: the model's fixed input size, height x width in pixels (default: "
-                f"{TFLITE_SIZE[0]}x{TFLITE_SIZE[1]}, the DPED patch size; a phone app runs at the size it feeds).",
+                f"{TFLITE_SIZE[0]}x{TFLITE_SIZE[1]}, the DPED patch size; a phone app runs at the size it feeds; a learned ISP's is the packed "
+                f"mosaic's, half the RAW patch's: 224x224 for PyNET's 448 px patches).",
         "click_type": SizeType(), "metavar": "HxW"})
     quantize: str = field(default="none", metadata={
         "help": "TFLite only: none (float32), fp16 (float16 weights, half the file) or int8 (int8 weights and "
@@ -112,16 +113,21 @@ def export_model(model: str | Path, out: str | Path, opts: ExportOptions | None 
     format its suffix names (:data:`FORMATS`), with ``opts`` (:class:`ExportOptions`)."""
     opts = opts or ExportOptions()
     fmt = check_options(out, opts)
-    g, what = load_generator(model)
+    g, what, channels = load_model(model)
+    if channels == 4 and opts.quantize == "int8":
+        raise ExportError("--quantize int8 of a learned ISP is not supported yet (its calibration needs RAW "
+                          "mosaics); use --quantize fp16 or none")
     if fmt == "ONNX":
-        path = export_onnx(g, out, opts.opset)
-        detail = f"ONNX opset {opts.opset}, input (1, 3, H, W) RGB in [0, 1]"
+        path = export_onnx(g, out, opts.opset, channels=channels, example_size=(64, 96) if channels == 3 else (80, 80))
+        detail = f"ONNX opset {opts.opset}, input (1, {channels}, H, W) " + (
+            "RGB in [0, 1]" if channels == 3 else "packed Bayer (B, Gb, R, Gr) / 1020")
     else:
         h, w = opts.input_size or TFLITE_SIZE
         cal = calibration_images(opts.calibration, (h, w)) if opts.quantize == "int8" else None
-        path = export_tflite(g, out, (1, 3, h, w), opts.quantize, cal)
+        path = export_tflite(g, out, (1, channels, h, w), opts.quantize, cal)
         how = {"none": "float32", "fp16": "float16 weights", "int8": f"int8, calibrated on {len(cal or ())} images"}
-        detail = f"TFLite, {how[opts.quantize]}, input (1, {h}, {w}, 3) NHWC RGB in [0, 1]"
+        detail = f"TFLite, {how[opts.quantize]}, input (1, {h}, {w}, {channels}) NHWC " + (
+            "RGB in [0, 1]" if channels == 3 else "packed Bayer (B, Gb, R, Gr) / 1020")
     sync_folders()
     log(f"{what} → {path} ({path.stat().st_size / 1e6:.1f} MB, {detail})")
     return path

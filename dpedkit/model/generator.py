@@ -1,4 +1,8 @@
-"""Load a generator from a dpedkit checkpoint or an official DPED TensorFlow checkpoint.
+"""Load a generator from a dpedkit checkpoint or an official DPED TensorFlow checkpoint, or
+a learned ISP (PyNET, MicroISP) from a dpedkit checkpoint (:func:`load_model`).
+
+A learned ISP's checkpoint names its network (``network``: name, constructor arguments,
+output level, recipe); a DPED checkpoint has no ``network`` entry.
 
 The official checkpoints (aiff22/DPED, ``models_orig/<phone>_orig``) hold the variables of
 ``models.resnet``: ``generator/W1..W12`` (kernels ``[H, W, in, out]``), ``generator/b1..b12``
@@ -85,12 +89,42 @@ def load_generator(model: str | Path) -> tuple[Generator, str]:
         what = f"official DPED TensorFlow checkpoint {model}"
     else:
         ck = load_checkpoint(model)
+        if isinstance(ck.get("network"), dict):
+            name = ck["network"].get("name", "?")
+            raise CheckpointError(f"{model} holds a {name} learned ISP, which renders RAW mosaics, not the DPED "
+                                  f"enhancer this command runs; export it with: dpedkit export {model} {name}.onnx")
         try:
             g.load_state_dict(ck["generator"])
         except (RuntimeError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{model}: the generator weights do not fit: {str(e).splitlines()[0]}") from None
         what = f"dpedkit checkpoint {model} (iteration {ck.get('iteration', '?')})"
     return g.eval(), what
+
+
+def load_model(model: str | Path) -> tuple[torch.nn.Module, str, int]:
+    """Any dpedkit model in eval mode: ``(network, description, input channels)`` — the DPED
+    generator (3: RGB) as :func:`load_generator` loads it, or a learned ISP (4: the packed
+    Bayer mosaic, :func:`dpedkit.train.raw_data.pack_bayer`) at its checkpoint's level."""
+    _refuse_model_folder(model)
+    ck = None if is_bundle(model) else load_checkpoint(model)
+    if ck is None or not isinstance(ck.get("network"), dict):
+        g, what = load_generator(model)
+        return g, what, 3
+    net = ck["network"]
+    if net.get("name") == "pynet":
+        from dpedkit.model.pynet import PyNET
+        m = PyNET(level=int(net.get("level", 0)), **net.get("kwargs", {}))
+    elif net.get("name") == "microisp":
+        from dpedkit.model.microisp import MicroISP
+        m = MicroISP(**net.get("kwargs", {}))
+    else:
+        raise CheckpointError(f"{model}: unknown network {net.get('name')!r}")
+    try:
+        m.load_state_dict(ck["generator"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{model}: the {net['name']} weights do not fit: {str(e).splitlines()[0]}") from None
+    what = f"dpedkit {net['name']} checkpoint {model} (iteration {ck.get('iteration', '?')}, level {net.get('level', 0)})"
+    return m.eval(), what, 4
 
 
 def model_files(model: str | Path) -> list[Path]:

@@ -78,7 +78,11 @@ class TrainConfig:
                                   "bf16 runs on a CPU too).", choices=["auto", "fp32", "bf16"])
     channels_last: bool | None = _opt(None, "NHWC memory format for images and weights (default: on CUDA).")
     fused_adam: bool | None = _opt(None, "Fused Adam kernels (default: on CUDA).")
-    compile: bool = _opt(False, "torch.compile the networks (inductor; also on CPU).")
+    compile: bool = _opt(False, "torch.compile the networks (also on CPU).")
+    compile_backend: str = _opt("inductor", "torch.compile's backend: inductor (generated kernels), or aot_eager "
+                                            "(graph capture and autograd tracing without code generation: to "
+                                            "debug a compiled run, or to check one quickly).",
+                                choices=["inductor", "aot_eager"])
     seed: int = _opt(0, "Seed of the batches, swaps and the networks' initialisation.", min=0)
     resume: bool = _opt(False, "Expect a run to resume in --out (re-running the same command resumes anyway).")
     override: bool = _opt(False, "Resume even though the recipe changed; the change is recorded in "

@@ -208,7 +208,7 @@ class IspTrainer:
             self.net_step = DDP(self.net, device_ids=[self.device.index] if self.cuda else None,
                                 find_unused_parameters=True)
         if self.cfg.compile:
-            self.net_step = torch.compile(self.net_step)
+            self.net_step = torch.compile(self.net_step, backend=self.cfg.compile_backend)
 
     # -- one step -------------------------------------------------------------------------
     def _autocast(self):

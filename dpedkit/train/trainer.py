@@ -109,8 +109,9 @@ class Trainer:
             ids = [self.device.index] if self.cuda else None
             self.G_step, self.D_step = DDP(self.G, device_ids=ids), DDP(self.D, device_ids=ids)
         if self.cfg.compile:
-            self.G_step, self.D_step = torch.compile(self.G_step), torch.compile(self.D_step)
-            self.D_judge = self.D_step if self.ranks.world == 1 else torch.compile(self.D)
+            compiled = lambda m: torch.compile(m, backend=self.cfg.compile_backend)  # noqa: E731
+            self.G_step, self.D_step = compiled(self.G_step), compiled(self.D_step)
+            self.D_judge = self.D_step if self.ranks.world == 1 else compiled(self.D)
 
     # -- one iteration ------------------------------------------------------------------
     def _batch(self, swaps: bool):

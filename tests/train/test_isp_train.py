@@ -161,3 +161,25 @@ def test_too_few_patches_for_a_stage_is_refused(sim64, tmp_path):
     root, _ = sim64
     with pytest.raises(TrainError, match="2 training patches are fewer than the batch size 4 of level 5"):
         train(isp_config(root, tmp_path / "run", train_size=2), **QUIET)
+
+
+def test_isp_checkpoint_exports_and_dped_commands_refuse_it(full_run, tmp_path):
+    """A learned ISP's run exports to ONNX with its packed-Bayer input and matches PyTorch;
+    the DPED commands name what it is instead of failing on its weights."""
+    ort = pytest.importorskip("onnxruntime")
+    from dpedkit.model.checkpoint import CheckpointError
+    from dpedkit.model.generator import load_generator, load_model
+    run, _ = full_run
+    r = CliRunner().invoke(main, ["export", str(run), str(tmp_path / "isp.onnx")])
+    assert r.exit_code == 0 and "pynet checkpoint" in r.output and "input (1, 4, H, W) packed Bayer" in r.output, \
+        r.output
+    net, _, channels = load_model(run)
+    assert channels == 4 and net.level == 0
+    x = torch.rand(1, 4, 32, 48)
+    got = ort.InferenceSession(str(tmp_path / "isp.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert got.shape == ref.shape == (1, 3, 64, 96) and np.abs(got - ref).max() < 1e-4
+    with pytest.raises(CheckpointError, match="holds a pynet learned ISP, which renders RAW mosaics"):
+        load_generator(run)

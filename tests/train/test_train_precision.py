@@ -7,7 +7,7 @@ import torch
 
 import dpedkit.train.loop as loop
 import dpedkit.train.trainer as trainer
-from dpedkit.model.networks import Generator
+from dpedkit.model.networks import Discriminator, Generator
 from tests.helpers import make_dataset, save_torchvision, tiny_config
 
 STEPS = 3
@@ -72,20 +72,42 @@ def test_channels_last_and_fused_adam_on_cpu_match_fp32(data, tmp_path):
     assert torch.all(d < 1e-2), d
 
 
-def test_compile_with_inductor_on_cpu(data, tmp_path, monkeypatch):
-    """Kept cheap: a one-block, 8-channel generator (inductor's C++ build of the full
-    generator's kernels takes minutes on a small CPU; the code path is the same)."""
+class TinyDiscriminator(Discriminator):
+    SPEC = ((8, 3, 2, False), (8, 3, 2, True))
+
+
+def test_compiled_networks_take_the_eager_steps(data, tmp_path):
+    """--compile wraps every network the steps run through; with the aot_eager backend (the
+    graphs dynamo captures and AOT autograd traces, no code generation: seconds) the losses
+    are the eager ones. Inductor's generated kernels: the next test."""
     from torch._dynamo.utils import counters
-    import torch._inductor.config as inductor_config
-    monkeypatch.setattr(trainer, "Generator", lambda: Generator(ch=8, blocks=1))
-    # kernels built in this process: a pool of compile workers costs more to start than it saves here
-    monkeypatch.setattr(inductor_config, "compile_threads", 1)
     ref, _ = losses(data, tmp_path, content_loss="none")
     counters.clear()
-    compiled, t = losses(data, tmp_path, content_loss="none", compile=True)
+    compiled, t = losses(data, tmp_path, content_loss="none", compile=True, compile_backend="aot_eager")
     assert counters["stats"]["unique_graphs"] >= 2                  # the generator and the discriminator
     assert hasattr(t.G_step, "_orig_mod") and hasattr(t.D_step, "_orig_mod")
     first = rel(ref[:1, :5], compiled[:1, :5])
     assert torch.all(first < 1e-4), first
     d = rel(ref[:, :6], compiled[:, :6])
     assert torch.all(d < 1e-2), d
+
+
+def test_inductor_compiles_the_generator_step_on_cpu(data, tmp_path, monkeypatch):
+    """The default backend's C++ kernels for the generator's forward and backward, on a
+    one-block, 8-channel generator (inductor builds each fused kernel with the C++ compiler:
+    the full networks take minutes on a small CPU, this one ~15 s with a cold cache)."""
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(trainer, "Generator", lambda: Generator(ch=8, blocks=1))
+    monkeypatch.setattr(trainer, "Discriminator", TinyDiscriminator)
+    # kernels built in this process: a pool of compile workers costs more to start than it saves here
+    monkeypatch.setattr(inductor_config, "compile_threads", 1)
+    cfg = tiny_config(data, tmp_path / "r", batch_size=2, eval_patches=2, compile=True)
+    t = loop.Trainer(cfg, log=lambda *_: None)
+    x = torch.rand(2, 3, 20, 20, requires_grad=True)
+    out = t.G_step(x)
+    out.sum().backward()
+    eager_x = x.detach().clone().requires_grad_()
+    ref = t.G(eager_x)
+    ref.sum().backward()
+    assert (out - ref).abs().max() < 1e-5
+    assert (x.grad - eager_x.grad).abs().max() < 1e-4

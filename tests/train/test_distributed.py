@@ -84,33 +84,32 @@ def test_every_process_holds_the_same_weights_after_every_step(data, tmp_path):
 
 
 def test_two_processes_take_the_same_steps_as_one_and_resume_on_any_number(data, single, tmp_path):
-    """2 processes then 1 (train_on_processes, then train), 1 then 2 (the CLI's
-    --nproc-per-node), and torchrun: each takes the steps the single process took."""
-    two_then_one = tmp_path / "a"
-    got = train_on_processes(tiny_config(data, two_then_one, iters=2, eval_every=2), 2, quiet=True)
-    assert [int(r["iteration"]) for r in got] == [0, 2]
-    assert not list(two_then_one.rglob(".dpedkit-tmp*"))
-    train(tiny_config(data, two_then_one, iters=4, eval_every=2, resume=True), log=lambda *_: None, progress=False)
-    assert_same_steps(two_then_one, single)
-
+    """2 processes then 1 (the CLI's --nproc-per-node, then train), 1 then 2 (train, then
+    torchrun): each takes the steps the single process took."""
     args = ["train", str(data), "--phone", "p", "--dslr", "d", "--content-loss", "none", "--iters", "4",
             "--eval-every", "2", "--batch-size", "8", "--eval-patches", "16", "--device", "cpu",
             "--keep-checkpoints", "0"]
-    one_then_two = tmp_path / "b"
-    train(tiny_config(data, one_then_two, iters=2, eval_every=2), log=lambda *_: None, progress=False)
-    res = CliRunner().invoke(main, [*args, "--out", str(one_then_two), "--nproc-per-node", "2", "--resume"])
-    assert res.exit_code == 0, res.output
-    assert_same_steps(one_then_two, single)
+    two_then_one = tmp_path / "a"
+    res = CliRunner().invoke(main, [*args, "--iters", "2", "--out", str(two_then_one), "--nproc-per-node", "2"])
+    assert res.exit_code == 0 and "done: iteration 2" in res.output, res.output
+    assert not list(two_then_one.rglob(".dpedkit-tmp*"))
+    train(tiny_config(data, two_then_one, iters=4, eval_every=2, resume=True), log=lambda *_: None, progress=False)
+    assert_same_steps(two_then_one, single)
     res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "odd"), "--nproc-per-node", "3"])
     assert res.exit_code == 2 and "does not split evenly over 3 processes" in res.output
 
+    one_then_two = tmp_path / "b"
+    train(tiny_config(data, one_then_two, iters=2, eval_every=2), log=lambda *_: None, progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "dpedkit", *args, "--out", str(tmp_path / "torchrun")],
+                        "-m", "dpedkit", *args, "--out", str(one_then_two)],
                        capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("done: iteration 4") == 1                      # rank 0 alone reports
-    assert_same_steps(tmp_path / "torchrun", single)
+    assert "resumed at iteration 2" in r.stdout + r.stderr
+    assert_same_steps(one_then_two, single)
+    with pytest.raises(TrainError, match="does not split evenly over 3 processes"):
+        train_on_processes(tiny_config(data, tmp_path / "odd2"), 3, quiet=True)
 
 
 def test_batch_slices_cover_the_batch_once():

@@ -48,7 +48,7 @@ def test_bench_commands_exist():
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     from tests.helpers import save_torchvision, tiny_vgg_weights
-    make_raw(tmp_path / "demo_raw", phone_scale=0.4)    # phone photos of ~0.1 MP: enhance takes seconds
+    make_raw(tmp_path / "demo_raw", phone_scale=0.3)    # phone photos of ~0.05 MP: enhance takes seconds
     (tmp_path / "raw").mkdir()
     for cam, name in (("phone", "iphone"), ("dslr", "canon")):       # the README's camera names
         (tmp_path / "demo_raw" / cam).rename(tmp_path / "raw" / name)

@@ -1,7 +1,11 @@
 """Training speed: iterations/s at batch 50 on 100×100 patches, optimised path vs plain fp32
-eager PyTorch, in one run; and the data loader's samples/s alone.
+eager PyTorch, in one run; and the data loader's samples/s alone. With ``--isp``, the
+learned ISPs instead: steps/s of every PyNET level and of MicroISP through dpedkit's trainer
+(``IspTrainer.step``: patches streamed from disk, decoded, the step), at each stage's
+published batch size unless ``--isp-batch`` is given.
 
     python bench/train.py [--iters 3] [--device auto] [--compile] [--content-loss none|vgg --vgg PATH]
+    python bench/train.py --isp [--isp-side 448] [--isp-batch 1] [--pynet-width 32] [--iters 2]
 
 The optimised path is what `dpedkit train` uses by default: on CUDA bf16 autocast,
 channels_last, fused Adam, the training set resident on the GPU (a batch is an index), no
@@ -37,6 +41,53 @@ def make_dataset(root: Path, n: int = 200) -> None:
             write_image(root / "p" / split / "d" / f"{i}.jpg", d)
 
 
+def make_zrr(root: Path, side: int, n: int) -> None:
+    """A RAW-to-RGB layout of ``n`` random ``side`` px patch pairs per split (speed does not
+    depend on the content)."""
+    import cv2
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for folder in ("huawei_raw", "canon"):
+            (root / split / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            cv2.imwrite(str(root / split / "huawei_raw" / f"{i}.png"), rng.integers(0, 1021, (side, side), np.uint16))
+            cv2.imwrite(str(root / split / "canon" / f"{i}.jpg"), rng.integers(0, 256, (side, side, 3), np.uint8))
+
+
+def bench_isp(args) -> None:
+    from dataclasses import replace
+
+    from dpedkit.train.isp_trainer import IspTrainer
+    from dpedkit.train.loop import TrainConfig
+    from dpedkit.train.recipes import RECIPES, Recipe
+
+    tmp = Path(tempfile.mkdtemp())
+    n = max(2 * (args.isp_batch or 50), 4)
+    make_zrr(tmp, args.isp_side, n)
+    for name in ("pynet", "microisp"):
+        base = RECIPES[name]
+        stages = tuple(replace(s, batch_size=args.isp_batch or s.batch_size) for s in base.stages)
+        kwargs = {"width": args.pynet_width} if name == "pynet" else {}
+        cfg = TrainConfig(data_dir=str(tmp), phone="huawei_raw", dslr="canon", out=str(tmp / name), model=name,
+                          stage_steps=args.iters + 1, content_loss=args.content_loss, vgg=args.vgg,
+                          device=args.device, eval_patches=1)
+        t = IspTrainer(cfg, log=lambda *_: None, recipe=Recipe(f"{name} (bench)", base.model, stages, kwargs))
+        print(f"{name} ({'width ' + str(args.pynet_width) + ', ' if name == 'pynet' else ''}"
+              f"{sum(p.numel() for p in t.net.parameters()):,} parameters), {args.isp_side} px mosaics on "
+              f"{t.device} [{t.precision}], content loss {args.content_loss}:", flush=True)
+        for s in stages:
+            t.step()                                   # warm-up: a new stage's loader and Adam
+            sync(t.device)
+            t0 = time.perf_counter()
+            for _ in range(args.iters):
+                t.step()
+            sync(t.device)
+            rate = args.iters / (time.perf_counter() - t0)
+            print(f"  level {s.level}, batch {s.batch_size}: {rate:.3f} steps/s ({rate * s.batch_size:.2f} patches/s)",
+                  flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -52,7 +103,13 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also torch.compile the optimised path")
     ap.add_argument("--content-loss", default="none", choices=["none", "vgg"])
     ap.add_argument("--vgg", default=None, help="VGG-19 weights for --content-loss vgg")
+    ap.add_argument("--isp", action="store_true", help="time the learned ISPs (PyNET per level, MicroISP) instead")
+    ap.add_argument("--isp-side", type=int, default=448, help="mosaic patch side in px (PyNET's: 448)")
+    ap.add_argument("--isp-batch", type=int, default=None, help="batch of every stage (default: the recipe's)")
+    ap.add_argument("--pynet-width", type=int, default=32, help="PyNET's base channels (published: 32)")
     args = ap.parse_args()
+    if args.isp:
+        return bench_isp(args)
     tmp = Path(tempfile.mkdtemp())
     make_dataset(tmp)
     paths = {"fp32 eager": dict(precision="fp32", channels_last=False, fused_adam=False, compile=False),

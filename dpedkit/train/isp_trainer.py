@@ -113,9 +113,10 @@ class IspTrainer:
     loss_keys = LOSS_KEYS
     metric_fields = METRIC_FIELDS
 
-    def __init__(self, cfg: TrainConfig, log=print, ranks: Ranks = Ranks()):
+    def __init__(self, cfg: TrainConfig, log=print, ranks: Ranks = Ranks(), recipe: Recipe | None = None):
+        """``recipe``: another recipe than ``cfg`` names (benchmarks vary the batch sizes)."""
         self.cfg, self.log, self.ranks = cfg, log, ranks
-        self.recipe = isp_recipe(cfg)
+        self.recipe = recipe or isp_recipe(cfg)
         self.device = resolve_device(cfg.device)
         self.cuda = self.device.type == "cuda"
         if self.cuda and ranks.world > 1:

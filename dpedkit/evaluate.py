@@ -9,7 +9,7 @@ from pathlib import Path
 from dpedkit.layout import dataset_cameras
 from dpedkit.metrics import score_patches
 from dpedkit.model.device import resolve_device
-from dpedkit.model.generator import load_generator
+from dpedkit.model.generator import load_model
 from dpedkit.train.data import load_split
 
 
@@ -36,7 +36,9 @@ def evaluate_model(model: str | Path, data_dir: str | Path, phone: str | None = 
     (:func:`dpedkit.layout.dataset_cameras`).
     """
     dev = resolve_device(device)
-    g, what = load_generator(model)
+    g, what, channels = load_model(model)
+    if channels == 4:
+        return _evaluate_isp(model, g, what, data_dir, phone, dslr, dev, limit, log)
     g = g.to(dev)
     root, phone, dslr = dataset_cameras(data_dir, phone, dslr)
     ph, ds = load_split(root, phone, dslr, "test", limit, size=None)
@@ -47,6 +49,35 @@ def evaluate_model(model: str | Path, data_dir: str | Path, phone: str | None = 
     return {"model": str(model), "source": what, "data": str(root), "phone": phone, "dslr": dslr,
             "patches": int(ph.shape[0]), "device": dev.type, "seconds": round(time.perf_counter() - t0, 2),
             "enhanced": enhanced, "identity": identity}
+
+
+def _evaluate_isp(model, net, what, data_dir, raw, dslr, dev, limit, log) -> dict:
+    """A learned ISP on a RAW-to-RGB dataset's test patches, as PyNET's test scores them (PSNR
+    of the unclipped output per patch, averaged; MS-SSIM where the patches hold its five
+    scales), beside the quick rendering (:func:`dpedkit.train.raw_data.baseline_renderer`)."""
+    import numpy as np
+    import torch
+
+    from dpedkit.metrics import psnr
+    from dpedkit.train.isp_trainer import MS_SSIM_MIN_SIDE, evaluate_isp
+    from dpedkit.train.raw_data import ZrrPatches, baseline_renderer
+    test = ZrrPatches(data_dir, "test", raw=raw, dslr=dslr, limit=limit)
+    level = getattr(net, "level", 0)
+    log(f"evaluating {what} on {len(test)} test patches of {data_dir} at level {level}")
+    t0 = time.perf_counter()
+    side = min(test.read_pair(0)[0].shape) >> level
+    scores = evaluate_isp(net, test, level, dev, with_ms_ssim=side >= MS_SSIM_MIN_SIDE)
+    render = baseline_renderer(data_dir)
+    quick = []
+    for k in range(len(test)):
+        mosaic, rgb = test.read_pair(k)
+        q = torch.from_numpy(render("test", test.indices[k], mosaic)).float() / 255
+        quick.append(float(psnr(q, torch.from_numpy(rgb).float() / 255)))
+    return {"model": str(model), "source": what, "data": str(data_dir), "phone": test.folders.raw,
+            "dslr": test.folders.dslr, "patches": len(test), "device": dev.type, "level": level,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "enhanced": {"psnr": scores["psnr"], **({"ms_ssim": scores["ms_ssim"]} if "ms_ssim" in scores else {})},
+            "quick_rendering": {"psnr": float(np.mean(quick))}}
 
 
 def default_json_path(model: str | Path, phone: str, out: str | Path | None = None) -> Path:
@@ -71,6 +102,13 @@ def default_json_path(model: str | Path, phone: str, out: str | Path | None = No
 
 
 def table(result: dict) -> list[str]:
+    if "quick_rendering" in result:          # a learned ISP
+        e, q = result["enhanced"], result["quick_rendering"]
+        ssim = f", MS-SSIM {e['ms_ssim']:.4f}" if "ms_ssim" in e else " (patches too small for MS-SSIM)"
+        return [f"quick rendering  PSNR {q['psnr']:.2f} dB",
+                f"learned ISP      PSNR {e['psnr']:.2f} dB{ssim}",
+                f"{result['patches']} test patches at level {result['level']}; "
+                f"{e['psnr'] - q['psnr']:+.2f} dB PSNR over the quick rendering"]
     lines = [f"{'':10s}{'PSNR (dB)':>11s}{'SSIM':>9s}{'MS-SSIM':>10s}"]
     for row in ("identity", "enhanced"):
         r = result[row]

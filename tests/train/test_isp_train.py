@@ -20,6 +20,7 @@ from dpedkit.train.config import TrainConfig
 from dpedkit.train.isp_losses import PYNET_WEIGHTS, IspLoss, IspLossError, LossWeights, isp_loss
 from dpedkit.train.loop import Interrupted, TrainError, train
 from dpedkit.train.recipes import MICROISP, PYNET, recipe
+from dpedkit.train.raw_data import quick_rendering
 from tests.train.zrr_sim import psnr, write_zrr
 
 QUIET = dict(log=lambda *_: None, progress=False)
@@ -183,3 +184,19 @@ def test_isp_checkpoint_exports_and_dped_commands_refuse_it(full_run, tmp_path):
     assert got.shape == ref.shape == (1, 3, 64, 96) and np.abs(got - ref).max() < 1e-4
     with pytest.raises(CheckpointError, match="holds a pynet learned ISP, which renders RAW mosaics"):
         load_generator(run)
+
+
+def test_evaluate_scores_an_isp_beside_the_quick_rendering(sim64, full_run, tmp_path):
+    import json
+    root, sim = sim64
+    run, rows = full_run
+    out = tmp_path / "scores.json"
+    r = CliRunner().invoke(main, ["evaluate", str(run), str(root), "-o", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "quick rendering  PSNR" in r.output and "learned ISP      PSNR" in r.output
+    res = json.loads(out.read_text())
+    assert res["patches"] == 2 and res["level"] == 0
+    assert res["enhanced"]["psnr"] == pytest.approx(rows[-1]["test_psnr"], abs=1e-4)   # the trainer's own score
+    # the sim's raw.json holds no per-photo levels: the baseline renders without white balance
+    neutral = np.mean([psnr(quick_rendering(m), d) for m, d in zip(sim["test_mosaics"], sim["test_dslr"])])
+    assert res["quick_rendering"]["psnr"] == pytest.approx(neutral, abs=0.05)

@@ -165,6 +165,43 @@ def _patches_command() -> click.Command:
     return patches
 
 
+def _train_config(data_dir: Path | None, config_path: Path | None, options: dict):
+    """The :class:`TrainConfig` of a ``dpedkit train`` command line: the recorded one of
+    ``--config`` with what this command line gives, or one from the options, the camera (or
+    mosaic) folders and the model found in the dataset."""
+    from click.core import ParameterSource
+
+    from dpedkit.layout import dataset_cameras
+    from dpedkit.train.config import DPED_ONLY, ISP_MODELS, TrainConfig, config_from_json, detect_model
+    from dpedkit.train.raw_data import zrr_folders
+
+    ctx = click.get_current_context()
+    if config_path:
+        # only what this command line says overrides the recorded recipe, not click's defaults
+        given = {k: v for k, v in options.items()
+                 if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        if data_dir is not None:
+            given["data_dir"] = str(data_dir)
+        return config_from_json(config_path, **{k: str(v) if isinstance(v, Path) else v for k, v in given.items()})
+    if data_dir is None:
+        raise click.UsageError("give DATA_DIR, or --config RUN/config.json")
+    model = options["model"] if options["model"] != "auto" else detect_model(data_dir)
+    if model in ISP_MODELS:
+        given = [k for k in DPED_ONLY if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: DPED options; "
+                                   f"--model {model} takes its batch sizes, learning rate, losses and "
+                                   "length from its recipe (--recipe, --stage-steps)")
+        folders = zrr_folders(data_dir, options.pop("phone"), options.pop("dslr"))
+        phone, dslr, name = folders.raw, folders.dslr, model
+    else:
+        _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
+        name = phone
+    out = options.pop("out") or str(Path("runs") / name)
+    return from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr, out=str(out),
+                        model=model)
+
+
 @_lazy_command('train', 'Train the DPED enhancer, or a learned ISP (PyNET, MicroISP) on a RAW-to-RGB dataset.')
 def _train_command() -> click.Command:
     from dpedkit.train.loop import TrainConfig
@@ -191,40 +228,9 @@ def _train_command() -> click.Command:
         --eval-every iterations. Re-running the same command resumes; Ctrl-C or SIGTERM saves
         last.pt after the current iteration.
         """
-        from click.core import ParameterSource
+        from dpedkit.train.loop import train as run_training
 
-        from dpedkit.layout import dataset_cameras
-        from dpedkit.train.config import DPED_ONLY, ISP_MODELS, detect_model
-        from dpedkit.train.loop import config_from_json, train as run_training
-        from dpedkit.train.raw_data import zrr_folders
-
-        ctx = click.get_current_context()
-        if config_path:
-            # only what this command line says overrides the recorded recipe, not click's defaults
-            given = {k: v for k, v in options.items()
-                     if ctx.get_parameter_source(k) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-            if data_dir is not None:
-                given["data_dir"] = str(data_dir)
-            cfg = config_from_json(config_path, **{k: str(v) if isinstance(v, Path) else v
-                                                   for k, v in given.items()})
-        else:
-            if data_dir is None:
-                raise click.UsageError("give DATA_DIR, or --config RUN/config.json")
-            model = options["model"] if options["model"] != "auto" else detect_model(data_dir)
-            if model in ISP_MODELS:
-                given = [k for k in DPED_ONLY if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
-                if given:
-                    raise click.UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: DPED options; "
-                                           f"--model {model} takes its batch sizes, learning rate, losses and "
-                                           "length from its recipe (--recipe, --stage-steps)")
-                folders = zrr_folders(data_dir, options.pop("phone"), options.pop("dslr"))
-                phone, dslr, name = folders.raw, folders.dslr, model
-            else:
-                _, phone, dslr = dataset_cameras(data_dir, options.pop("phone"), options.pop("dslr"))
-                name = phone
-            out = options.pop("out") or str(Path("runs") / name)
-            cfg = from_options(TrainConfig, options, data_dir=str(data_dir), phone=phone, dslr=dslr,
-                               out=str(out), model=model)
+        cfg = _train_config(data_dir, config_path, options)
         if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
             from dpedkit.train.launch import train_on_processes
             rows = train_on_processes(cfg, nproc_per_node)

@@ -11,7 +11,8 @@
 #   1. the card, driver and torch build;
 #   2. DPED training it/s, optimised vs plain fp32 eager, batch 50, and the 20,000-iteration
 #      time it implies (bench/train.py), also with torch.compile;
-#   3. learned-ISP training it/s per level (bench/train.py --model pynet), when that recipe exists;
+#   3. learned-ISP training steps/s per level, PyNET and MicroISP at the published batch sizes
+#      (bench/train.py --isp);
 #   4. enhance of a 12 MP photo: fp16 (dpedkit's default on CUDA) and fp32, seconds and peak memory;
 #   5. a 2,000-iteration DPED run on the demo data: its test PSNR/SSIM curve (metrics.csv).
 #
@@ -41,11 +42,8 @@ if torch.cuda.is_available() else print('no CUDA device: figures below are the C
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee -a "$OUT/log.txt"
 step 120 "DPED training, batch $BATCH" $P bench/train.py --device $DEVICE --iters $ITERS --batch-size $BATCH
 step 150 "DPED training, batch $BATCH, torch.compile" $P bench/train.py --device $DEVICE --iters $ITERS --batch-size $BATCH --compile
-if $P bench/train.py --help 2>/dev/null | grep -q -- "--model"; then
-    step 120 "learned ISP training per level" $P bench/train.py --device $DEVICE --model pynet --iters $ITERS
-else
-    echo; echo "== learned ISP training: bench/train.py has no --model yet (skipped)"
-fi
+if [ "${QUICK:-0}" = 1 ]; then ISP="--isp-side 64 --isp-batch 2 --pynet-width 4"; else ISP="--isp-side 448"; fi
+step 150 "learned ISP training per level (published batches)" $P bench/train.py --device $DEVICE --isp $ISP --iters 3
 step 90 "enhance $MP MP" $P bench/enhance.py --device $DEVICE --megapixels $MP --methods "plain fp32,dpedkit fp32,dpedkit fast"
 step 240 "$DEMO_ITERS-iteration DPED run on the demo data" .venv-gpu/bin/dpedkit demo "$OUT/demo" --train-iters $DEMO_ITERS --batch-size $BATCH --test-patches 50
 echo; echo "== test PSNR curve of the $DEMO_ITERS-iteration run"

@@ -65,6 +65,9 @@ def bench_isp(args) -> None:
     n = max(2 * (args.isp_batch or 50), 4)
     make_zrr(tmp, args.isp_side, n)
     for name in ("pynet", "microisp"):
+        if name == "microisp" and args.isp_side < 160:
+            print(f"microisp: skipped (it takes mosaics of at least 160 px, not {args.isp_side})")
+            continue
         base = RECIPES[name]
         stages = tuple(replace(s, batch_size=args.isp_batch or s.batch_size) for s in base.stages)
         kwargs = {"width": args.pynet_width} if name == "pynet" else {}

@@ -117,6 +117,22 @@ def to_pynet_values(data: np.ndarray, black, white: float, pattern_offset: tuple
     return np.clip(np.rint(v), 0, PYNET_MAX).astype(np.uint16)
 
 
+def pack_bayer(mosaic: np.ndarray) -> np.ndarray:
+    """PyNET's input: an RGGB mosaic ``(H, W)`` (0…1020) → ``(4, H/2, W/2)`` float32 ``(B, Gb, R, Gr) / 1020``."""
+    if mosaic.ndim != 2 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
+        raise RawMosaicError(f"not a 1-channel mosaic of even size (shape {mosaic.shape})")
+    m = mosaic.astype(np.float32) / PYNET_MAX
+    return np.stack([m[1::2, 1::2], m[0::2, 1::2], m[0::2, 0::2], m[1::2, 0::2]])
+
+
+def unpack_bayer(packed: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`pack_bayer`: ``(4, h, w)`` → the RGGB mosaic ``(2h, 2w)`` in 0…1020 (float32)."""
+    b, gb, r, gr = packed
+    m = np.empty((2 * b.shape[0], 2 * b.shape[1]), np.float32)
+    m[1::2, 1::2], m[0::2, 1::2], m[0::2, 0::2], m[1::2, 0::2] = b, gb, r, gr
+    return m * PYNET_MAX
+
+
 def to_zurich_values(data: np.ndarray, white: float) -> np.ndarray:
     """The published Zurich RAW-to-RGB convention: the raw values as the sensor wrote them,
     black level included, on a 10-bit scale (what a model trained on that dataset expects).

@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpedkit.errors import StoppedError
+from dpedkit.errors import DpedkitError, StoppedError
+from dpedkit.raw import RawMosaicError
 from dpedkit.fs import write_bytes_atomic
 from dpedkit.progress import Progress, callback
 from dpedkit.camera_files import other_file_status
 from dpedkit.imageio import ImageReadError, encode_image, list_images, other_files, read_image
 from dpedkit.layout import MANIFEST, Journal
 from dpedkit.model.device import resolve_device
-from dpedkit.model.generator import load_generator, model_fingerprint
+from dpedkit.model.generator import load_model, model_fingerprint
 from dpedkit.enhance.planner import BudgetError, parse_size
 from dpedkit.enhance.strips import enhance_exact
-from dpedkit.enhance.outputs import add_metadata, read_metadata, side_by_side
+from dpedkit.enhance.outputs import PhotoMetadata, add_metadata, read_metadata, side_by_side
 from dpedkit.model.inference import enhance_tiled, prepare
 from dpedkit.runner import Item, RunSummary, fingerprints, params_hash, plan, run, stage_folder
 
@@ -168,8 +169,18 @@ class _Enhancer:
         self.device = resolve_device(opts.device)
         self.dtype = resolve_precision(opts.precision, self.device)
         self.max_bytes = parse_size(opts.max_memory) if opts.max_memory else None
-        g, what = load_generator(model)
-        self.g = prepare(g, self.device, self.dtype)
+        g, what, channels = load_model(model)
+        self.isp = channels == 4                   # a learned ISP: RAW files in (dpedkit.enhance.raw_isp)
+        if self.isp:
+            from dpedkit.enhance.raw_isp import training_values
+            from dpedkit.model.checkpoint import load_checkpoint
+            if opts.tile or opts.max_memory:
+                raise BudgetError("--tile and --max-memory are for the DPED enhancer; a learned ISP renders each "
+                                  "RAW file whole")
+            self.raw_values = training_values(load_checkpoint(model).get("config") or {})
+            self.g = g.eval().to(self.device, self.dtype)
+        else:
+            self.g = prepare(g, self.device, self.dtype)
         self.params = enhance_params(model, opts, self.dtype)
         self.megapixels = self.busy = 0.0
         log(f"model: {what}; {self.device.type}, {str(self.dtype).replace('torch.', '')}"
@@ -184,7 +195,7 @@ class _Enhancer:
             img, enhanced = self._enhance(photo.src)
         except StoppedError:
             raise                                  # the disk or the folder: every later photo would fail too
-        except (ImageReadError, BudgetError) as e:
+        except (ImageReadError, BudgetError, RawMosaicError, DpedkitError) as e:
             rec["reason"] = f"{e} ({photo.src})"
         except Exception as e:                     # one photo's surprise must not stop the others
             rec["reason"] = f"unexpected error: {type(e).__name__}: {e} ({photo.src})"
@@ -195,6 +206,8 @@ class _Enhancer:
         return dict(rec, status="ok")
 
     def _enhance(self, src: Path) -> tuple[np.ndarray, np.ndarray]:
+        if self.isp:
+            return self._render_raw(src)
         o = self.opts
         img = read_image(src)
         t0 = time.perf_counter()
@@ -205,9 +218,20 @@ class _Enhancer:
         self.megapixels += img.shape[0] * img.shape[1] / 1e6
         return img, enhanced
 
+    def _render_raw(self, src: Path) -> tuple[np.ndarray, np.ndarray]:
+        """The quick rendering (the "before") and the learned ISP's rendering of a RAW file."""
+        from dpedkit.enhance.raw_isp import network_input, quick_look, render
+        t0 = time.perf_counter()
+        packed, mosaic = network_input(src, self.raw_values)
+        out = render(self.g, packed, self.device, self.dtype)
+        self.busy += time.perf_counter() - t0
+        self.megapixels += out.shape[0] * out.shape[1] / 1e6
+        return quick_look(mosaic), out
+
     def _write(self, photo: _Photo, img: np.ndarray, enhanced: np.ndarray) -> None:
         o = self.opts
-        meta = read_metadata(photo.src)        # EXIF (orientation 1) and ICC profile carried over
+        # EXIF (orientation 1) and ICC profile carried over; a RAW file's are the sensor's: none
+        meta = PhotoMetadata() if self.isp else read_metadata(photo.src)
         if o.side_by_side:
             write_bytes_atomic(photo.outputs[1], add_metadata(
                 encode_image(side_by_side(img, enhanced), "." + o.format, o.quality), meta))

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from dpedkit.errors import DpedkitError
 from dpedkit.layout import RAW_JSON
-from dpedkit.raw import PYNET_MAX, Mosaic, RawMosaicError, decode_mosaic, quick_rgb
+from dpedkit.raw import PYNET_MAX, Mosaic, RawMosaicError, decode_mosaic, pack_bayer, quick_rgb, unpack_bayer  # noqa: F401
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
@@ -53,22 +53,6 @@ class RawDataError(DpedkitError, ValueError):
 
 
 # ---------------------------------------------------------------- per-patch conversions
-
-def pack_bayer(mosaic: np.ndarray) -> np.ndarray:
-    """PyNET's input: an RGGB mosaic ``(H, W)`` (0…1020) → ``(4, H/2, W/2)`` float32 ``(B, Gb, R, Gr) / 1020``."""
-    if mosaic.ndim != 2 or mosaic.shape[0] % 2 or mosaic.shape[1] % 2:
-        raise RawDataError(f"not a 1-channel mosaic of even size (shape {mosaic.shape})")
-    m = mosaic.astype(np.float32) / PYNET_MAX
-    return np.stack([m[1::2, 1::2], m[0::2, 1::2], m[0::2, 0::2], m[1::2, 0::2]])
-
-
-def unpack_bayer(packed: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`pack_bayer`: ``(4, h, w)`` → the RGGB mosaic ``(2h, 2w)`` in 0…1020 (float32)."""
-    b, gb, r, gr = packed
-    m = np.empty((2 * b.shape[0], 2 * b.shape[1]), np.float32)
-    m[1::2, 1::2], m[0::2, 1::2], m[0::2, 0::2], m[1::2, 0::2] = b, gb, r, gr
-    return m * PYNET_MAX
-
 
 def dslr_target(rgb: np.ndarray, level: int) -> np.ndarray:
     """The DSLR patch (``(H, W, 3)`` uint8 RGB) as PyNET-PyTorch's loader feeds level ``level``:
@@ -132,9 +116,9 @@ def _from_raw_json(root: Path) -> tuple[str | None, str | None]:
         d = json.loads((root / RAW_JSON).read_text())
     except (OSError, ValueError):
         return None, None
-    if d.get("raw_values", "pynet") != "pynet":
+    if d.get("raw_values") == "native":
         raise RawDataError(f"{root / RAW_JSON} says the mosaics hold the camera's native values; PyNET's packing "
-                           "divides by 1020: build the dataset with --raw-values pynet")
+                           "divides by 1020: build the dataset with --raw-values zurich (the default) or normalized")
     folders = d.get("folders") if isinstance(d.get("folders"), dict) else {}
     name = lambda p: p.split("/")[1] if isinstance(p, str) and p.count("/") >= 2 else None  # noqa: E731
     return name(folders.get("raw")), name(folders.get("dslr"))
@@ -220,7 +204,7 @@ class ZrrPatches(Dataset):
             try:
                 mosaic, rgb = self.read_pair(kk)
                 return torch.from_numpy(pack_bayer(mosaic)), torch.from_numpy(dslr_target(rgb, self.level))
-            except RawDataError as e:
+            except (RawDataError, RawMosaicError) as e:
                 self.bad.append((self.indices[kk], str(e)))
                 log.warning("skipping patch %d: %s", self.indices[kk], e)
         raise RawDataError(f"no readable patch pair in {self.folders.root / self.split}")

@@ -183,6 +183,19 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
     assert np.array_equal(nat, aligned_mosaics[r["name"]][y:y + S, x:x + S])
     with pytest.raises(ValueError, match="layout zrr"):
         cut_patches(root / "aligned", tmp_path / "dped", PatchOptions(jobs=1, progress=False), log=lambda *_: None)
+    # what dpedkit train reads: the learned ISP trains on the default (zurich-valued) dataset,
+    # one step per level; the native-valued one is refused with what to do
+    from dpedkit.train.config import TrainConfig
+    from dpedkit.train.loop import train
+    from dpedkit.train.raw_data import RawDataError
+    cfg = dict(model="pynet", recipe="pynet-cpu-test", stage_steps=1, device="cpu", keep_checkpoints=0)
+    trained = train(TrainConfig(data_dir=str(ds), phone="huawei_raw", dslr="canon", out=str(tmp_path / "run"), **cfg),
+                    log=lambda *_: None, progress=False)
+    assert [r["level"] for r in trained] == [5, 5, 4, 3, 2, 1, 0] and all(np.isfinite(r["test_psnr"]) for r in trained)
+    with pytest.raises(RawDataError, match="--raw-values zurich"):
+        train(TrainConfig(data_dir=str(tmp_path / "nat"), phone="huawei_raw", dslr="canon", out=str(tmp_path / "run2"),
+                          **cfg),
+              log=lambda *_: None, progress=False)
 
 
 def test_heic_and_rgb_raw_pairs_go_through_align_and_patches(tmp_path, dslr_photos):

@@ -200,3 +200,35 @@ def test_evaluate_scores_an_isp_beside_the_quick_rendering(sim64, full_run, tmp_
     # the sim's raw.json holds no per-photo levels: the baseline renders without white balance
     neutral = np.mean([psnr(quick_rendering(m), d) for m, d in zip(sim["test_mosaics"], sim["test_dslr"])])
     assert res["quick_rendering"]["psnr"] == pytest.approx(neutral, abs=0.05)
+
+
+def test_enhance_renders_raw_files_with_the_isp_and_gives_bad_ones_a_reason(full_run, tmp_path):
+    """``dpedkit enhance RUN raw/*.dng``: a DNG (a simulated 10-bit RGGB mosaic of a real
+    photo) rendered by the network exactly as the whole packed mosaic through it; a
+    metadata-only DNG stub (a real file) fails with its reason, the others go on."""
+    from tests.camera_writer import write_dng
+    from tests.helpers import EXTERNAL
+    from tests.train.zrr_sim import photos, simulate_mosaic
+    from dpedkit.model.generator import load_model
+    from dpedkit.raw import pack_bayer
+    run, _ = full_run
+    mosaic = simulate_mosaic(photos()[1][100:164, 200:296], np.random.default_rng(1))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_dng(raw / "a.dng", mosaic, "RGGB", 0, 1023)
+    stub = EXTERNAL / "camera_files" / "DNG.dng"
+    if stub.is_file():
+        (raw / "stub.dng").symlink_to(stub)
+    r = CliRunner().invoke(main, ["enhance", str(run), str(raw), "-o", str(tmp_path / "out"), "--side-by-side",
+                                  "--device", "cpu", "--format", "png", "--allow-failures"])
+    assert r.exit_code == 0 and (tmp_path / "out" / "a.png").is_file(), r.output
+    from dpedkit.imageio import read_image
+    out = read_image(tmp_path / "out" / "a.png")
+    net, _, _ = load_model(run)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(pack_bayer(mosaic))[None])[0].clamp(0, 1)
+    ref = (ref * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    assert out.shape == (64, 96, 3) and np.abs(out.astype(int) - ref).max() <= 1
+    assert read_image(tmp_path / "out" / "a_before_after.png").shape[1] > 96
+    if stub.is_file():
+        assert "stub" in r.output and "failed" in r.output

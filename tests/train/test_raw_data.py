@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dpedkit.raw import RawMosaicError
 from dpedkit.train.raw_data import (RawDataError, ZrrPatches, dslr_target, pack_bayer, unpack_bayer, zrr_folders)
 from tests.train.zrr_sim import write_zrr
 
@@ -35,7 +36,7 @@ def test_pack_bayer_is_pynets_channel_order():
     assert np.allclose(p[2] * 1020, m[0::2, 0::2]) and np.allclose(p[3] * 1020, m[1::2, 0::2])
     assert np.allclose(p[2, 1, 2] * 1020, 100 + 10 * 2 + 4)        # R of the cell at row 2, column 4
     assert np.allclose(unpack_bayer(p), m)
-    with pytest.raises(RawDataError, match="even size"):
+    with pytest.raises(RawMosaicError, match="even size"):
         pack_bayer(m[:3])
 
 

@@ -84,7 +84,7 @@ def write_zrr(root: Path, size: int = 64, n_train: int = 48, n_test: int = 8, ra
                 out["test_quick"].append(quick[j][y:y + size, x:x + size])
     if raw_json:
         (root / "raw.json").write_text(json.dumps({
-            "layout": "zrr", "raw_values": "pynet", "size": size,
+            "layout": "zrr", "raw_values": "normalized", "size": size,
             "folders": {"raw": f"{{train,test}}/{raw_dir}/<i>.png", "dslr": f"{{train,test}}/{dslr_dir}/<i>.jpg"}}))
     return out
 

@@ -1,0 +1,77 @@
+"""``dpedkit enhance`` with a learned ISP: a camera RAW/DNG file rendered to sRGB by the
+network, fed as the dataset it was trained on was packed.
+
+The input: the file's Bayer mosaic (:func:`dpedkit.raw.read_mosaic`, sensor orientation),
+cropped to start on an R site and to even sides (one row and/or column dropped for BGGR,
+GRBG, GBRG sensors, as ``patches --layout zrr`` phases its windows), in the values the
+training dataset holds (its ``raw.json`` ``raw_values``: ``zurich`` — the raw values with the
+black level on a 10-bit scale, the default — or ``normalized``: black 0, white 1020), packed
+as PyNET's loader packs it (:func:`dpedkit.raw.pack_bayer`). The network runs on
+the whole image (exact: its instance norms and attention see the whole photo, as in
+training's statistics over a patch); the output is sRGB at the mosaic's resolution, clipped
+to [0, 1] and rounded to 8 bits. Bounded-memory strips are for the DPED generator only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dpedkit.errors import DpedkitError
+from dpedkit.layout import RAW_JSON
+from dpedkit.raw import Mosaic, pack_bayer, quick_rgb, read_mosaic, rggb_offset, to_pynet_values, to_zurich_values
+
+RAW_VALUES = ("zurich", "normalized")
+
+
+class RawIspError(DpedkitError, ValueError):
+    """A RAW file cannot be rendered with this learned ISP; the message says why."""
+
+
+def training_values(checkpoint_config: dict) -> str:
+    """The value convention of the dataset a run trained on (``raw.json``), else ``zurich``
+    (``patches --layout zrr``'s default)."""
+    try:
+        d = json.loads((Path(checkpoint_config["data_dir"]) / RAW_JSON).read_text())
+        values = d.get("raw_values", "zurich")
+        return "normalized" if values == "pynet" else values      # "pynet": an earlier name of normalized
+    except (OSError, ValueError, KeyError, TypeError):
+        return "zurich"
+
+
+def rggb_crop(m: Mosaic) -> Mosaic:
+    """``m`` cropped to start on an R site and to even sides."""
+    ox, oy = rggb_offset(m.pattern)
+    data = m.data[oy:, ox:]
+    data = data[: data.shape[0] // 2 * 2, : data.shape[1] // 2 * 2]
+    black = tuple(np.roll(np.asarray(m.black).reshape(2, 2), (-oy, -ox), axis=(0, 1)).ravel())
+    return Mosaic(data, "RGGB", black, m.white, m.wb, m.flip)
+
+
+def network_input(path: str | Path, raw_values: str) -> tuple[np.ndarray, Mosaic]:
+    """The packed network input ``(4, H/2, W/2)`` float32 of a RAW file, and its RGGB mosaic."""
+    if raw_values not in RAW_VALUES:
+        raise RawIspError(f"the model was trained on mosaics in {raw_values!r} values; dpedkit renders RAW files "
+                          f"for {' or '.join(RAW_VALUES)} datasets")
+    m = rggb_crop(read_mosaic(path))
+    if raw_values == "zurich":
+        values = to_zurich_values(m.data, m.white)
+    else:
+        values = to_pynet_values(m.data, m.black, m.white)
+    return pack_bayer(values), m
+
+
+@torch.inference_mode()
+def render(net: torch.nn.Module, packed: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
+    """The network's sRGB rendering ``(H, W, 3)`` uint8 of a packed mosaic (whole image)."""
+    x = torch.from_numpy(packed)[None].to(device, dtype)
+    out = net(x)[0].float().clamp(0, 1)
+    return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def quick_look(m: Mosaic) -> np.ndarray:
+    """The quick rendering of the mosaic (the "before" of a side-by-side)."""
+    return quick_rgb(m)

@@ -35,6 +35,7 @@ from dpedkit.train.distributed import Ranks, batch_slice
 from dpedkit.train.isp_losses import IspLoss
 from dpedkit.train.raw_data import ZrrPatches, pack_bayer, quick_rendering
 from dpedkit.train.recipes import Recipe, recipe
+from dpedkit.train.trainer import content_network
 
 LOSS_KEYS = IspLoss.TERMS
 METRIC_FIELDS = ["iteration", "level", *LOSS_KEYS, "test_psnr", "test_ms_ssim", "seconds"]
@@ -129,7 +130,10 @@ class IspTrainer:
         self.ends = self._stage_ends()
         torch.manual_seed(cfg.seed)
         self.net = self.recipe.build_model().to(self.device, memory_format=self.memory_format)
-        self.vgg = self._content_network()
+        needs_vgg = any(s.weights.content > 0 for s in self.recipe.stages)
+        self.vgg = content_network(cfg, self.device, log) if needs_vgg else None
+        if self.vgg is not None:
+            self.vgg.to(memory_format=self.memory_format)
         self.iteration, self.stage = 0, -1
         self._enter(self._stage_at(0))
 
@@ -187,18 +191,6 @@ class IspTrainer:
         self.batches = iter(DataLoader(self.train_set, batch_sampler=sampler, num_workers=workers,
                                        collate_fn=_collate, pin_memory=self.cuda,
                                        persistent_workers=False))
-
-    def _content_network(self):
-        if not any(s.weights.content > 0 for s in self.recipe.stages):
-            return None
-        if self.cfg.content_loss == "none":
-            self.log("warning: training without the VGG content term (--content-loss none): expect weaker results")
-            return None
-        from dpedkit.model.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
-        path = find_vgg_weights(self.cfg.vgg)
-        if path is None:
-            raise TrainError(WEIGHT_HELP)
-        return load_vgg19(path).to(self.device, memory_format=self.memory_format)
 
     def _wrap(self) -> None:
         """What a step runs through: DDP (unused parameters allowed: a coarse level leaves the

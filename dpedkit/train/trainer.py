@@ -58,7 +58,7 @@ class Trainer:
             near_identity(self.G)
         self.G = self.G.to(self.device)
         self.D = Discriminator(self.train_phone.shape[-1]).to(self.device)
-        self.vgg = self._content_network()
+        self.vgg = content_network(cfg, self.device, log)
         for m in (self.G, self.D, self.vgg):
             if m is not None:
                 m.to(memory_format=self.memory_format)
@@ -88,16 +88,6 @@ class Trainer:
         self.test_phone, self.test_dslr = load_split(root, cfg.phone, cfg.dslr, "test", cfg.eval_patches, size=None)
         if self.cuda:  # the whole set on the GPU: sampling a batch is an index, no host copy
             self.train_phone, self.train_dslr = self.train_phone.to(self.device), self.train_dslr.to(self.device)
-
-    def _content_network(self):
-        if self.cfg.content_loss == "none":
-            self.log("warning: training without the content loss (--content-loss none): expect weaker results")
-            return None
-        from dpedkit.model.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
-        path = find_vgg_weights(self.cfg.vgg)
-        if path is None:
-            raise TrainError(WEIGHT_HELP)
-        return load_vgg19(path).to(self.device)
 
     def _wrap_networks(self) -> None:
         """What the steps run through: DDP wrappers that average gradients over the processes
@@ -260,6 +250,19 @@ class Trainer:
         self.rng.set_state(ck["rng"])
         torch.set_rng_state(ck["torch_rng"])
         return ck
+
+
+def content_network(cfg: TrainConfig, device: torch.device, log):
+    """VGG-19 for the content loss (weights from ``--vgg``, ``$DPEDKIT_VGG`` or torch hub's
+    cache, never downloaded), or None with ``--content-loss none`` (and a warning)."""
+    if cfg.content_loss == "none":
+        log("warning: training without the content loss (--content-loss none): expect weaker results")
+        return None
+    from dpedkit.model.vgg import WEIGHT_HELP, find_vgg_weights, load_vgg19
+    path = find_vgg_weights(cfg.vgg)
+    if path is None:
+        raise TrainError(WEIGHT_HELP)
+    return load_vgg19(path).to(device)
 
 
 def _descend(losses: torch.Tensor, opt: torch.optim.Optimizer) -> torch.Tensor:

@@ -81,10 +81,12 @@ def test_the_output_suffix_chooses_the_format_and_an_unknown_one_is_refused(tmp_
 # as they can: one CLI export (int8, whose float32 flatbuffer is kept on the way), one small
 # fp16 generator, one small MicroISP.
 # Bounds (max abs over the output, RGB in [0, 1]; PSNR with data range 1), against the PyTorch
-# fp32 output at the export size: fp32 1e-3 (measured ~3e-7); fp16 weights 2e-2 (measured
-# ~5e-3); int8 convolutions: PSNR >= 24 dB for the random-weight test generator (measured
-# 28.5 dB: its random channels widen the ranges the image channels share) and >= 40 dB for
-# the official iPhone model (measured 47 dB at 100x100).
+# fp32 output at the export size (measured with litert-torch 0.10 on 2 cores): fp32 1e-3
+# (measured 4e-7 for the official iPhone model, 2e-5 for the lively checkpoint at 100x100,
+# MicroISP ~3e-7); fp16 weights 2e-2 (measured 7e-4, one-block generator at 64x64); int8
+# convolutions: PSNR >= 24 dB for the random-weight lively generator (measured 25.8 dB at
+# 100x100: its random channels widen the ranges the image channels share) and >= 40 dB for
+# the official iPhone model (measured 46.6 dB at 100x100 on a chelsea crop).
 FP32_TOL, FP16_TOL, INT8_PSNR_FLOOR, INT8_PSNR_FLOOR_OFFICIAL = 1e-3, 2e-2, 24.0, 40.0
 
 
@@ -188,7 +190,7 @@ def test_fp16_stays_close_to_the_float_model(tmp_path, samples, litert):
         ref = g(x).numpy()
     f32_bytes = 4 * sum(p.numel() for p in g.parameters())
     f16 = export_tflite(g, tmp_path / "f16.tflite", (1, 3, 64, 64), "fp16")
-    assert f16.stat().st_size < 0.55 * f32_bytes
+    assert f16.stat().st_size < 0.55 * f32_bytes        # measured 0.52
     assert np.abs(run_tflite(f16, x) - ref).max() <= FP16_TOL
     assert np.abs(ref - x.numpy()).max() > 0.05
 

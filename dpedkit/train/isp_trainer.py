@@ -252,8 +252,7 @@ class IspTrainer:
     def evaluate(self) -> dict:
         """PSNR (and MS-SSIM where the level's patches hold its scales) on the test patches at
         the current level, as PyNET's evaluation computes them."""
-        set_level(self.net, self.test_set, self.level)
-        side = min(self.test_set[0][1].shape[-2:])
+        side = min(self.test_set.read_pair(0)[0].shape) >> self.level     # the targets' side at this level
         with self._autocast():
             scores = evaluate_isp(self.net, self.test_set, self.level, self.device,
                                   with_ms_ssim=side >= MS_SSIM_MIN_SIDE)

@@ -37,7 +37,7 @@ class Trainer:
     What the shared loop (:mod:`dpedkit.train.loop`) asks of a trainer, which the learned-ISP
     :class:`~dpedkit.train.isp_trainer.IspTrainer` offers too: ``iteration``,
     ``total_iters``, ``step()``, ``stage_ends_at(i)``, ``evaluate()``, ``sample_image()``,
-    ``state()``/``generator_state()``/``load()``, ``step_bytes(batch)``, ``loss_keys``,
+    ``state()``/``generator_state()``/``load()``, ``loss_keys``,
     ``metric_fields``, ``describe()``, ``loss_text()``, ``score_text()``, ``best_scope()``.
     """
     loss_keys = LOSS_KEYS
@@ -199,10 +199,6 @@ class Trainer:
     @staticmethod
     def best_scope(row: dict):
         return None           # every evaluation's PSNR compares
-
-    def step_bytes(self, batch: int) -> int:
-        from dpedkit.train.memory import step_bytes
-        return step_bytes(self, batch)
 
     # -- evaluation, state ----------------------------------------------------------------
     def evaluate(self) -> dict:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from dpedkit.enhance.planner import default_budget, plan
-from dpedkit.model.inference import generate, to_image, to_tensor
+from dpedkit.model.inference import Moments, generate, to_image, to_tensor
 from dpedkit.model.layers import (Conv, InstanceNorm, LayerNet, ScaledTanh, Segment, norms, radius, reuses_slot,
                                   segments, walk)
 
@@ -113,53 +113,6 @@ class RowStore:
         if self.file is not None:
             self.file.close()
         self.array = None
-
-
-def _colsum(v: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Column sums of a (N, C) tensor in float64: float32 sums of ``chunk`` rows (relative
-    error ~1e-8), added in float64 — as fast as a float32 sum, unlike sum(dtype=float64)."""
-    n = v.shape[0] // chunk * chunk
-    return v[:n].view(-1, chunk, v.shape[1]).sum(1).double().sum(0) + v[n:].double().sum(0)
-
-
-class Moments:
-    """Per-channel mean and biased variance of a stream of strips, merged in float64."""
-
-    def __init__(self):
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def add(self, x: torch.Tensor) -> None:
-        """Add a (1, C, h, w) strip: its mean, then its centred sum of squares (two passes,
-        no cancellation), merged into the running moments in float64."""
-        v = x[0].permute(1, 2, 0).reshape(-1, x.shape[1])     # pixels × channels: a view for channels_last
-        n = v.shape[0]
-        if n == 0:
-            return
-        mean = _colsum(v) / n
-        d = v - mean.to(v.device, v.dtype)
-        m2 = _colsum(d * d) - _colsum(d) ** 2 / n
-        self._merge(n, mean.cpu(), m2.cpu())
-
-    def _merge(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        if self.mean is None:
-            self.n, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.n * n / total)
-        self.n = total
-
-    def finite(self) -> bool:
-        return self.mean is not None and bool(torch.isfinite(self.mean).all() and torch.isfinite(self.m2).all())
-
-    def scale_shift(self, norm: torch.nn.InstanceNorm2d, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) with ``norm(x) == x * scale + shift`` for this stream's statistics."""
-        var = self.m2 / self.n
-        scale = norm.weight.detach().double().cpu() / torch.sqrt(var + norm.eps)
-        shift = norm.bias.detach().double().cpu() - self.mean * scale
-        return (scale.view(1, -1, 1, 1).to(like.device, like.dtype),
-                shift.view(1, -1, 1, 1).to(like.device, like.dtype))
 
 
 def conv_rows(conv: torch.nn.Conv2d, x: torch.Tensor, a: int, b: int, height: int) -> tuple[torch.Tensor, int, int]:

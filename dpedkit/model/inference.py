@@ -23,13 +23,62 @@ from dpedkit.model.layers import Conv, InstanceNorm, LayerNet, ScaledTanh, out_c
 from dpedkit.model.networks import GENERATOR_STEPS, Generator
 
 
-def _stats32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (biased variance, mean) of one image, in fp32 whatever x's dtype."""
-    if x.dtype == torch.float32:
-        return torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
-    # one channel at a time in fp32: no full-size fp32 copy, and no fp16 overflow of the variance
-    vm = [torch.var_mean(c.float(), correction=0) for c in x[0]]
-    return torch.stack([v for v, _ in vm]).view(1, -1, 1, 1), torch.stack([m for _, m in vm]).view(1, -1, 1, 1)
+def _colsum(v: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Column sums of a (N, C) tensor in float64: float32 sums of ``chunk`` rows (relative
+    error ~1e-8), added in float64 — as fast as a float32 sum, unlike sum(dtype=float64)."""
+    n = v.shape[0] // chunk * chunk
+    return v[:n].view(-1, chunk, v.shape[1]).sum(1).double().sum(0) + v[n:].double().sum(0)
+
+
+class Moments:
+    """Per-channel mean and biased variance of a stream of strips, merged in float64."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add a (1, C, h, w) strip: its mean, then its centred sum of squares (two passes,
+        no cancellation), merged into the running moments in float64."""
+        v = x[0].permute(1, 2, 0).reshape(-1, x.shape[1])     # pixels × channels: a view for channels_last
+        n = v.shape[0]
+        if n == 0:
+            return
+        mean = _colsum(v) / n
+        d = v - mean.to(v.device, v.dtype)
+        m2 = _colsum(d * d) - _colsum(d) ** 2 / n
+        self._merge(n, mean.cpu(), m2.cpu())
+
+    def _merge(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.n * n / total)
+        self.n = total
+
+    def finite(self) -> bool:
+        return self.mean is not None and bool(torch.isfinite(self.mean).all() and torch.isfinite(self.m2).all())
+
+    def scale_shift(self, norm: torch.nn.InstanceNorm2d, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) with ``norm(x) == x * scale + shift`` for this stream's statistics."""
+        var = self.m2 / self.n
+        scale = norm.weight.detach().double().cpu() / torch.sqrt(var + norm.eps)
+        shift = norm.bias.detach().double().cpu() - self.mean * scale
+        return (scale.view(1, -1, 1, 1).to(like.device, like.dtype),
+                shift.view(1, -1, 1, 1).to(like.device, like.dtype))
+
+
+def image_moments(x: torch.Tensor) -> Moments:
+    """The per-channel moments of one image ``(1, C, H, W)``, gathered over row chunks, each
+    in float32 whatever x's dtype (no float16 overflow): exact two-pass moments with only a
+    chunk-sized temporary, and 5–10× faster than ``torch.var_mean`` on CPU. Chunks of 2^16
+    pixels on CPU (cache-sized); of 2^22 on a GPU, where each chunk's merge is a sync."""
+    m, rows = Moments(), max(1, (1 << (22 if x.is_cuda else 16)) // x.shape[3])
+    for r in range(0, x.shape[2], rows):
+        m.add(x[:, :, r:r + rows].float())
+    return m
 
 
 class InPlaceOps:
@@ -43,11 +92,8 @@ class InPlaceOps:
         return self.net.get_submodule(s.name)(x)
 
     def norm(self, s: InstanceNorm, x: torch.Tensor) -> torch.Tensor:
-        norm = self.net.get_submodule(s.name)
-        var, mean = _stats32(x)
-        scale = norm.weight.view(1, -1, 1, 1) / torch.sqrt(var + norm.eps)
-        shift = norm.bias.view(1, -1, 1, 1) - mean * scale
-        return x.mul_(scale.to(x.dtype)).add_(shift.to(x.dtype))
+        scale, shift = image_moments(x).scale_shift(self.net.get_submodule(s.name), x)
+        return x.mul_(scale).add_(shift)
 
     def relu(self, s, x: torch.Tensor) -> torch.Tensor:
         return x.relu_()

@@ -12,8 +12,8 @@ from dpedkit.report.site import build_site
 from tests.report.site_check import BROWSER, browser_images, pages_of, parse, screenshot
 
 
-# the demo, kept short: every scoring of the (slow, full-size) generator on CPU runs on 8 patches
-DEMO = dict(train_iters=2, batch_size=4, test_patches=8)
+# the demo, kept short: one iteration, and every scoring of the (slow, full-size) generator on CPU runs on 4 patches
+DEMO = dict(train_iters=1, batch_size=4, test_patches=4)
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,11 @@ def test_demo_rerun_with_other_settings_continues(demo, tmp_path):
     root = tmp_path / "demo"
     shutil.copytree(demo[0], root)
     log = []
-    assert run_demo(root, **{**DEMO, "train_iters": DEMO["train_iters"] + 1, "batch_size": 2, "test_patches": 4},
+    assert run_demo(root, **{**DEMO, "train_iters": DEMO["train_iters"] + 1, "batch_size": 2, "test_patches": 2},
                     log=log.append) == 0
     text = "\n".join(log)
     assert "recipe changed on resume" in text and "batch_size: 4 → 2" in text
-    assert json.loads((root / "runs" / "demo" / "evaluate_phone.json").read_text())["patches"] == 4
+    assert json.loads((root / "runs" / "demo" / "evaluate_phone.json").read_text())["patches"] == 2
     assert "evaluating" in text                                               # another model and test set: re-scored
 
 

@@ -9,7 +9,9 @@ The output's suffix chooses the format (:data:`FORMATS`); a writer per format:
 - ``.tflite`` (:mod:`dpedkit.export.tflite`): a fixed input size ``(H, W)``
   (``--input-size``, default :data:`TFLITE_SIZE`), float32 **NHWC** ``(1, H, W, 3)`` RGB in
   [0, 1] → the same shape, whatever the quantisation (``none``, ``fp16``, or ``int8``
-  calibrated on a folder of images). Needs ``pip install 'dpedkit[tflite]'``.
+  calibrated on a folder of images; a learned ISP's ``(1, h, w, 4)`` packed Bayer →
+  ``(1, 2h, 2w, 3)``, int8 calibrated on its RAW-to-RGB dataset's training mosaics,
+  :func:`~dpedkit.export.tflite.calibration_mosaics`). Needs ``pip install 'dpedkit[tflite]'``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import click
 
 from dpedkit.export.errors import ExportError
 from dpedkit.export.onnx import OPSET, export_onnx
-from dpedkit.export.tflite import CALIBRATION_LIMIT, QUANTIZE, calibration_images, export_tflite, require
+from dpedkit.export.tflite import (CALIBRATION_LIMIT, QUANTIZE, calibration_images, calibration_mosaics, export_tflite,
+                                   require)
 from dpedkit.fs import sync_folders
 from dpedkit.model.generator import load_model
 
@@ -70,7 +73,9 @@ class ExportOptions:
                 "activations, calibrated on --calibration).", "choices": list(QUANTIZE)})
     calibration: Path | None = field(default=None, metadata={
         "help": f"int8 only (and needed there): a folder of images like the model's input, e.g. a DPED dataset's "
-                f"phone patches (dataset/<phone>/training_data/<phone>); at most {CALIBRATION_LIMIT} are used.",
+                f"phone patches (dataset/<phone>/training_data/<phone>); for a learned ISP, its RAW-to-RGB dataset "
+                f"(--layout zrr), whose train/ mosaics are packed as training packs them; at most "
+                f"{CALIBRATION_LIMIT} are used.",
         "click_type": click.Path(exists=True, file_okay=False, path_type=Path)})
 
 
@@ -101,7 +106,8 @@ def check_options(out: str | Path, opts: ExportOptions) -> str:
     else:
         if opts.quantize == "int8" and opts.calibration is None:
             raise ExportError("--quantize int8 needs --calibration DIR: a folder of images like the model's input "
-                              "(e.g. a DPED dataset's phone patches), to measure each activation's range")
+                              "(e.g. a DPED dataset's phone patches; for a learned ISP, its RAW-to-RGB dataset), to "
+                              "measure each activation's range")
         if opts.calibration is not None and opts.quantize != "int8":
             raise ExportError(f"--calibration is for --quantize int8 only, not {opts.quantize}")
         require()
@@ -114,18 +120,17 @@ def export_model(model: str | Path, out: str | Path, opts: ExportOptions | None 
     opts = opts or ExportOptions()
     fmt = check_options(out, opts)
     g, what, channels = load_model(model)
-    if channels == 4 and opts.quantize == "int8":
-        raise ExportError("--quantize int8 of a learned ISP is not supported yet (its calibration needs RAW "
-                          "mosaics); use --quantize fp16 or none")
     if fmt == "ONNX":
         path = export_onnx(g, out, opts.opset, channels=channels, example_size=(64, 96) if channels == 3 else (80, 80))
         detail = f"ONNX opset {opts.opset}, input (1, {channels}, H, W) " + (
             "RGB in [0, 1]" if channels == 3 else "packed Bayer (B, Gb, R, Gr) / 1020")
     else:
         h, w = opts.input_size or TFLITE_SIZE
-        cal = calibration_images(opts.calibration, (h, w)) if opts.quantize == "int8" else None
+        samples = calibration_mosaics if channels == 4 else calibration_images
+        cal = samples(opts.calibration, (h, w)) if opts.quantize == "int8" else None
         path = export_tflite(g, out, (1, channels, h, w), opts.quantize, cal)
-        how = {"none": "float32", "fp16": "float16 weights", "int8": f"int8, calibrated on {len(cal or ())} images"}
+        kind = "packed mosaics" if channels == 4 else "images"
+        how = {"none": "float32", "fp16": "float16 weights", "int8": f"int8, calibrated on {len(cal or ())} {kind}"}
         detail = f"TFLite, {how[opts.quantize]}, input (1, {h}, {w}, {channels}) NHWC " + (
             "RGB in [0, 1]" if channels == 3 else "packed Bayer (B, Gb, R, Gr) / 1020")
     sync_folders()

@@ -203,6 +203,33 @@ def calibration_images(folder: str | Path, size: tuple[int, int], limit: int = C
     return out
 
 
+def calibration_mosaics(root: str | Path, size: tuple[int, int], limit: int = CALIBRATION_LIMIT) -> list[np.ndarray]:
+    """Packed-Bayer samples for a learned ISP's int8 calibration from a Zurich RAW-to-RGB
+    dataset ``root`` (``dpedkit patches --layout zrr``): its ``train/`` mosaic patches, at most
+    ``limit`` evenly spread over them, each packed as training feeds it
+    (:class:`dpedkit.train.raw_data.ZrrPatches`: ``(4, h, w)`` = ``(B, Gb, R, Gr) / 1020``) and
+    centre-cropped to ``size`` ``(h, w)`` packed pixels (whole 2×2 cells, so every channel keeps
+    its Bayer site); NCHW ``(1, 4, h, w)`` float32. A patch smaller than ``size`` is an error."""
+    from dpedkit.train.raw_data import RawDataError, ZrrPatches
+    try:
+        train = ZrrPatches(root, "train")
+    except RawDataError as e:
+        raise ExportError(f"a learned ISP calibrates int8 on a RAW-to-RGB dataset (--layout zrr): {e}") from None
+    n = len(train)
+    picks = [k * n // limit for k in range(limit)] if n > limit else range(n)
+    h, w = size
+    out = []
+    for k in picks:
+        packed = train[k][0].numpy()
+        if packed.shape[1] < h or packed.shape[2] < w:
+            raise ExportError(f"{train.folders.raw_path('train', train.indices[k])}: its packed mosaic is "
+                              f"{packed.shape[1]}x{packed.shape[2]}, smaller than the input size {h}x{w}: export "
+                              f"with --input-size at most that (half the RAW patch's side)")
+        top, left = (packed.shape[1] - h) // 2, (packed.shape[2] - w) // 2
+        out.append(np.ascontiguousarray(packed[None, :, top:top + h, left:left + w]))
+    return out
+
+
 def run_tflite(model: str | Path | bytes, x: np.ndarray | torch.Tensor, threads: int | None = None) -> np.ndarray:
     """The file's output for the NCHW input ``x``, back in NCHW (LiteRT's CPU interpreter)."""
     from ai_edge_litert.interpreter import Interpreter

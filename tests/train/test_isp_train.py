@@ -1,7 +1,8 @@
 """Learned ISPs through the shared loop (``dpedkit train --model pynet|microisp``): the
 published schedule as data, the losses, the level schedule moving from the coarsest level to
 full resolution on one network, exact resumes across and within stages, checkpoints that
-name their network, and short CPU trainings on simulated RAW patches (tests/train/zrr_sim.py)."""
+name their network, and short CPU trainings on simulated RAW patches (tests/train/zrr_sim.py)
+that beat the quick rendering."""
 
 from __future__ import annotations
 
@@ -140,22 +141,37 @@ def test_cli_picks_the_isp_from_the_layout_and_refuses_dped_options(sim64, tmp_p
     assert r.exit_code == 2 and "stage_steps: 1 → 2" in r.output
 
 
-def test_microisp_learns_towards_the_dslr_rendering(tmp_path):
-    """150 steps of the published-size MicroISP (batch 2, 160 px mosaics, the smallest it
-    takes) on 16 simulated patches through the shared loop: the loss falls and the test PSNR
-    rises by 5 dB, most of the way to the quick rendering. (Beating the rendering takes about
-    500 steps: 22.3 dB against its 18.8 dB when measured, 35 s — a benchmark's figure
-    (bench/train.py --isp), not a suite's.)"""
-    sim = write_zrr(tmp_path / "data", size=160, n_train=16, n_test=4)
-    baseline = float(np.mean([psnr(q, d) for q, d in zip(sim["test_quick"], sim["test_dslr"])]))
+MICROISP_MARGIN = 3.0      # dB over the quick rendering, on the test patches
+
+
+def test_microisp_beats_the_quick_rendering(tmp_path):
+    """``--model microisp --recipe microisp-cpu-test`` (3 blocks a stage, 150 steps of batch 2,
+    160 px mosaics: recipes.py says why it differs from the published MicroISP) on 32
+    simulated training patches, then ``dpedkit evaluate``'s scoring of the run on 4 test
+    patches from other pixels of the same photos (``held_out="region"``: the photo split's
+    dark night sky is a colour the other photos hardly show). The learned ISP beats the
+    quick rendering by MICROISP_MARGIN, where the rendering is the stronger of evaluate's
+    (each patch alone, no white balance in this raw.json) and the whole photo rendered with
+    the sensor's true white balance and cut (as ``patches --layout zrr`` verifies pairs).
+    Measured: quick rendering 18.09 dB (whole photo) and 13.32 dB (evaluate's); the ISP
+    8.85 dB before, 23.06 dB after: +4.97 dB (the same schedule in a bare loop from other
+    initialisation seeds: +4.7 to +5.3 dB); 8.3 s on a busy 2-core machine (the
+    published-size network's 150 steps took 26 s and stayed ~3 dB below the rendering)."""
+    from dpedkit.evaluate import evaluate_model
+    sim = write_zrr(tmp_path / "data", size=160, n_train=32, n_test=4, held_out="region")
+    whole = float(np.mean([psnr(q, d) for q, d in zip(sim["test_quick"], sim["test_dslr"])]))
     rows = train(TrainConfig(data_dir=str(tmp_path / "data"), phone="huawei_raw", dslr="canon",
                              out=str(tmp_path / "run"), model="microisp", recipe="microisp-cpu-test",
-                             stage_steps=150, eval_every=75, device="cpu", keep_checkpoints=0), **QUIET)
-    before, after = rows[0]["test_psnr"], rows[-1]["test_psnr"]
-    print(f"MicroISP: quick rendering {baseline:.2f} dB, before {before:.2f}, after {after:.2f} dB")
-    assert before < baseline - 5
-    assert rows[-1]["loss"] < 0.5 * rows[1]["loss"]           # mean over steps 76-150 against 1-75
-    assert after > before + 5
+                             eval_every=50, device="cpu", keep_checkpoints=0, channels_last=True), **QUIET)
+    res = evaluate_model(tmp_path / "run", tmp_path / "data", device="cpu", log=lambda *_: None)
+    before, after = rows[0]["test_psnr"], res["enhanced"]["psnr"]
+    baseline = max(whole, res["quick_rendering"]["psnr"])
+    print(f"MicroISP: quick rendering {whole:.2f} dB (whole photo), {res['quick_rendering']['psnr']:.2f} dB "
+          f"(evaluate); learned ISP before {before:.2f}, after {after:.2f} dB")
+    assert res["patches"] == 4 and after == pytest.approx(rows[-1]["test_psnr"], abs=1e-4)
+    assert [r["iteration"] for r in rows] == [0, 50, 100, 150]
+    assert before < baseline - 5 and rows[-1]["loss"] < 0.5 * rows[1]["loss"]
+    assert after > baseline + MICROISP_MARGIN
 
 
 def test_too_few_patches_for_a_stage_is_refused(sim64, tmp_path):

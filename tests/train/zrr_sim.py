@@ -53,27 +53,46 @@ def photos() -> list[np.ndarray]:
     return [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
 
 
+TEST_COLUMNS = 0.6     # held_out="region": test patches lie right of this share of each photo's width
+
+
+def _windows(img: np.ndarray, split: str, held_out: str, size: int) -> tuple[int, int]:
+    """The even-x range ``[x0, x1)`` of a split's patch origins in ``img`` (module's ``held_out``)."""
+    w = img.shape[1]
+    cut = int(w * TEST_COLUMNS) // 2 * 2
+    if held_out == "photo":
+        return 0, w - size
+    return (0, cut - size) if split == "train" else (cut, w - size)
+
+
 def write_zrr(root: Path, size: int = 64, n_train: int = 48, n_test: int = 8, raw_dir: str = "huawei_raw",
-              dslr_dir: str = "canon", raw_json: bool = True, seed: int = 0) -> dict:
+              dslr_dir: str = "canon", raw_json: bool = True, seed: int = 0, held_out: str = "photo") -> dict:
     """``root/{train,test}/<raw_dir>/<i>.png`` + ``<dslr_dir>/<i>.jpg``: ``size`` px patches cut
-    at random even positions from whole simulated photos (test patches from the last photo,
-    train from the others). Returns the test patches as written and the quick rendering of
-    the whole mosaic cut at the same places (as ``patches --layout zrr`` renders it):
-    ``{"test_mosaics", "test_dslr", "test_quick"}``."""
+    at random even positions from whole simulated photos. ``held_out="photo"``: test patches
+    from the last photo (a dark blue night sky the other three hardly show), train from the
+    others; ``"region"``: both from every photo, test patches right of
+    :data:`TEST_COLUMNS` of its width and training patches left of it (disjoint pixels, one
+    sensor simulation per photo). Returns the test patches as written and the quick
+    rendering of the whole mosaic cut at the same places (as ``patches --layout zrr``
+    renders it): ``{"test_mosaics", "test_dslr", "test_quick"}``."""
     from dpedkit.train.raw_data import quick_rendering
     rng = np.random.default_rng(seed)
     imgs = [p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2, :3] for p in photos()]
     out = {"test_mosaics": [], "test_dslr": [], "test_quick": []}
-    for split, n, pool in (("train", n_train, imgs[:-1]), ("test", n_test, imgs[-1:])):
+    pools = (("train", n_train, imgs[:-1]), ("test", n_test, imgs[-1:])) if held_out == "photo" else \
+        (("train", n_train, imgs), ("test", n_test, imgs))
+    shared = [simulate_mosaic(img, rng) for img in imgs] if held_out == "region" else None
+    for split, n, pool in pools:
         (root / split / raw_dir).mkdir(parents=True, exist_ok=True)
         (root / split / dslr_dir).mkdir(parents=True, exist_ok=True)
-        sims = [simulate_mosaic(img, rng) for img in pool]
+        sims = shared or [simulate_mosaic(img, rng) for img in pool]
         quick = [quick_rendering(m, SENSOR_WB) for m in sims] if split == "test" else None
         for i in range(n):
             j = i % len(pool)
             img, full = pool[j], sims[j]
+            x0, x1 = _windows(img, split, held_out, size)
             y = 2 * int(rng.integers(0, (img.shape[0] - size) // 2))
-            x = 2 * int(rng.integers(0, (img.shape[1] - size) // 2))
+            x = x0 + 2 * int(rng.integers(0, (x1 - x0) // 2))
             mosaic = full[y:y + size, x:x + size]
             cv2.imwrite(str(root / split / raw_dir / f"{i}.png"), mosaic)
             cv2.imwrite(str(root / split / dslr_dir / f"{i}.jpg"), dslr_look(img[y:y + size, x:x + size])[..., ::-1],

@@ -188,20 +188,30 @@ def srgb_encode(linear: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
-def quick_rgb(m: Mosaic, half: bool = False, exposure_percentile: float = 99.0, target: float = 0.9) -> np.ndarray:
+def exposure_level(m: Mosaic, exposure_percentile: float = 99.0) -> float:
+    """The level of the black-subtracted, white-balanced mosaic (``normalized`` units, 1 =
+    white) at the ``exposure_percentile`` of the brightest channel, on the one-pixel-per-cell
+    rendering (a quarter of the pixels): the exposure :func:`quick_rgb` maps to its target."""
+    rgb = half_size_rgb(normalized(m), m.pattern) * np.asarray(m.wb, np.float32)
+    return float(np.percentile(rgb.max(axis=2), exposure_percentile))
+
+
+def quick_rgb(m: Mosaic, half: bool = False, exposure_percentile: float = 99.0, target: float = 0.9,
+              level: float | None = None) -> np.ndarray:
     """A fast 8-bit RGB rendering of a mosaic for **matching**, not for datasets.
 
     Black subtracted, as-shot white balance, bilinear demosaic at full sensor resolution
-    (or one pixel per 2×2 cell with ``half``), exposure scaled so that the
-    ``exposure_percentile`` of the brightest channel reaches ``target`` (phones under-expose
-    RAW captures; the scale changes no correlation), sRGB curve. No colour matrix: the
-    cameras' colour rendition does not matter for geometry. Same pixel grid and orientation
-    as the mosaic.
+    (or one pixel per 2×2 cell with ``half``), exposure scaled so that ``level`` (default:
+    this mosaic's :func:`exposure_level`; phones under-expose RAW captures, and the scale
+    changes no correlation) reaches ``target``, sRGB curve. A patch cut from a photo renders
+    as the photo did when given the photo's level. No colour matrix: the cameras' colour
+    rendition does not matter for geometry. Same pixel grid and orientation as the mosaic.
     """
     v = normalized(m)
     rgb = half_size_rgb(v, m.pattern) if half else demosaic_bilinear(v, m.pattern)
     rgb *= np.asarray(m.wb, np.float32)
-    level = float(np.percentile(rgb.max(axis=2), exposure_percentile))
+    if level is None:
+        level = exposure_level(m, exposure_percentile)
     if level > 1e-6:
         rgb *= target / level
     return np.clip(srgb_encode(rgb) * 255 + 0.5, 0, 255).astype(np.uint8)

@@ -53,8 +53,8 @@ from dpedkit.imageio import ImageReadError, read_image
 from dpedkit.layout import ZrrLayout
 from dpedkit.patches.common import is_plain_name, same_size
 from dpedkit.patches.search import SearchOptions, extract_phone_patch, grid_positions, match_windows
-from dpedkit.raw import (PYNET_MAX, ZURICH_BITS, Mosaic, RawMosaicError, decode_mosaic, encode_mosaic, pattern_at, quick_rgb,
-                         rggb_offset, to_pynet_values, to_zurich_values)
+from dpedkit.raw import (PYNET_MAX, ZURICH_BITS, Mosaic, RawMosaicError, decode_mosaic, encode_mosaic, exposure_level,
+                         pattern_at, quick_rgb, rggb_offset, to_pynet_values, to_zurich_values)
 
 ZRR_SIZE = 448
 RAW_VALUES = ("zurich", "normalized", "native")
@@ -92,17 +92,18 @@ def written_levels(m: Mosaic, raw_values: str) -> dict:
     return {"black_level": [round(b * k, 3) for b in m.black], "white_level": round(min(m.white * k, 1023), 3)}
 
 
-def zrr_windows(m: Mosaic, dslr: np.ndarray, o: SearchOptions):
+def zrr_windows(m: Mosaic, dslr: np.ndarray, o: SearchOptions, level: float | None = None):
     """Search every grid window of the mosaic against the aligned DSLR image.
 
-    Returns ``(rendering, windows)``: the quick rendering the search ran on, and for each
+    Returns ``(rendering, windows)``: the quick rendering the search ran on (at the photo's
+    :func:`~dpedkit.raw.exposure_level`, which ``raw.json`` records), and for each
     grid window ``(X, Y, match)`` with ``(X, Y)`` its top-left in mosaic pixels (R at
     ``(X, Y)``, B at ``(X+1, Y+1)``) and ``match`` the
     :class:`~dpedkit.patches.search.WindowMatch` whose ``dx, dy, angle`` place the DSLR patch
     (cut it with :func:`dslr_patch`)."""
     if o.size % 2:
         raise OptionError(f"the patch size must be even for a Bayer mosaic (got {o.size})")
-    rendering = quick_rgb(m)
+    rendering = quick_rgb(m, level=level)
     h, w = m.data.shape
     ox, oy = rggb_offset(m.pattern)
     pos = grid_positions(w, h, o)
@@ -145,7 +146,10 @@ def raw_json(layout: ZrrLayout, o, results: list[dict]) -> dict:
          "dslr_scale": 1, "raw_values": o.raw_values,
          "source_patterns": {r["name"]: r["levels"]["cfa_pattern"] for r in ok},
          "levels": {r["name"]: r["levels"] for r in ok},
-         "written_levels": {r["name"]: r["written_levels"] for r in ok if "written_levels" in r}}
+         "written_levels": {r["name"]: r["written_levels"] for r in ok if "written_levels" in r},
+         # the exposure each photo's quick rendering used (dpedkit.raw.exposure_level): evaluate's baseline
+         # renders a patch as the pair was verified, not with the patch's own exposure
+         "exposure_levels": {r["name"]: r["exposure_level"] for r in ok if "exposure_level" in r}}
     if o.raw_values == "zurich":
         d.update(value_range=[0, 1023], convention=(
             "the published Zurich RAW-to-RGB convention: the sensor's raw values, black level included (as PyNET's "
@@ -185,9 +189,10 @@ class MosaicPair:
         same_size(self.hw, self.dslr)
         self.raw_values = job.opts.raw_values
         self.rendering = None
+        self.level = exposure_level(self.mosaic)
 
     def windows(self, o: SearchOptions) -> list:
-        self.rendering, found = zrr_windows(self.mosaic, self.dslr, o)
+        self.rendering, found = zrr_windows(self.mosaic, self.dslr, o, self.level)
         return [w for _, _, w in found]
 
     def cut(self, w, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,7 +214,8 @@ class MosaicPair:
         return np.pad(v, ((0, oy), (0, ox)), mode="reflect") if ox or oy else v
 
     def result(self) -> dict:
-        return {"levels": self.mosaic.record(), "written_levels": written_levels(self.mosaic, self.raw_values)}
+        return {"levels": self.mosaic.record(), "written_levels": written_levels(self.mosaic, self.raw_values),
+                "exposure_level": self.level}
 
     @staticmethod
     def root(out: Path, phone: str) -> Path:

@@ -72,10 +72,10 @@ def quick_rendering(mosaic: np.ndarray, wb: tuple[float, float, float] = (1.0, 1
 
 def baseline_renderer(root: str | os.PathLike):
     """``render(split, index, mosaic) → (H, W, 3) uint8``: the quick rendering of a dataset's
-    patch with its photo's white balance and written black/white levels (``raw.json``'s
-    ``levels`` and ``written_levels``, the photo named by ``patches.csv``), as ``patches
-    --layout zrr`` rendered it to verify the pair; without those files, no white balance,
-    black 0, white 1020."""
+    patch with its photo's white balance, written black/white levels and exposure
+    (``raw.json``'s ``levels``, ``written_levels`` and ``exposure_levels``, the photo named by
+    ``patches.csv``), as ``patches --layout zrr`` rendered it to verify the pair; without
+    those, no white balance, black 0, white 1020, the patch's own exposure."""
     import csv
     root = Path(root)
     try:
@@ -91,7 +91,8 @@ def baseline_renderer(root: str | os.PathLike):
         black = float(np.mean(written.get("black_level", [0.0])))
         white = float(written.get("white_level", PYNET_MAX))
         wb = tuple(levels.get("wb_gains", (1.0, 1.0, 1.0)))
-        return quick_rgb(Mosaic(np.asarray(mosaic, np.uint16), "RGGB", (black,) * 4, white, wb))
+        level = d.get("exposure_levels", {}).get(name)
+        return quick_rgb(Mosaic(np.asarray(mosaic, np.uint16), "RGGB", (black,) * 4, white, wb), level=level)
     return render
 
 

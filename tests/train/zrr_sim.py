@@ -75,21 +75,27 @@ def write_zrr(root: Path, size: int = 64, n_train: int = 48, n_test: int = 8, ra
     sensor simulation per photo). Returns the test patches as written and the quick
     rendering of the whole mosaic cut at the same places (as ``patches --layout zrr``
     renders it): ``{"test_mosaics", "test_dslr", "test_quick"}``."""
+    from dpedkit.raw import Mosaic, exposure_level
     from dpedkit.train.raw_data import quick_rendering
     rng = np.random.default_rng(seed)
     imgs = [p[: p.shape[0] // 2 * 2, : p.shape[1] // 2 * 2, :3] for p in photos()]
     out = {"test_mosaics": [], "test_dslr": [], "test_quick": []}
-    pools = (("train", n_train, imgs[:-1]), ("test", n_test, imgs[-1:])) if held_out == "photo" else \
-        (("train", n_train, imgs), ("test", n_test, imgs))
+    exposure, rows = {}, ["split,index,name"]        # per simulated photo, as patches records them
+    every = list(range(len(imgs)))
+    pools = (("train", n_train, every[:-1]), ("test", n_test, every[-1:])) if held_out == "photo" else \
+        (("train", n_train, every), ("test", n_test, every))
     shared = [simulate_mosaic(img, rng) for img in imgs] if held_out == "region" else None
     for split, n, pool in pools:
         (root / split / raw_dir).mkdir(parents=True, exist_ok=True)
         (root / split / dslr_dir).mkdir(parents=True, exist_ok=True)
-        sims = shared or [simulate_mosaic(img, rng) for img in pool]
+        sims = shared or [simulate_mosaic(imgs[k], rng) for k in pool]
         quick = [quick_rendering(m, SENSOR_WB) for m in sims] if split == "test" else None
+        for j, k in enumerate(pool):
+            exposure[f"{split}{k}"] = exposure_level(Mosaic(sims[j], "RGGB", (0.0,) * 4, 1020.0, SENSOR_WB))
         for i in range(n):
             j = i % len(pool)
-            img, full = pool[j], sims[j]
+            img, full = imgs[pool[j]], sims[j]
+            rows.append(f"{split},{i},{split}{pool[j]}")
             x0, x1 = _windows(img, split, held_out, size)
             y = 2 * int(rng.integers(0, (img.shape[0] - size) // 2))
             x = x0 + 2 * int(rng.integers(0, (x1 - x0) // 2))
@@ -104,7 +110,9 @@ def write_zrr(root: Path, size: int = 64, n_train: int = 48, n_test: int = 8, ra
     if raw_json:
         (root / "raw.json").write_text(json.dumps({
             "layout": "zrr", "raw_values": "normalized", "size": size,
-            "folders": {"raw": f"{{train,test}}/{raw_dir}/<i>.png", "dslr": f"{{train,test}}/{dslr_dir}/<i>.jpg"}}))
+            "folders": {"raw": f"{{train,test}}/{raw_dir}/<i>.png", "dslr": f"{{train,test}}/{dslr_dir}/<i>.jpg"},
+            "levels": {name: {"wb_gains": list(SENSOR_WB)} for name in exposure}, "exposure_levels": exposure}))
+        (root / "patches.csv").write_text("\n".join(rows) + "\n")
     return out
 
 

@@ -15,8 +15,9 @@ import pytest
 
 from dpedkit.align.geometry import corner_error
 from dpedkit.imageio import read_image, write_image
-from dpedkit.layout import read_records
-from dpedkit.raw import pattern_at, to_zurich_values
+from dpedkit.layout import MANIFEST, read_records
+from dpedkit.patches.zrr import read_mosaic_png
+from dpedkit.raw import exposure_level, pattern_at, to_zurich_values
 from dpedkit.testing.synth import random_homography
 from tests.camera_writer import SENSOR_WB, luminance_corr, simulate_raw_phone, write_dng, write_heic
 
@@ -136,6 +137,10 @@ def test_zrr_layout_is_what_pynet_reads(raw_aligned, tmp_path):
     # 10-bit "a" keeps its numbers; 12-bit "b" (black 256, white 4095) lands on 10-bit levels
     assert meta["written_levels"]["a"] == {"black_level": [64.0] * 4, "white_level": 1023.0}
     assert meta["written_levels"]["b"]["black_level"] == [63.953] * 4     # 256 · 1023 / 4095
+    # the exposure each photo's rendering used, from the aligned mosaic itself
+    for name, (black, white) in {"a": (64, 1023), "b": (256, 4095)}.items():
+        m = read_mosaic_png(root / "aligned" / "phone" / f"{name}.png", read_records(root / "aligned" / MANIFEST)[name])
+        assert meta["exposure_levels"][name] == pytest.approx(exposure_level(m)) and 0.05 < exposure_level(m) < 1.5
     rows = list(__import__("csv").DictReader(open(ds / "patches.csv")))
     aligned_mosaics = {n: cv2.imread(str(root / "aligned" / "phone" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in truth}
     levels = {"a": (64, 1023), "b": (256, 4095)}

@@ -8,7 +8,9 @@ from dpedkit.imageio import write_image
 from tests.helpers import upscaled
 from dpedkit.testing.synth import sample_images, synthetic_pair
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# pytest-xdist (README's command: -n 2) runs a test file per core, each on one thread: two
+# threads per worker would oversubscribe the cores, and small tensors gain little from a second
+os.environ.setdefault("OMP_NUM_THREADS", "1" if "PYTEST_XDIST_WORKER" in os.environ else "2")
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +38,16 @@ LEDGER: Counter = Counter()
 @pytest.fixture(scope="session")
 def ledger():
     return LEDGER
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):          # an xdist worker: hand its counts to the controller
+        session.config.workeroutput["ledger"] = dict(LEDGER)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    LEDGER.update(getattr(node, "workeroutput", {}).get("ledger", {}))
 
 
 def pytest_terminal_summary(terminalreporter):

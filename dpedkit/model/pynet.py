@@ -3,7 +3,8 @@ Learning Model"), as the authors' PyTorch code builds it (aiff22/PyNET-PyTorch `
 
 Input: the packed Bayer mosaic ``(N, 4, h, w)``, channels ``(B, Gb, R, Gr)`` of an RGGB
 mosaic of ``2h × 2w`` pixels, values ``raw / 1020`` (``raw_data.pack_bayer``); ``h`` and
-``w`` must be multiples of 16 (four 2×2 max-pools). Output of level ``k``: sRGB in (0, 1)
+``w`` must be multiples of 16 (four 2×2 max-pools) and at least 32 (level 5's reflection
+padding needs 2 px). Output of level ``k``: sRGB in (0, 1)
 (a sigmoid), ``(N, 3, 2h / 2**k, 2w / 2**k)``: level 0 is the full mosaic resolution,
 level 1 the packed resolution, level 5 ``h/16``.
 
@@ -219,12 +220,13 @@ def check_level(level: int) -> int:
 
 
 def check_input(x: torch.Tensor) -> None:
-    """Packed 4-channel input whose sides pass four 2×2 pools (multiples of 16)."""
+    """Packed 4-channel input whose sides pass four 2×2 pools (multiples of 16) and leave the
+    coarsest level at least 2 px, which its reflection padding needs (sides ≥ 32)."""
     if x.ndim != 4 or x.shape[1] != 4:
         raise ValueError(f"PyNET takes the packed Bayer mosaic (N, 4, h, w), got shape {tuple(x.shape)}")
-    if x.shape[-2] % 16 or x.shape[-1] % 16:
-        raise ValueError(f"PyNET's packed input sides must be multiples of 16 (mosaic sides multiples of 32), "
-                         f"got {x.shape[-2]}x{x.shape[-1]}")
+    if x.shape[-2] % 16 or x.shape[-1] % 16 or min(x.shape[-2:]) < 32:
+        raise ValueError(f"PyNET's packed input sides must be multiples of 16 and at least 32 (mosaic sides "
+                         f"multiples of 32, at least 64), got {x.shape[-2]}x{x.shape[-1]}")
 
 
 def strip_data_parallel(state: dict) -> dict:

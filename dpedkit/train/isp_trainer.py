@@ -229,6 +229,17 @@ class IspTrainer:
         return losses.detach()
 
     # -- what the loop shows, scores and saves ---------------------------------------------
+    def step_memory(self) -> int:
+        """Estimated peak bytes of the largest training step still to come (its stages differ)."""
+        from dpedkit.train.memory import isp_step_bytes
+        return isp_step_bytes(self)
+
+    def memory_terms(self, room: float) -> tuple[str, str]:
+        """What :func:`~dpedkit.train.memory.check_memory` says of a step that does not fit
+        (a recipe's batch sizes are its own: no smaller batch is offered)."""
+        return (f"the largest training step of {self.recipe.name}",
+                "train on more processes (--nproc-per-node) or a larger device")
+
     def describe(self) -> str:
         stages = ", ".join(f"level {s.level} × {self.ends[k] - (self.ends[k - 1] if k else 0)} steps of batch "
                            f"{s.batch_size}" for k, s in enumerate(self.recipe.stages))

@@ -37,7 +37,7 @@ from dpedkit.train.config import TrainError
 from dpedkit.train.isp_losses import IspLoss
 
 ACTIVATION_FACTOR = 1.5
-ISP_PROBE_SIDE = {"pynet": 32, "microisp": 160}     # mosaic px: the smallest each network takes
+ISP_PROBE_SIDE = {"pynet": 64, "microisp": 160}     # mosaic px: the smallest each network takes
 GIB = 2 ** 30
 
 
@@ -150,16 +150,13 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def check_memory(t, log, ignore: bool = False) -> int:
-    """Refuse (:class:`TrainError`) a run whose step's estimated peak memory exceeds what is
-    available, saying which batch size fits; with ``ignore`` warn instead. Processes of a
-    CPU run share the machine's memory: all of them are counted. Returns the estimate (bytes)."""
+    """Refuse (:class:`TrainError`) a run whose step's estimated peak memory (the trainer's
+    ``step_memory()``) exceeds what is available, saying what fits (its ``memory_terms``);
+    with ``ignore`` warn instead. Processes of a CPU run share the machine's memory: all of
+    them are counted. Returns the estimate (bytes)."""
     world = t.ranks.world if t.device.type != "cuda" else 1
-    b = t.part.stop - t.part.start
     try:
-        if hasattr(t, "recipe"):       # a learned ISP: the largest of its stages still to come
-            need = world * isp_step_bytes(t)
-        else:
-            need = world * step_bytes(t, b)
+        need = world * t.step_memory()
     except (NotImplementedError, RuntimeError) as e:   # an operation without a meta kernel: no estimate
         log(f"warning: cannot estimate the training step's memory ({type(e).__name__}: {e}); not checked")
         return 0
@@ -167,21 +164,9 @@ def check_memory(t, log, ignore: bool = False) -> int:
     if avail is None or need <= avail:
         return need
     where = "GPU" if t.device.type == "cuda" else "RAM"
-    if hasattr(t, "recipe"):
-        msg = (f"the largest training step of {t.recipe.name} needs about "
-               f"{need / GIB:.1f} GiB (estimated) but {avail / GIB:.1f} GiB of {where} is available: train on "
-               f"more processes (--nproc-per-node) or a larger device (--ignore-memory starts anyway)")
-        if not ignore:
-            raise TrainError(msg)
-        log(f"warning: {msg}")
-        return need
-    one, two = step_bytes(t, 1), step_bytes(t, 2)
-    fits = int((avail / world - (2 * one - two)) // max(two - one, 1)) * t.ranks.world
-    msg = (f"one training step at --batch-size {t.cfg.batch_size} needs about {need / GIB:.1f} GiB (estimated) "
-           f"but {avail / GIB:.1f} GiB of {where} is available: "
-           + (f"--batch-size {fits} fits" if fits >= 1 else
-              "not even --batch-size 1 fits: free memory or use smaller patches")
-           + " (--ignore-memory starts anyway)")
+    what, advice = t.memory_terms(avail / world)
+    msg = (f"{what} needs about {need / GIB:.1f} GiB (estimated) but {avail / GIB:.1f} GiB of {where} is available: "
+           f"{advice} (--ignore-memory starts anyway)")
     if not ignore:
         raise TrainError(msg)
     log(f"warning: {msg}")

@@ -181,6 +181,20 @@ class Trainer:
     def stage_ends_at(iteration: int) -> bool:
         return False          # one stage
 
+    def step_memory(self) -> int:
+        """Estimated peak bytes of one training step of this process (:mod:`dpedkit.train.memory`)."""
+        from dpedkit.train.memory import step_bytes
+        return step_bytes(self, self.part.stop - self.part.start)
+
+    def memory_terms(self, room: float) -> tuple[str, str]:
+        """What :func:`~dpedkit.train.memory.check_memory` says of a step that does not fit:
+        the step, and the batch size that fits in ``room`` bytes per process."""
+        from dpedkit.train.memory import step_bytes
+        one, two = step_bytes(self, 1), step_bytes(self, 2)
+        fits = int((room - (2 * one - two)) // max(two - one, 1)) * self.ranks.world
+        return (f"one training step at --batch-size {self.cfg.batch_size}",
+                f"--batch-size {fits} fits" if fits >= 1 else "not even --batch-size 1 fits: free memory or use smaller patches")
+
     def describe(self) -> str:
         return (f"{self.train_phone.shape[0]} training and {self.test_phone.shape[0]} test patches, "
                 f"{self.cfg.iters} iterations of batch {self.cfg.batch_size}")

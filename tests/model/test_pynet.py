@@ -48,6 +48,8 @@ def test_runs_only_up_to_the_level(small):
 def test_refuses_bad_input(small):
     with pytest.raises(ValueError, match="multiples of 16"):
         small(torch.rand(1, 4, 40, 32))
+    with pytest.raises(ValueError, match="at least 32"):            # level 5 would be 1 px: no reflection pad
+        small(torch.rand(1, 4, 16, 32))
     with pytest.raises(ValueError, match="packed Bayer"):
         small(torch.rand(1, 3, 32, 32))
     with pytest.raises(ValueError, match="levels 0"):

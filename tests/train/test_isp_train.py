@@ -182,6 +182,21 @@ def test_too_few_patches_for_a_stage_is_refused(sim64, tmp_path):
         train(isp_config(root, tmp_path / "run", train_size=2), **QUIET)
 
 
+def test_an_isp_run_that_cannot_fit_is_refused_before_any_checkpoint(sim64, tmp_path, monkeypatch):
+    """The estimate is the largest stage still to come; no smaller batch is offered (the recipe's own)."""
+    from dpedkit.train import memory
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
+    run = tmp_path / "run"
+    with pytest.raises(TrainError, match=r"the largest training step of pynet-cpu-test needs about .* GiB \(estimated\) "
+                                         r"but 0.0 GiB of RAM is available: train on more processes"):
+        train(isp_config(sim64[0], run), **QUIET)
+    assert not (run / "checkpoints").exists()
+    lines = []
+    rows = train(isp_config(sim64[0], run, ignore_memory=True, stage_steps=1, train_size=4), log=lines.append,
+                 progress=False)
+    assert rows and any(ln.startswith("warning: the largest training step") for ln in lines)
+
+
 def test_isp_checkpoint_exports_and_dped_commands_refuse_it(full_run, tmp_path):
     """A learned ISP's run exports to ONNX with its packed-Bayer input and matches PyTorch;
     the DPED commands name what it is instead of failing on its weights."""

@@ -1,16 +1,23 @@
 import os
-from collections import Counter
-
-import numpy as np
-import pytest
-
-from dpedkit.imageio import write_image
-from tests.helpers import upscaled
-from dpedkit.testing.synth import sample_images, synthetic_pair
+import sys
 
 # pytest-xdist (README's command: -n 2) runs a test file per core, each on one thread: two
 # threads per worker would oversubscribe the cores, and small tensors gain little from a second
-os.environ.setdefault("OMP_NUM_THREADS", "1" if "PYTEST_XDIST_WORKER" in os.environ else "2")
+# (the controller's choice is inherited by the workers: the marker lets a worker choose again)
+if os.environ.get("OMP_NUM_THREADS") in (None, os.environ.get("DPEDKIT_TEST_THREADS")):
+    os.environ["OMP_NUM_THREADS"] = os.environ["DPEDKIT_TEST_THREADS"] = \
+        "1" if "PYTEST_XDIST_WORKER" in os.environ else "2"
+if "torch" in sys.modules:        # imported before this file (by a plugin): its pool is already sized
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+from collections import Counter  # noqa: E402  (the thread count is set before numpy/torch load)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from dpedkit.imageio import write_image  # noqa: E402
+from dpedkit.testing.synth import sample_images, synthetic_pair  # noqa: E402
+from tests.helpers import upscaled  # noqa: E402
 
 
 @pytest.fixture(scope="session")

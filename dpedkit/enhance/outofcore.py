@@ -34,6 +34,8 @@ N = 1; rows are map rows (top = 0) and a range [a, b) is half-open.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from types import SimpleNamespace
 
@@ -524,6 +526,23 @@ def _dispatch(func, args, kwargs):
                          f"concatenation, global means and elementwise operations)")
 
 
+def _trimmer():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):        # not glibc: nothing to trim
+        return None
+
+
+_TRIM = _trimmer()
+
+
+def return_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc ``malloc_trim``): strips of many
+    sizes otherwise fragment the heap and the resident memory creeps up node after node."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 # -- tracing, scheduling, running ------------------------------------------------------------------
 def trace(net: torch.nn.Module, x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> Lazy:
     """The graph of ``net(x)`` (``x``: a CPU tensor ``(1, C, H, W)``), its output view."""
@@ -590,6 +609,7 @@ def run(out: Lazy, order: list[Node], frees: dict[int, list[Node]], rows: list[i
             n.compute(rows[i], in_ram, cache_dir)
             for m in frees.get(n.index, []):
                 m.release()
+            return_freed_memory()
             if progress:
                 progress(i + 1, len(order) + 1)
         h = out.shape[2]
@@ -600,3 +620,20 @@ def run(out: Lazy, order: list[Node], frees: dict[int, list[Node]], rows: list[i
     finally:
         for n in order:
             n.release()
+
+
+def output_row_cost(out: Lazy) -> int:
+    """Bytes per output row the rendering adds (float32 clamp and scale, uint8 HWC copy)."""
+    return out.shape[3] * out.channels * (2 * 4 + 2)
+
+
+def passes(out: Lazy, order: list[Node]) -> list[tuple[int, object]]:
+    """``(height, cost)`` of each pass of :func:`run`: every node's, then the output's."""
+    per_row = output_row_cost(out)
+    return [(n.shape[2], n.pass_cost) for n in order] + [(out.shape[2], lambda r: out.cost(r) + r * per_row)]
+
+
+def whole_estimate(out: Lazy, order: list[Node], frees: dict[int, list[Node]]) -> int:
+    """Estimated peak bytes of the whole-image forward: the maps alive at once, and the
+    largest operation's temporaries on whole maps."""
+    return stored_peak(order, frees) + max(cost(h) for h, cost in passes(out, order))

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpedkit.enhance import outofcore
+from dpedkit.enhance.planner import default_budget, plan_graph, resident_bytes
 from dpedkit.errors import DpedkitError
 from dpedkit.layout import RAW_JSON
 from dpedkit.raw import Mosaic, pack_bayer, quick_rgb, read_mosaic, rggb_offset, to_pynet_values, to_zurich_values
@@ -64,12 +66,41 @@ def network_input(path: str | Path, raw_values: str) -> tuple[np.ndarray, Mosaic
     return pack_bayer(values), m
 
 
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """Network output rows ``(1, 3, h, W)`` → ``(h, W, 3)`` uint8: clipped to [0, 1], rounded."""
+    return (t[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 @torch.inference_mode()
 def render(net: torch.nn.Module, packed: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
     """The network's sRGB rendering ``(H, W, 3)`` uint8 of a packed mosaic (whole image)."""
-    x = torch.from_numpy(packed)[None].to(device, dtype)
-    out = net(x)[0].float().clamp(0, 1)
-    return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8(net(torch.from_numpy(packed)[None].to(device, dtype)))
+
+
+def render_exact(net: torch.nn.Module, packed: np.ndarray, device: torch.device, dtype: torch.dtype,
+                 max_bytes: int | None = None, cache_dir: str | None = None, cache: str = "auto",
+                 progress=None, log=None) -> np.ndarray:
+    """:func:`render` within ``max_bytes`` (default :func:`~dpedkit.enhance.planner.default_budget`):
+    whole when the estimate fits, else out of core in strips (:mod:`dpedkit.enhance.outofcore`),
+    the same pixels. :class:`~dpedkit.enhance.planner.BudgetError` when not even one-row strips fit."""
+    budget = default_budget(device) if max_bytes is None else max_bytes
+    out = outofcore.trace(net, torch.from_numpy(packed)[None], device, dtype)
+    order, frees = outofcore.schedule(out)
+    h, w = out.shape[2:]
+    used = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+    p = plan_graph(outofcore.passes(out, order), outofcore.stored_peak(order, frees),
+                   outofcore.whole_estimate(out, order, frees), budget, used + h * w * 3, cache)
+    if p.mode == "whole":
+        return render(net, packed, device, dtype)
+    if log:
+        log(f"{w}×{h}: exact out of core, {len(order)} operations in strips of {min(p.pass_rows)}–"
+            f"{max(p.pass_rows)} rows, maps in {p.cache}, about {p.estimate / 2**30:.2f} of {budget / 2**30:.2f} GiB")
+    img = np.empty((h, w, 3), np.uint8)
+
+    def sink(r0: int, t: torch.Tensor) -> None:
+        img[r0:r0 + t.shape[2]] = to_uint8(t)
+    outofcore.run(out, order, frees, list(p.pass_rows), p.cache == "ram", cache_dir, sink, progress)
+    return img
 
 
 def quick_look(m: Mosaic) -> np.ndarray:

@@ -6,10 +6,20 @@ cropped to start on an R site and to even sides (one row and/or column dropped f
 GRBG, GBRG sensors, as ``patches --layout zrr`` phases its windows), in the values the
 training dataset holds (its ``raw.json`` ``raw_values``: ``zurich`` — the raw values with the
 black level on a 10-bit scale, the default — or ``normalized``: black 0, white 1020), packed
-as PyNET's loader packs it (:func:`dpedkit.raw.pack_bayer`). The network runs on
-the whole image (exact: its instance norms and attention see the whole photo, as in
-training's statistics over a patch); the output is sRGB at the mosaic's resolution, clipped
-to [0, 1] and rounded to 8 bits. Bounded-memory strips are for the DPED generator only.
+as PyNET's loader packs it (:func:`dpedkit.raw.pack_bayer`). The output is sRGB at the
+mosaic's resolution, clipped to [0, 1] and rounded to 8 bits.
+
+The rendering is exact in bounded memory (:func:`render_exact`), as for DPED: the network's
+instance norms (PyNET) and attention means (MicroISP) see the whole photo, as they saw the
+whole patch in training. When the planner's estimate of the whole-image forward fits the
+budget (``--max-memory``, default ¾ of the free memory) the network runs on the whole image
+(:func:`render`); otherwise out of core (:mod:`dpedkit.enhance.outofcore`): the forward is
+traced into its convolutions and global means, each computed once in full-width strips
+with its kernel's halo and stored (in RAM or, when the stored maps take over half the
+budget, in an unlinked file in ``--cache-dir``), norms and means from the whole map's
+statistics. Same pixels as the whole image (float max abs ≈ 1e-5; 8-bit outputs at most one
+level apart, rarely); slower (≈ 5× for PyNET at a tight budget on a CPU: thin strips).
+``--tile`` (approximate tiles) is refused for an ISP.
 """
 
 from __future__ import annotations

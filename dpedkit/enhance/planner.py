@@ -131,7 +131,7 @@ def strip_rows(cost: Callable[[int], int], height: int, room: int) -> int:
 
 
 def plan_graph(passes: list[tuple[int, Callable[[int], int]]], stored: int, whole: int, budget: int,
-               base: int, cache: str = "auto") -> Plan:
+               base: int, cache: str = "auto", on_host: bool = True) -> Plan:
     """The plan of an out-of-core graph run (:mod:`dpedkit.enhance.outofcore`, the learned ISPs).
 
     ``passes``: each pass over a map, ``(height, cost)`` with ``cost(rows)`` the bytes of one
@@ -139,13 +139,14 @@ def plan_graph(passes: list[tuple[int, Callable[[int], int]]], stored: int, whol
     ``whole``: the estimated peak of the whole-image forward; ``base``: memory already in use
     (the process, the photos). Whole-image when it fits; else every pass gets the tallest
     strips that fit, with the stored maps in RAM when they take at most half of what is left,
-    else on disk (``cache`` forces it)."""
+    else on disk (``cache`` forces it). ``on_host=False`` (a CUDA budget): the stored maps are
+    host memory, outside the budget, and go to disk unless ``cache="ram"``."""
     fixed = base + OVERHEAD
     if fixed + whole <= budget:
         return Plan("whole", passes[-1][0], "none", fixed + whole, budget)
     if cache == "auto":
-        cache = "ram" if stored <= (budget - fixed) // 2 else "disk"
-    fixed += stored if cache == "ram" else 0
+        cache = "ram" if on_host and stored <= (budget - fixed) // 2 else "disk"
+    fixed += stored if cache == "ram" and on_host else 0
     rows = tuple(strip_rows(cost, h, budget - fixed) for h, cost in passes)
     if min(rows) == 0:
         need = fixed + max(cost(1) for _, cost in passes)

@@ -94,12 +94,18 @@ def render_exact(net: torch.nn.Module, packed: np.ndarray, device: torch.device,
     whole when the estimate fits, else out of core in strips (:mod:`dpedkit.enhance.outofcore`),
     the same pixels. :class:`~dpedkit.enhance.planner.BudgetError` when not even one-row strips fit."""
     budget = default_budget(device) if max_bytes is None else max_bytes
-    out = outofcore.trace(net, torch.from_numpy(packed)[None], device, dtype)
+    try:
+        out = outofcore.trace(net, torch.from_numpy(packed)[None], device, dtype)
+    except outofcore.OutOfCoreError:
+        if max_bytes is not None:
+            raise
+        return render(net, packed, device, dtype)       # a network the tracer does not know: whole, unplanned
     order, frees = outofcore.schedule(out)
     h, w = out.shape[2:]
     used = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
     p = plan_graph(outofcore.passes(out, order), outofcore.stored_peak(order, frees),
-                   outofcore.whole_estimate(out, order, frees), budget, used + h * w * 3, cache)
+                   outofcore.whole_estimate(out, order, frees), budget, used + h * w * 3, cache,
+                   on_host=device.type == "cpu")
     if p.mode == "whole":
         return render(net, packed, device, dtype)
     if log:

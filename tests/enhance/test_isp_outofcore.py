@@ -92,6 +92,8 @@ def test_plan_graph_whole_strips_and_too_small():
     assert p.pass_rows == (min(1000, left // per_row), min(500, left // (2 * per_row)))
     d = plan_graph(passes, stored=900 << 20, whole=2 << 30, budget=1 << 30, base=100 << 20)
     assert d.cache == "disk" and d.pass_rows[0] == ((1 << 30) - (100 << 20) - planner.OVERHEAD) // per_row
+    c = plan_graph(passes, stored=100 << 20, whole=2 << 30, budget=1 << 30, base=100 << 20, on_host=False)
+    assert c.cache == "disk" and c.pass_rows[0] == d.pass_rows[0]       # CUDA: maps in host memory, off budget
     with pytest.raises(BudgetError, match="at least"):
         plan_graph(passes, stored=0, whole=2 << 30, budget=planner.OVERHEAD + (1 << 20), base=0)
 

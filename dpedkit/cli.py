@@ -261,6 +261,8 @@ def _enhance_command() -> click.Command:
         checkpoint prefix such as models_orig/iphone_orig (read without TensorFlow).
         Each photo is enhanced exactly (the generator normalises over the whole image): whole
         when it fits --max-memory, else in strips that reproduce the whole-image result.
+        A learned ISP run (PyNET, MicroISP) renders RAW/DNG files, exactly too: whole, or
+        out of core in strips within --max-memory.
         Outputs keep the input's EXIF (orientation 1) and ICC profile.
         A re-run skips photos done with the same model weights and options.
         """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,6 +71,7 @@ class Plan:
     cache: str              # "none", "ram" or "disk"
     estimate: int           # estimated peak bytes of the process (CPU) or device memory (CUDA)
     budget: int
+    pass_rows: tuple[int, ...] = ()     # a graph plan's strip height of each pass (plan_graph)
 
 
 def strip_bytes(rows: int, width: int, item: int, steps=GENERATOR_STEPS) -> int:
@@ -117,3 +119,38 @@ def plan(height: int, width: int, budget: int, device: torch.device = torch.devi
                           f"in strips; the budget is {budget / 2**30:.2f} GiB (--max-memory)")
     rows = min(rows, height)
     return Plan("strips", int(rows), cache, fixed + strip_bytes(rows, width, item, steps), budget)
+
+
+def strip_rows(cost: Callable[[int], int], height: int, room: int) -> int:
+    """The most rows (≤ ``height``) whose ``cost(rows)`` (bytes, non-decreasing) fits ``room``; 0 if none."""
+    lo, hi = 0, height
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if cost(mid) <= room else (lo, mid - 1)
+    return lo
+
+
+def plan_graph(passes: list[tuple[int, Callable[[int], int]]], stored: int, whole: int, budget: int,
+               base: int, cache: str = "auto", on_host: bool = True) -> Plan:
+    """The plan of an out-of-core graph run (:mod:`dpedkit.enhance.outofcore`, the learned ISPs).
+
+    ``passes``: each pass over a map, ``(height, cost)`` with ``cost(rows)`` the bytes of one
+    strip's temporaries; ``stored``: bytes of the stored maps alive at once at the peak;
+    ``whole``: the estimated peak of the whole-image forward; ``base``: memory already in use
+    (the process, the photos). Whole-image when it fits; else every pass gets the tallest
+    strips that fit, with the stored maps in RAM when they take at most half of what is left,
+    else on disk (``cache`` forces it). ``on_host=False`` (a CUDA budget): the stored maps are
+    host memory, outside the budget, and go to disk unless ``cache="ram"``."""
+    fixed = base + OVERHEAD
+    if fixed + whole <= budget:
+        return Plan("whole", passes[-1][0], "none", fixed + whole, budget)
+    if cache == "auto":
+        cache = "ram" if on_host and stored <= (budget - fixed) // 2 else "disk"
+    fixed += stored if cache == "ram" and on_host else 0
+    rows = tuple(strip_rows(cost, h, budget - fixed) for h, cost in passes)
+    if min(rows) == 0:
+        need = fixed + max(cost(1) for _, cost in passes)
+        raise BudgetError(f"this RAW file needs at least {need / 2**30:.2f} GiB to be rendered exactly in strips; "
+                          f"the budget is {budget / 2**30:.2f} GiB (--max-memory)")
+    estimate = fixed + max(cost(r) for r, (_, cost) in zip(rows, passes))
+    return Plan("strips", min(rows), cache, estimate, budget, rows)

@@ -6,10 +6,20 @@ cropped to start on an R site and to even sides (one row and/or column dropped f
 GRBG, GBRG sensors, as ``patches --layout zrr`` phases its windows), in the values the
 training dataset holds (its ``raw.json`` ``raw_values``: ``zurich`` — the raw values with the
 black level on a 10-bit scale, the default — or ``normalized``: black 0, white 1020), packed
-as PyNET's loader packs it (:func:`dpedkit.raw.pack_bayer`). The network runs on
-the whole image (exact: its instance norms and attention see the whole photo, as in
-training's statistics over a patch); the output is sRGB at the mosaic's resolution, clipped
-to [0, 1] and rounded to 8 bits. Bounded-memory strips are for the DPED generator only.
+as PyNET's loader packs it (:func:`dpedkit.raw.pack_bayer`). The output is sRGB at the
+mosaic's resolution, clipped to [0, 1] and rounded to 8 bits.
+
+The rendering is exact in bounded memory (:func:`render_exact`), as for DPED: the network's
+instance norms (PyNET) and attention means (MicroISP) see the whole photo, as they saw the
+whole patch in training. When the planner's estimate of the whole-image forward fits the
+budget (``--max-memory``, default ¾ of the free memory) the network runs on the whole image
+(:func:`render`); otherwise out of core (:mod:`dpedkit.enhance.outofcore`): the forward is
+traced into its convolutions and global means, each computed once in full-width strips
+with its kernel's halo and stored (in RAM or, when the stored maps take over half the
+budget, in an unlinked file in ``--cache-dir``), norms and means from the whole map's
+statistics. Same pixels as the whole image (float max abs ≈ 1e-5; 8-bit outputs at most one
+level apart, rarely); slower (≈ 5× for PyNET at a tight budget on a CPU: thin strips).
+``--tile`` (approximate tiles) is refused for an ISP.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpedkit.enhance import outofcore
+from dpedkit.enhance.planner import default_budget, plan_graph, resident_bytes
 from dpedkit.errors import DpedkitError
 from dpedkit.layout import RAW_JSON
 from dpedkit.raw import Mosaic, pack_bayer, quick_rgb, read_mosaic, rggb_offset, to_pynet_values, to_zurich_values
@@ -64,12 +76,47 @@ def network_input(path: str | Path, raw_values: str) -> tuple[np.ndarray, Mosaic
     return pack_bayer(values), m
 
 
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """Network output rows ``(1, 3, h, W)`` → ``(h, W, 3)`` uint8: clipped to [0, 1], rounded."""
+    return (t[0].float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 @torch.inference_mode()
 def render(net: torch.nn.Module, packed: np.ndarray, device: torch.device, dtype: torch.dtype) -> np.ndarray:
     """The network's sRGB rendering ``(H, W, 3)`` uint8 of a packed mosaic (whole image)."""
-    x = torch.from_numpy(packed)[None].to(device, dtype)
-    out = net(x)[0].float().clamp(0, 1)
-    return (out * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8(net(torch.from_numpy(packed)[None].to(device, dtype)))
+
+
+def render_exact(net: torch.nn.Module, packed: np.ndarray, device: torch.device, dtype: torch.dtype,
+                 max_bytes: int | None = None, cache_dir: str | None = None, cache: str = "auto",
+                 progress=None, log=None) -> np.ndarray:
+    """:func:`render` within ``max_bytes`` (default :func:`~dpedkit.enhance.planner.default_budget`):
+    whole when the estimate fits, else out of core in strips (:mod:`dpedkit.enhance.outofcore`),
+    the same pixels. :class:`~dpedkit.enhance.planner.BudgetError` when not even one-row strips fit."""
+    budget = default_budget(device) if max_bytes is None else max_bytes
+    try:
+        out = outofcore.trace(net, torch.from_numpy(packed)[None], device, dtype)
+    except outofcore.OutOfCoreError:
+        if max_bytes is not None:
+            raise
+        return render(net, packed, device, dtype)       # a network the tracer does not know: whole, unplanned
+    order, frees = outofcore.schedule(out)
+    h, w = out.shape[2:]
+    used = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+    p = plan_graph(outofcore.passes(out, order), outofcore.stored_peak(order, frees),
+                   outofcore.whole_estimate(out, order, frees), budget, used + h * w * 3, cache,
+                   on_host=device.type == "cpu")
+    if p.mode == "whole":
+        return render(net, packed, device, dtype)
+    if log:
+        log(f"{w}×{h}: exact out of core, {len(order)} operations in strips of {min(p.pass_rows)}–"
+            f"{max(p.pass_rows)} rows, maps in {p.cache}, about {p.estimate / 2**30:.2f} of {budget / 2**30:.2f} GiB")
+    img = np.empty((h, w, 3), np.uint8)
+
+    def sink(r0: int, t: torch.Tensor) -> None:
+        img[r0:r0 + t.shape[2]] = to_uint8(t)
+    outofcore.run(out, order, frees, list(p.pass_rows), p.cache == "ram", cache_dir, sink, progress)
+    return img
 
 
 def quick_look(m: Mosaic) -> np.ndarray:

@@ -174,9 +174,9 @@ class _Enhancer:
         if self.isp:
             from dpedkit.enhance.raw_isp import training_values
             from dpedkit.model.checkpoint import load_checkpoint
-            if opts.tile or opts.max_memory:
-                raise BudgetError("--tile and --max-memory are for the DPED enhancer; a learned ISP renders each "
-                                  "RAW file whole")
+            if opts.tile:
+                raise BudgetError("--tile is for the DPED enhancer; a learned ISP renders each RAW file exactly, "
+                                  "whole or out of core in strips within --max-memory")
             self.raw_values = training_values(load_checkpoint(model).get("config") or {})
             self.g = g.eval().to(self.device, self.dtype)
         else:
@@ -220,10 +220,12 @@ class _Enhancer:
 
     def _render_raw(self, src: Path) -> tuple[np.ndarray, np.ndarray]:
         """The quick rendering (the "before") and the learned ISP's rendering of a RAW file."""
-        from dpedkit.enhance.raw_isp import network_input, quick_look, render
+        from dpedkit.enhance.raw_isp import network_input, quick_look, render_exact
         t0 = time.perf_counter()
         packed, mosaic = network_input(src, self.raw_values)
-        out = render(self.g, packed, self.device, self.dtype)
+        with _progress(self.log, src) as bar:
+            out = render_exact(self.g, packed, self.device, self.dtype, self.max_bytes, self.opts.cache_dir,
+                               progress=bar.update, log=bar.say)
         self.busy += time.perf_counter() - t0
         self.megapixels += out.shape[0] * out.shape[1] / 1e6
         return quick_look(mosaic), out

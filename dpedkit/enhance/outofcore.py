@@ -13,7 +13,7 @@ the result. Here the network's own ``forward`` runs once on a *traced* input
   a strip only at the map's true borders: inside, the halo is the neighbouring rows.
 - An **instance norm** of a convolution's output needs that output's per-channel mean and
   variance: they are gathered while the convolution's strips are written (float64,
-  :class:`~dpedkit.enhance.strips.Moments`) and applied when the map is read.
+  :class:`~dpedkit.model.inference.Moments`) and applied when the map is read.
 - A **global mean** (``x.mean(dim=(2, 3))``, MicroISP's attention) is a node too: a streamed
   sum; what follows it on ``(1, C, 1, 1)`` values (the attention's 1×1 convolutions,
   sigmoid) is computed once, when first needed (:class:`Small`).
@@ -43,7 +43,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dpedkit.enhance.strips import Moments, RowStore
+from dpedkit.enhance.strips import RowStore
+from dpedkit.model.inference import Moments
 from dpedkit.errors import DpedkitError
 
 STORE = np.float32          # stored maps: float32 (exact)

@@ -135,7 +135,9 @@ PEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("name, side, extra", [("microisp", 768, 96 << 20), ("pynet", 256, 90 << 20)])
+# PyNET: its instance norms are what out of core stores the most for (MicroISP passed the same check
+# at 768 px with 96 MB; its exactness and the CLI path are tested above, its memory once is enough)
+@pytest.mark.parametrize("name, side, extra", [("pynet", 256, 90 << 20)])
 def test_peak_memory_stays_within_the_budget_the_whole_image_exceeds(tmp_path, name, side, extra):
     """VmHWM: the out-of-core rendering within the budget; the whole-image forward of the same
     mosaic (in a forked child) needs more than the budget's room above the process."""

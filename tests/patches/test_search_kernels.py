@@ -61,6 +61,20 @@ def test_sharpness_equals_the_opencv_blur_and_sobel(gray):
     assert sharpness(blurred[:100, :100]) < 0.8 * sharpness(gray[:100, :100])   # (measured 0.75)
 
 
+def test_a_cell_deviation_counts_as_far_as_its_surface_supports_it():
+    from dpedkit.imageops import refine_peaks
+    from dpedkit.patches.verified import _curvature, _support
+    u = np.arange(5)[None, :] - 2.0
+    clean = 0.95 - 0.05 * ((u - 1.3) ** 2 + u.T ** 2)            # one peak 1.3 px right of the model
+    twin = np.maximum(0.974 - 0.1 * (u ** 2 + u.T ** 2),        # a peak at the model's place, and one
+                      0.975 - 0.1 * ((u - 1) ** 2 + (u.T - 2) ** 2))   # (1, 2) px off, a hair higher
+    maps = np.stack([clean, twin])
+    fx, fy, peak, px, py = refine_peaks(maps)
+    support = _support(maps, peak, px, py, fx, fy, _curvature(maps, peak, px, py))
+    assert support[0] == pytest.approx(1.0)
+    assert (fx[1] - 2, fy[1] - 2) == (1, 2) and support[1] < 0.1   # the model's place explains it as well
+
+
 def test_batched_peaks_equal_the_single_peak():
     rng = np.random.default_rng(1)
     maps = rng.random((200, 5, 5))

@@ -15,7 +15,7 @@ the DSLR window's local brightness after the whole-pixel search (:func:`phone_cr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import functools
 
@@ -378,16 +378,20 @@ _EQUALIZE_FLOOR = 4.0   # grey levels added to both local means: the ratio stays
 
 @dataclass
 class LocalMeans:
-    """Both luminances' local means (grey levels, Gaussian of σ ``SearchOptions.equalize`` px),
-    which :func:`phone_crop` divides the phone's local brightness by."""
+    """Both luminances' local means (grey levels, Gaussian of σ ``SearchOptions.equalize`` px,
+    plus ``_EQUALIZE_FLOOR``), which :func:`phone_crop` divides the phone's local brightness
+    by; kept at the resolution they were computed at (``scale``: low-res px per full-res px,
+    x and y), read per window by bilinear interpolation."""
     dslr: np.ndarray
     phone: np.ndarray
+    scale: tuple[float, float]
+    ratios: dict = field(default_factory=dict)   # per window (x, y): its ratio (:func:`_ratio_around`)
 
 
 def local_means(dslr: np.ndarray, phone: np.ndarray, sigma: float) -> LocalMeans | None:
-    """:class:`LocalMeans` of two luminances (``None`` for ``sigma`` 0), each plus
-    ``_EQUALIZE_FLOOR``; computed at about σ/4 px resolution and interpolated back (a field
-    this smooth loses nothing)."""
+    """:class:`LocalMeans` of two luminances (``None`` for ``sigma`` 0), computed at about σ/4 px
+    resolution (a field this smooth loses nothing; a whole-photo field at full resolution
+    cost more than the windows' reads of it)."""
     if sigma <= 0:
         return None
     h, w = phone.shape
@@ -395,9 +399,9 @@ def local_means(dslr: np.ndarray, phone: np.ndarray, sigma: float) -> LocalMeans
     small = (max(1, w // f), max(1, h // f))
 
     def mean(g):
-        m = cv2.GaussianBlur(cv2.resize(g, small, interpolation=cv2.INTER_AREA) if f > 1 else g, (0, 0), sigma / f)
-        return (cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) if f > 1 else m) + np.float32(_EQUALIZE_FLOOR)
-    return LocalMeans(mean(dslr), mean(phone))
+        lo = cv2.resize(g, small, interpolation=cv2.INTER_AREA) if f > 1 else g
+        return cv2.GaussianBlur(lo, (0, 0), sigma / f) + np.float32(_EQUALIZE_FLOOR)
+    return LocalMeans(mean(dslr), mean(phone), (small[0] / w, small[1] / h))
 
 
 def phone_crop(P: np.ndarray, w: WindowMatch, ox: int, oy: int, S: int, means: LocalMeans | None) -> np.ndarray:
@@ -423,18 +427,35 @@ def phone_crop(P: np.ndarray, w: WindowMatch, ox: int, oy: int, S: int, means: L
     crop = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
     if means is None:
         return crop
-    # the DSLR's mean where the model puts the crop's pixels, (x + j + ox − dx, y + i + oy − dy):
-    # bilinear between whole-pixel crops (the rotation, ≤ 1°, is negligible for a field this smooth)
-    a, b = ox - w.dx, oy - w.dy
-    x0, y0 = int(np.floor(a)), int(np.floor(b))
-    fx, fy = a - x0, b - y0
-    M = means.dslr
-    h, wd = M.shape
-    x0, y0 = min(max(w.x + x0, 0), wd - S - 1), min(max(w.y + y0, 0), h - S - 1)
-    top = M[y0:y0 + S, x0:x0 + S] * (1 - fx) + M[y0:y0 + S, x0 + 1:x0 + 1 + S] * fx
-    bottom = M[y0 + 1:y0 + 1 + S, x0:x0 + S] * (1 - fx) + M[y0 + 1:y0 + 1 + S, x0 + 1:x0 + 1 + S] * fx
-    dslr_mean = top * (1 - fy) + bottom * fy
-    return crop * (dslr_mean / means.phone[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S])
+    ratio = means.ratios.get((w.x, w.y))
+    if ratio is None or not (0 <= ox - ratio[0] <= 2 * _RATIO_MARGIN and 0 <= oy - ratio[1] <= 2 * _RATIO_MARGIN):
+        ratio = means.ratios[(w.x, w.y)] = _ratio_around(means, w, ox, oy, S)
+    ox0, oy0, r = ratio
+    return crop * r[oy - oy0:oy - oy0 + S, ox - ox0:ox - ox0 + S]
+
+
+_RATIO_MARGIN = 2   # px around a window's first phone crop over which its ratio is computed (later crops move ≤ 2 px)
+
+
+def _ratio_around(means: LocalMeans, w: WindowMatch, ox: int, oy: int, S: int) -> tuple[int, int, np.ndarray]:
+    """The DSLR/phone local-mean ratio over the phone crop at offset ``(ox, oy)`` widened by
+    ``_RATIO_MARGIN`` px, the DSLR's mean read at the model's sub-pixel position ``(w.dx, w.dy)``
+    (the rotation, ≤ 1°, is negligible for a field this smooth). Computed once per window, at its first sub-pixel estimate: the model moves by
+    tenths of a pixel after it, and a field this smooth changes by nothing over that.
+    Returns the widened region's offset ``(ox0, oy0)`` and the ratio."""
+    e = _RATIO_MARGIN
+    n = S + 2 * e
+    ox0, oy0 = ox - e, oy - e
+    rx, ry = means.scale
+
+    def read(m: np.ndarray, x0: float, y0: float) -> np.ndarray:
+        """``m`` at the full-resolution points ``(x0 + j, y0 + i)``, ``n × n``."""
+        A = np.array([[rx, 0, rx * (x0 + 0.5) - 0.5], [0, ry, ry * (y0 + 0.5) - 0.5]])
+        return cv2.warpAffine(m, A, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+    # phone pixel (x + ox0 + j, y + oy0 + i) shows the DSLR point (x + j + ox0 − dx, y + i + oy0 − dy)
+    ratio = read(means.dslr, w.x + ox0 - w.dx, w.y + oy0 - w.dy) / read(means.phone, w.x + ox0, w.y + oy0)
+    return ox0, oy0, ratio
 
 
 def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions) -> list[WindowMatch]:

@@ -72,6 +72,7 @@ class BlockFit:
     dev: np.ndarray
     good: np.ndarray
     bad: int
+    weight: np.ndarray | None = None   # (n, 2): how much each deviation counts along x and y (0–1)
 
 
 def _measure(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions, angle: float,
@@ -140,10 +141,9 @@ def _block_fit(s: CellSample, o: SearchOptions, step=(0.0, 0.0)) -> BlockFit:
     good = textured & ~bad & ~low
     dev = np.stack([fx - rb - step[0], fy - rb - step[1]], axis=1)
     curv = _curvature(s.maps, peak, px, py)
-    if o.min_curvature > 0:
-        dev = dev * np.clip(curv / o.min_curvature, 0, 1)
-    dev = dev * _support(s.maps, peak, px, py, fx, fy, curv)[:, None]
-    return BlockFit(dev[good], good, int(bad.sum()))
+    weight = np.clip(curv / o.min_curvature, 0, 1) if o.min_curvature > 0 else np.ones_like(dev)
+    weight = weight * _support(s.maps, peak, px, py, fx, fy, curv)[:, None]
+    return BlockFit((dev * weight)[good], good, int(bad.sum()), weight[good])
 
 
 def _support(maps: np.ndarray, peak: np.ndarray, px: np.ndarray, py: np.ndarray, fx: np.ndarray, fy: np.ndarray,
@@ -207,7 +207,8 @@ def check_focus(sharp: tuple[np.ndarray, np.ndarray] | None, w: WindowMatch, o: 
     return "defocus" if sd < o.min_sharpness * sp else None
 
 
-def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions) -> None:
+def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions,
+                      weight: np.ndarray | None = None) -> str | None:
     """Put a shift-model window back at the aligner's position (``dx = dy = 0``) unless its
     measured shift is at least ``min_significance`` times its uncertainty.
 
@@ -216,17 +217,22 @@ def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions) -> None
     pixel or more) and following it adds error. The uncertainty is the sub-blocks' spread
     about the model over the square root of their number (halved: they overlap), at least
     ``shift_floor`` px, the bias a single peak keeps. ``residual`` is then the blocks'
-    largest deviation from the position kept."""
+    largest deviation from the position kept (each block's share of the move counted as its
+    deviations are: along an axis where a block cannot see a shift it cannot see this one
+    either), checked as at the measured shift (:func:`check_spread`): the blocks must fit the
+    position written. Returns the status."""
     if o.min_significance <= 0 or w.model != "shift":
-        return
+        return None
     n = len(dev)
     spread = float(np.sqrt((dev ** 2).sum(axis=1).mean())) if n else 0.0
     sigma = np.hypot(o.shift_floor, spread / np.sqrt(max(1.0, n / 2)))
     if np.hypot(w.dx, w.dy) >= o.min_significance * sigma:
-        return
-    if n:
-        w.residual = float(np.linalg.norm(dev + (w.dx, w.dy), axis=1).max())
+        return None
+    back = np.array([w.dx, w.dy]) * (1.0 if weight is None else weight)   # the move back, as each block measures it
+    residual = float(np.linalg.norm(dev + back, axis=1).max()) if n else w.residual
+    w.residual = residual
     w.dx = w.dy = 0.0
+    return check_spread(w, o)
 
 
 def check_spread(w: WindowMatch, o: SearchOptions) -> str | None:
@@ -324,7 +330,7 @@ def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions
             w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
             status = check_spread(w, o) or check_symmetry(D, P, w, measured.offset, o, means)
         if status is None:
-            keep_global_model(w, dev, o)
+            status = keep_global_model(w, dev, o, fit.weight if w.model == "shift" else None)
     if status:
         w.status = status
 

@@ -189,18 +189,36 @@ class Cells:
         return np.clip(maps, -1, 1).transpose(2, 0, 1), np.sqrt(var_r[r, r] / area), np.sqrt(var_t / area)
 
 
+@functools.lru_cache(maxsize=8)
+def _gaussian_taps(sigma: float) -> np.ndarray:
+    """The Gaussian kernel ``cv2.GaussianBlur(..., (0, 0), sigma)`` uses on a float image
+    (``round(8σ + 1) | 1`` taps)."""
+    return cv2.getGaussianKernel(int(round(sigma * 8 + 1)) | 1, sigma, cv2.CV_32F)
+
+
+def _gradient_energy(b: np.ndarray, m: int) -> float:
+    """Σ (b[i, j+1] − b[i, j−1])² + (b[i+1, j] − b[i−1, j])² over the inner part ``[m:−m, m:−m]``:
+    ``cv2.Sobel(b, ksize=1)``'s energy there, without its passes over the whole image."""
+    gx = b[m:-m, m + 1:b.shape[1] - m + 1] - b[m:-m, m - 1:-m - 1]
+    gy = b[m + 1:b.shape[0] - m + 1, m:-m] - b[m - 1:-m - 1, m:-m]
+    return float(np.vdot(gx, gx)) + float(np.vdot(gy, gy))
+
+
 def sharpness(img: np.ndarray, fine: float = 0.7, coarse: float = 2.0) -> float:
     """Fine detail of a grey image relative to its coarse structure: the gradient energy of the
     image blurred with a Gaussian of σ ``fine`` px over that with σ ``coarse`` px (inner part,
     away from the blur's border). A number of the image alone, unchanged by its contrast and
     brightness (tone mapping, exposure); defocus lowers it (a sharp natural image ≈ 2–3, the
-    same blurred with σ 1.5 px about half of that). ``nan`` for a flat image."""
-    g = img if img.dtype == np.float32 else img.astype(np.float32)
+    same blurred with σ 1.5 px about half of that). ``nan`` for a flat image.
+
+    The values of ``cv2.GaussianBlur`` then ``cv2.Sobel(ksize=1)`` and ``cv2.norm``
+    (``tests/patches/test_search_kernels.py``) at under half the cost per window: the window
+    copied once (a view into a whole photo is slow to filter), the blurs as separable filters
+    with cached taps, the central differences and their energy as array slices on the inner
+    part only. (Whole-photo blurs read through integral images cost more: the windows cover
+    the photo, so the pixels filtered are the same, and the photo-size arrays miss the cache.)"""
+    g = np.ascontiguousarray(img, dtype=np.float32)
     m = int(np.ceil(2 * coarse))
-    energy = []
-    for s in (fine, coarse):
-        b = cv2.GaussianBlur(g, (0, 0), s)
-        gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=1)[m:-m, m:-m]
-        gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=1)[m:-m, m:-m]
-        energy.append(cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR))
+    energy = [_gradient_energy(cv2.sepFilter2D(g, -1, _gaussian_taps(s), _gaussian_taps(s)), m)
+              for s in (fine, coarse)]
     return energy[0] / energy[1] if energy[1] > 0 else float("nan")

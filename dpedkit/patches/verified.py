@@ -9,12 +9,13 @@ the first rejection is the window's status. Windows with sides without texture a
 judged with their neighbours (:func:`dpedkit.patches.vouching.vouch_flat_sides`).
 
 Shifts are in px (phone minus DSLR position of the same content, x right, y down); NCC is
-zero-mean normalised cross-correlation of luminance (0–255).
+zero-mean normalised cross-correlation of luminance (0–255), each phone crop brought to
+the DSLR window's local brightness after the whole-pixel search (:func:`phone_crop`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import functools
 
@@ -71,15 +72,16 @@ class BlockFit:
     dev: np.ndarray
     good: np.ndarray
     bad: int
+    weight: np.ndarray | None = None   # (n, 2): how much each deviation counts along x and y (0–1)
 
 
 def _measure(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions, angle: float,
-             with_cells: bool) -> tuple[float, float, CellSample | None]:
+             with_cells: bool, means: LocalMeans | None = None) -> tuple[float, float, CellSample | None]:
     """At the current model: the whole window's step to its 3×3 NCC peak, and (with_cells)
     the cells' maps over ±rb px from the same sample."""
     S, rb = o.size, _RB
     ox, oy = patch_offset(w)
-    Pi = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
+    Pi = phone_crop(P, w, ox, oy, S, means)
     m = rb if with_cells else 1
     Ds = sample(D, dslr_affine(w.x, w.y, w.dx, w.dy, angle, S, ox, oy, margin=m), S + 2 * m)
     at = None
@@ -95,7 +97,8 @@ def _measure(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions, ang
     return fx - 1, fy - 1, at
 
 
-def _iterate_subpixel(D, P, w: WindowMatch, o: SearchOptions) -> tuple[bool, CellSample | None, tuple[float, float]]:
+def _iterate_subpixel(D, P, w: WindowMatch, o: SearchOptions,
+                      means: LocalMeans | None = None) -> tuple[bool, CellSample | None, tuple[float, float]]:
     """Iterate the parabola to its fixed point (unbiased), moving ``w.dx, w.dy``. Returns
     whether it converged, the cells' sample of its last measurement (or ``None``) and that
     measurement's step (how far the model moved since the sample).
@@ -105,7 +108,7 @@ def _iterate_subpixel(D, P, w: WindowMatch, o: SearchOptions) -> tuple[bool, Cel
     verifier needs no sample of its own."""
     measured, step, d = None, np.inf, (0.0, 0.0)
     for _ in range(_SUBPIXEL_ITERS):
-        ddx, ddy, measured = _measure(D, P, w, o, 0.0, with_cells=o.verify and step < 3 * _SUBPIXEL_STEP)
+        ddx, ddy, measured = _measure(D, P, w, o, 0.0, o.verify and step < 3 * _SUBPIXEL_STEP, means)
         step, d = max(abs(ddx), abs(ddy)), (ddx, ddy)
         w.dx, w.dy = w.dx - ddx, w.dy - ddy
         if step < _SUBPIXEL_STEP:
@@ -119,7 +122,8 @@ def _block_fit(s: CellSample, o: SearchOptions, step=(0.0, 0.0)) -> BlockFit:
 
     A deviation counts along each axis in proportion to how sharply the cell's correlation
     peaks there (its curvature, up to ``o.min_curvature``): along a straight edge or in smooth
-    texture the peak slides with noise and processing (the aperture problem) and says little."""
+    texture the peak slides with noise and processing (the aperture problem) and says little;
+    and in proportion to how far the surface itself supports it (:func:`_support`)."""
     rb = _RB
     fx, fy, peak, px, py = refine_peaks(s.maps)
     # texture judged on the DSLR side: the phone's noise and sharpening give a flat block a
@@ -136,9 +140,32 @@ def _block_fit(s: CellSample, o: SearchOptions, step=(0.0, 0.0)) -> BlockFit:
     bad = textured & (edge | (low & strong))
     good = textured & ~bad & ~low
     dev = np.stack([fx - rb - step[0], fy - rb - step[1]], axis=1)
-    if o.min_curvature > 0:
-        dev = dev * np.clip(_curvature(s.maps, peak, px, py) / o.min_curvature, 0, 1)
-    return BlockFit(dev[good], good, int(bad.sum()))
+    curv = _curvature(s.maps, peak, px, py)
+    weight = np.clip(curv / o.min_curvature, 0, 1) if o.min_curvature > 0 else np.ones_like(dev)
+    weight = weight * _support(s.maps, peak, px, py, fx, fy, curv)[:, None]
+    return BlockFit((dev * weight)[good], good, int(bad.sum()), weight[good])
+
+
+def _support(maps: np.ndarray, peak: np.ndarray, px: np.ndarray, py: np.ndarray, fx: np.ndarray, fy: np.ndarray,
+             curv: np.ndarray) -> np.ndarray:
+    """``(K,)`` in [0, 1]: how much of each cell's deviation its correlation surface supports.
+
+    The cell's peak beats the model's own place (the map's centre) by a measured NCC gain; the
+    parabola the deviation is read from (vertex ``f``, curvature ``c`` per axis, through the
+    integer peak ``p``) predicts the gain ``½ Σ c (f² − (f − p)²)``. On a single clean peak the
+    two agree (support 1). Where the measured gain is a fraction of the predicted one, the
+    surface is flat-topped or has a second maximum at the model's place (smooth ramps,
+    repeated texture, a sharpening halo's double edge): the model's position explains the
+    cell nearly as well as the peak does, and the deviation is scaled by the square root of
+    that fraction (a gain grows with the square of a distance). A peak at the model's own
+    integer place predicts no gain and keeps its (sub-pixel) deviation."""
+    rb = _RB
+    gain = peak - maps[np.arange(len(maps)), rb, rb]
+    p = np.stack([px - rb, py - rb], axis=1).astype(float)
+    f = np.stack([fx - rb, fy - rb], axis=1)
+    predicted = 0.5 * (curv * (f ** 2 - (f - p) ** 2)).sum(axis=1)
+    ratio = np.where(predicted > 1e-6, gain / np.maximum(predicted, 1e-6), 1.0)
+    return np.sqrt(np.clip(ratio, 0, 1))
 
 
 def _curvature(maps: np.ndarray, peak: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
@@ -180,7 +207,8 @@ def check_focus(sharp: tuple[np.ndarray, np.ndarray] | None, w: WindowMatch, o: 
     return "defocus" if sd < o.min_sharpness * sp else None
 
 
-def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions) -> None:
+def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions,
+                      weight: np.ndarray | None = None) -> str | None:
     """Put a shift-model window back at the aligner's position (``dx = dy = 0``) unless its
     measured shift is at least ``min_significance`` times its uncertainty.
 
@@ -189,17 +217,22 @@ def keep_global_model(w: WindowMatch, dev: np.ndarray, o: SearchOptions) -> None
     pixel or more) and following it adds error. The uncertainty is the sub-blocks' spread
     about the model over the square root of their number (halved: they overlap), at least
     ``shift_floor`` px, the bias a single peak keeps. ``residual`` is then the blocks'
-    largest deviation from the position kept."""
+    largest deviation from the position kept (each block's share of the move counted as its
+    deviations are: along an axis where a block cannot see a shift it cannot see this one
+    either), checked as at the measured shift (:func:`check_spread`): the blocks must fit the
+    position written. Returns the status."""
     if o.min_significance <= 0 or w.model != "shift":
-        return
+        return None
     n = len(dev)
     spread = float(np.sqrt((dev ** 2).sum(axis=1).mean())) if n else 0.0
     sigma = np.hypot(o.shift_floor, spread / np.sqrt(max(1.0, n / 2)))
     if np.hypot(w.dx, w.dy) >= o.min_significance * sigma:
-        return
-    if n:
-        w.residual = float(np.linalg.norm(dev + (w.dx, w.dy), axis=1).max())
+        return None
+    back = np.array([w.dx, w.dy]) * (1.0 if weight is None else weight)   # the move back, as each block measures it
+    residual = float(np.linalg.norm(dev + back, axis=1).max()) if n else w.residual
+    w.residual = residual
     w.dx = w.dy = 0.0
+    return check_spread(w, o)
 
 
 def check_spread(w: WindowMatch, o: SearchOptions) -> str | None:
@@ -208,7 +241,7 @@ def check_spread(w: WindowMatch, o: SearchOptions) -> str | None:
 
 
 def check_symmetry(D: np.ndarray, P: np.ndarray, w: WindowMatch, offset: tuple[int, int],
-                   o: SearchOptions) -> str | None:
+                   o: SearchOptions, means: LocalMeans | None = None) -> str | None:
     """Backward: the phone crop searched in the DSLR image itself (no resampling of either
     side) must land where the forward estimate says, within ``max_asymmetry`` px. A rotated
     window (verified by its blocks) and one too near the border are not checked."""
@@ -218,7 +251,7 @@ def check_symmetry(D: np.ndarray, P: np.ndarray, w: WindowMatch, offset: tuple[i
     region = D[c0y - rb:c0y + S + rb, c0x - rb:c0x + S + rb]
     if region.shape != (S + 2 * rb, S + 2 * rb) or w.angle != 0:
         return None
-    Pi = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
+    Pi = phone_crop(P, w, ox, oy, S, means)
     fx, fy, _, _, _, _ = ncc_peak(region, Pi)
     # Pi ≈ D at (c0 − rb + f): the backward displacement of the phone crop's origin
     back = np.array([w.x + ox - (c0x - rb + fx), w.y + oy - (c0y - rb + fy)])
@@ -238,7 +271,8 @@ def _mark_flat_sides(w: WindowMatch, fit: BlockFit, cells: Cells, o: SearchOptio
         w.flat_sides = "".join(n for n, t in zip("tblr", strips) if not t)
 
 
-def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: Cells) -> np.ndarray | None:
+def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: Cells,
+                  means: LocalMeans | None = None) -> np.ndarray | None:
     """A rotation only when the blocks show one: −δ_b ≈ θ J u_b (J u = (−u_y, u_x)), the richer
     model by a margin (``rotation_gain``) and moving the corners by 0.2 px or more. Sets
     ``w.angle`` and ``w.model`` when taken; returns the blocks' deviations of the model kept,
@@ -260,7 +294,7 @@ def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: 
     if abs(np.rad2deg(theta)) > o.max_angle:
         return None                                # a rotation beyond the range searched: a swaying object?
     angle = float(np.rad2deg(theta))
-    _, _, rotated = _measure(D, P, w, o, angle, with_cells=True)
+    _, _, rotated = _measure(D, P, w, o, angle, True, means)
     fit_r = _block_fit(rotated, o)
     if not fit_r.bad and len(fit_r.dev) and np.abs(fit_r.dev).max() < np.abs(dev).max():
         w.angle, w.model = angle, "rotation"
@@ -269,33 +303,34 @@ def _fit_rotation(D, P, w: WindowMatch, o: SearchOptions, fit: BlockFit, cells: 
 
 
 def verify_window(D: np.ndarray, P: np.ndarray, w: WindowMatch, o: SearchOptions,
-                  sharp: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                  sharp: tuple[np.ndarray, np.ndarray] | None = None, means: LocalMeans | None = None) -> None:
     """Sub-pixel shift, model choice and the verifier for one window whose search over
     whole pixels is done (``w.dx, w.dy`` its parabolic peak); sets ``w`` in place. ``D, P``
     are the luminances the correlations use (band-limited, :func:`band_limited`), ``sharp``
-    the unsmoothed ones the focus check reads (``None``: no focus check)."""
-    converged, measured, step = _iterate_subpixel(D, P, w, o)
+    the unsmoothed ones the focus check reads (``None``: no focus check), ``means`` the local
+    means that equalise the phone crops (:func:`phone_crop`; ``None``: not equalised)."""
+    converged, measured, step = _iterate_subpixel(D, P, w, o, means)
     w.model = "shift"
     status = check_range(w, o)
     if status or not o.verify:
         w.status = status or w.status
         return
     if not converged or measured is None or measured.offset != patch_offset(w):
-        _, _, measured = _measure(D, P, w, o, 0.0, with_cells=True)
+        _, _, measured = _measure(D, P, w, o, 0.0, True, means)
         step = (0.0, 0.0)                          # measured at the model itself
     cells = window_cells(o)
     fit = _block_fit(measured, o, step)
     status = check_focus(sharp, w, o) or check_blocks(w, fit)
     if status is None:
         _mark_flat_sides(w, fit, cells, o)
-        dev = _fit_rotation(D, P, w, o, fit, cells)
+        dev = _fit_rotation(D, P, w, o, fit, cells, means)
         if dev is None:
             status = "at_search_limit"
         else:
             w.residual = float(np.linalg.norm(dev, axis=1).max()) if len(dev) else 0.0
-            status = check_spread(w, o) or check_symmetry(D, P, w, measured.offset, o)
+            status = check_spread(w, o) or check_symmetry(D, P, w, measured.offset, o, means)
         if status is None:
-            keep_global_model(w, dev, o)
+            status = keep_global_model(w, dev, o, fit.weight if w.model == "shift" else None)
     if status:
         w.status = status
 
@@ -344,6 +379,91 @@ def band_limited(g: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(g, (0, 0), sigma) if sigma > 0 else g
 
 
+_EQUALIZE_FLOOR = 4.0   # grey levels added to both local means: the ratio stays finite (and quiet) in black regions
+
+
+@dataclass
+class LocalMeans:
+    """Both luminances' local means (grey levels, Gaussian of σ ``SearchOptions.equalize`` px,
+    plus ``_EQUALIZE_FLOOR``), which :func:`phone_crop` divides the phone's local brightness
+    by; kept at the resolution they were computed at (``scale``: low-res px per full-res px,
+    x and y), read per window by bilinear interpolation."""
+    dslr: np.ndarray
+    phone: np.ndarray
+    scale: tuple[float, float]
+    ratios: dict = field(default_factory=dict)   # per window (x, y): its ratio (:func:`_ratio_around`)
+
+
+def local_means(dslr: np.ndarray, phone: np.ndarray, sigma: float) -> LocalMeans | None:
+    """:class:`LocalMeans` of two luminances (``None`` for ``sigma`` 0), computed at about σ/4 px
+    resolution (a field this smooth loses nothing; a whole-photo field at full resolution
+    cost more than the windows' reads of it)."""
+    if sigma <= 0:
+        return None
+    h, w = phone.shape
+    f = max(1, int(sigma // 4))
+    small = (max(1, w // f), max(1, h // f))
+
+    def mean(g):
+        lo = cv2.resize(g, small, interpolation=cv2.INTER_AREA) if f > 1 else g
+        return cv2.GaussianBlur(lo, (0, 0), sigma / f) + np.float32(_EQUALIZE_FLOOR)
+    return LocalMeans(mean(dslr), mean(phone), (small[0] / w, small[1] / h))
+
+
+def phone_crop(P: np.ndarray, w: WindowMatch, ox: int, oy: int, S: int, means: LocalMeans | None) -> np.ndarray:
+    """The phone crop the verifier correlates, ``P[y+oy : y+oy+S, x+ox : x+ox+S]``, with
+    ``means`` brought to the DSLR window's local brightness: times the DSLR's local mean at
+    the window over the phone's at the crop (where the same content is).
+
+    Why: a phone's local tone mapping (and vignetting, shadow lifting) multiplies its image by
+    a gain that varies over tens of pixels. NCC ignores a gain that is constant over a
+    sub-block, not one that changes across it: a gain ramp ``1 + k·x`` adds a slope ``∝ k`` to
+    the sub-block's correlation surface and moves its peak by about ``k / 2c`` (``c`` the
+    surface's curvature), a pixel and more in smooth texture. On bench/fidelity.py's
+    ``processing`` case that, not chromatic aberration, made most of the ``inconsistent``
+    windows (the simulator's tone mapping switched off, the verifier kept 92 % of the windows
+    instead of 78 %; its chromatic aberration switched off, 77 %). Dividing the gain out
+    removes the slope. The two means are read at corresponding places (the crop's offset), so
+    a real displacement is not pulled towards the model: the ratio of the same content's
+    brightness is the cameras' gain alone, and it is far too smooth to imitate a shifted
+    texture (the DSLR's mean is read at the model's sub-pixel position: read at the crop's
+    whole-pixel offset, a real 1.4 px shift came out 0.05 px worse at the 90th percentile).
+    The DSLR side keeps its grey levels, so the texture thresholds (``block_std``) mean what
+    they did."""
+    crop = P[w.y + oy:w.y + oy + S, w.x + ox:w.x + ox + S]
+    if means is None:
+        return crop
+    ratio = means.ratios.get((w.x, w.y))
+    if ratio is None or not (0 <= ox - ratio[0] <= 2 * _RATIO_MARGIN and 0 <= oy - ratio[1] <= 2 * _RATIO_MARGIN):
+        ratio = means.ratios[(w.x, w.y)] = _ratio_around(means, w, ox, oy, S)
+    ox0, oy0, r = ratio
+    return crop * r[oy - oy0:oy - oy0 + S, ox - ox0:ox - ox0 + S]
+
+
+_RATIO_MARGIN = 2   # px around a window's first phone crop over which its ratio is computed (later crops move ≤ 2 px)
+
+
+def _ratio_around(means: LocalMeans, w: WindowMatch, ox: int, oy: int, S: int) -> tuple[int, int, np.ndarray]:
+    """The DSLR/phone local-mean ratio over the phone crop at offset ``(ox, oy)`` widened by
+    ``_RATIO_MARGIN`` px, the DSLR's mean read at the model's sub-pixel position ``(w.dx, w.dy)``
+    (the rotation, ≤ 1°, is negligible for a field this smooth). Computed once per window, at its first sub-pixel estimate: the model moves by
+    tenths of a pixel after it, and a field this smooth changes by nothing over that.
+    Returns the widened region's offset ``(ox0, oy0)`` and the ratio."""
+    e = _RATIO_MARGIN
+    n = S + 2 * e
+    ox0, oy0 = ox - e, oy - e
+    rx, ry = means.scale
+
+    def read(m: np.ndarray, x0: float, y0: float) -> np.ndarray:
+        """``m`` at the full-resolution points ``(x0 + j, y0 + i)``, ``n × n``."""
+        A = np.array([[rx, 0, rx * (x0 + 0.5) - 0.5], [0, ry, ry * (y0 + 0.5) - 0.5]])
+        return cv2.warpAffine(m, A, (n, n), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+    # phone pixel (x + ox0 + j, y + oy0 + i) shows the DSLR point (x + j + ox0 − dx, y + i + oy0 − dy)
+    ratio = read(means.dslr, w.x + ox0 - w.dx, w.y + oy0 - w.dy) / read(means.phone, w.x + ox0, w.y + oy0)
+    return ox0, oy0, ratio
+
+
 def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions) -> list[WindowMatch]:
     """Per window: the integer NCC peak over ``|dx|, |dy| ≤ max_shift`` (a peak on the range's
     boundary is ``at_search_limit``: the truth may lie beyond), an iterated parabolic
@@ -351,6 +471,7 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
     one, and (``verify``) the checks that the window moves as one."""
     sharp = _gray(dslr, o), _gray(phone, o)
     D, P = (band_limited(g, o.smooth) for g in sharp)
+    means = local_means(*sharp, o.equalize)
     h_img, w_img = P.shape
     windows = [WindowMatch(x, y, model="shift") for x, y in grid_positions(w_img, h_img, o)]
     for w in windows:
@@ -358,7 +479,7 @@ def match_windows_verified(dslr: np.ndarray, phone: np.ndarray, o: SearchOptions
         if status:
             w.status = status
             continue
-        verify_window(D, P, w, o, sharp)
+        verify_window(D, P, w, o, sharp, means)
     if o.verify:
         vouch_flat_sides(windows, o)
     return windows

@@ -86,6 +86,11 @@ class SearchOptions:
     smooth: float = field(default=0.0, metadata={"min": 0,
         "help": "The verified search correlates both luminances smoothed with a Gaussian of this sigma (px): "
                 "the phone's sharpening halos, denoising and noise then pull no sub-block's peak (0: unsmoothed)."})
+    equalize: float = field(default=20.0, metadata={"min": 0,
+        "help": "After the whole-pixel search, the verified search correlates each phone crop brought to the DSLR "
+                "window's local brightness (ratio of the two local means, Gaussian of this sigma, px, read where the "
+                "same content is): the phone's local tone mapping is a smooth gain, and a gain that changes across a "
+                "sub-block moves its correlation peak (0: not equalised)."})
     min_sharpness: float = field(default=0.6, metadata={"min": 0, "max": 1,
         "help": "A window whose DSLR side keeps less than this share of the phone side's fine detail (gradient "
                 "energy at a fine over a coarse scale, each side on its own, so contrast and tone do not count) is "

@@ -1,12 +1,12 @@
 """The verified search's numerical kernels against the OpenCV calls they stand in for: the
-cells' correlation maps, the small correlation map, the batched parabolic peak and the
-separable sub-pixel shift."""
+cells' correlation maps, the small correlation map, the focus check's sharpness, the batched
+parabolic peak and the separable sub-pixel shift."""
 import cv2
 import numpy as np
 import pytest
 
 from dpedkit.imageops import refine_peak, refine_peaks
-from dpedkit.patches.kernels import ncc_map_small, sample
+from dpedkit.patches.kernels import ncc_map_small, sample, sharpness
 from dpedkit.patches.verified import window_cells
 from dpedkit.patches.window import SearchOptions, dslr_affine
 
@@ -42,6 +42,37 @@ def test_small_map_equals_match_template(gray):
         region = gray[100:100 + 99 + n, 50:50 + 99 + n]
         np.testing.assert_allclose(ncc_map_small(region, templ),
                                    cv2.matchTemplate(region, templ, cv2.TM_CCOEFF_NORMED), atol=1e-4)
+
+
+def test_sharpness_equals_the_opencv_blur_and_sobel(gray):
+    def reference(img, fine=0.7, coarse=2.0):
+        m, e = int(np.ceil(2 * coarse)), []
+        for s in (fine, coarse):
+            b = cv2.GaussianBlur(img, (0, 0), s)
+            gx = cv2.Sobel(b, cv2.CV_32F, 1, 0, ksize=1)[m:-m, m:-m]
+            gy = cv2.Sobel(b, cv2.CV_32F, 0, 1, ksize=1)[m:-m, m:-m]
+            e.append(cv2.norm(gx, cv2.NORM_L2SQR) + cv2.norm(gy, cv2.NORM_L2SQR))
+        return e[0] / e[1]
+    blurred = cv2.GaussianBlur(gray, (0, 0), 1.5)
+    for img in (gray, blurred):
+        for y, x, S in [(0, 0, 100), (150, 37, 100), (300, 300, 64), (10, 200, 37)]:
+            win = img[y:y + S, x:x + S]                          # a view into the photo, as the verifier reads it
+            assert sharpness(win) == pytest.approx(reference(win), rel=1e-5)
+    assert sharpness(blurred[:100, :100]) < 0.8 * sharpness(gray[:100, :100])   # (measured 0.75)
+
+
+def test_a_cell_deviation_counts_as_far_as_its_surface_supports_it():
+    from dpedkit.imageops import refine_peaks
+    from dpedkit.patches.verified import _curvature, _support
+    u = np.arange(5)[None, :] - 2.0
+    clean = 0.95 - 0.05 * ((u - 1.3) ** 2 + u.T ** 2)            # one peak 1.3 px right of the model
+    twin = np.maximum(0.974 - 0.1 * (u ** 2 + u.T ** 2),        # a peak at the model's place, and one
+                      0.975 - 0.1 * ((u - 1) ** 2 + (u.T - 2) ** 2))   # (1, 2) px off, a hair higher
+    maps = np.stack([clean, twin])
+    fx, fy, peak, px, py = refine_peaks(maps)
+    support = _support(maps, peak, px, py, fx, fy, _curvature(maps, peak, px, py))
+    assert support[0] == pytest.approx(1.0)
+    assert (fx[1] - 2, fy[1] - 2) == (1, 2) and support[1] < 0.1   # the model's place explains it as well
 
 
 def test_batched_peaks_equal_the_single_peak():

@@ -171,7 +171,7 @@ def test_an_out_of_focus_dslr_region_is_defocus(detailed_pair):
 @pytest.mark.parametrize("shift, kept", [((0.08, -0.05), True), ((1.3, 0.6), False)])
 def test_an_insignificant_shift_keeps_the_aligners_position(aligned_pair, shift, kept):
     """A phone photo moved by a shift within the peak's uncertainty keeps dx = dy = 0 (the
-    aligner's model); a real 1.4 px one is followed (within 0.1 px)."""
+    aligner's model); a real 1.4 px one is followed (within 0.12 px)."""
     dslr, phone = aligned_pair
     ws = [w for w in match_windows(dslr, moved_by(phone, shift), SearchOptions()) if w.status == "ok"]
     assert len(ws) >= 10
@@ -179,4 +179,35 @@ def test_an_insignificant_shift_keeps_the_aligners_position(aligned_pair, shift,
     if kept:
         assert np.mean(np.all(d == 0, axis=1)) >= 0.9
     else:
-        assert np.percentile(np.hypot(*(d - shift).T), 90) < 0.1
+        # measured 0.100 (0.071 with equalize=0: this phone adds an offset as well as a gain, and the local
+        # brightness ratio then varies a little with the brightness)
+        assert np.percentile(np.hypot(*(d - shift).T), 90) < 0.12
+
+
+def local_tone_mapping(img, sigma=20.0):
+    """A phone's local tone mapping: shadows lifted, highlights held, by a gain that follows
+    the local brightness (Gaussian of ``sigma`` px) — it moves nothing."""
+    f = img.astype(np.float32)
+    base = cv2.GaussianBlur(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), sigma)
+    gain = np.clip(((base + 12) / 115) ** -0.6, 0.6, 2.4)
+    return np.clip(f * gain[..., None], 0, 255).astype(np.uint8)
+
+
+def test_local_tone_mapping_is_not_taken_for_motion(aligned_pair):
+    """A phone photo through a strong local tone mapping, nothing moved: with the phone's
+    local brightness equalised to the DSLR's (the default) the windows are kept at the
+    aligner's position; without, the gain ramps across sub-blocks move their peaks and
+    windows are rejected or shifted."""
+    dslr, phone = aligned_pair
+    toned = local_tone_mapping(phone)
+    on = match_windows(dslr, toned, SearchOptions())
+    off = match_windows(dslr, toned, SearchOptions(equalize=0))
+    textured = sum(w.status != "flat" for w in on)
+    ok_on = [w for w in on if w.status == "ok"]
+    ok_off = [w for w in off if w.status == "ok"]
+    # (measured: 40 of 48 textured windows kept with, 28 without — 19 inconsistent; 44 untoned)
+    assert len(ok_on) >= 0.8 * textured, Counter(w.status for w in on)
+    assert len(ok_on) >= len(ok_off) + 8, (Counter(w.status for w in on), Counter(w.status for w in off))
+    assert np.percentile([np.hypot(w.dx, w.dy) for w in ok_on], 95) <= 0.15
+    # a window put back at the aligner's position is checked there: its blocks fit the position written
+    assert all(w.residual <= SearchOptions().max_spread for w in ok_on)

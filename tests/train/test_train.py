@@ -115,14 +115,14 @@ def test_short_training_learns(tmp_path, samples):
 
 def test_resume_continues_exactly(tmp_path, samples):
     data = make_dataset(tmp_path / "ds", samples, n_train=8, n_test=4, size=20)
-    full = train(tiny_config(data, tmp_path / "a"), log=lambda *_: None, progress=False)
-    train(tiny_config(data, tmp_path / "b", iters=3), log=lambda *_: None, progress=False)
-    resumed = train(tiny_config(data, tmp_path / "b", resume=True), log=lambda *_: None, progress=False)
+    full = train(tiny_config(data, tmp_path / "a", batch_size=4), log=lambda *_: None, progress=False)
+    train(tiny_config(data, tmp_path / "b", iters=3, batch_size=4), log=lambda *_: None, progress=False)
+    resumed = train(tiny_config(data, tmp_path / "b", resume=True, batch_size=4), log=lambda *_: None, progress=False)
     # a run killed just after its first checkpoint: iteration 0's state as last.pt
-    train(tiny_config(data, tmp_path / "c", iters=3, keep_checkpoints=2), log=lambda *_: None, progress=False)
+    train(tiny_config(data, tmp_path / "c", iters=3, keep_checkpoints=2, batch_size=4), log=lambda *_: None, progress=False)
     ck = tmp_path / "c" / "checkpoints"
     (ck / "iter_0.pt").replace(ck / "last.pt")
-    from_zero = train(tiny_config(data, tmp_path / "c", resume=True), log=lambda *_: None, progress=False)
+    from_zero = train(tiny_config(data, tmp_path / "c", resume=True, batch_size=4), log=lambda *_: None, progress=False)
     assert [r["iteration"] for r in full] == [0, 3, 6]
     for run in (resumed, from_zero):
         assert [int(r["iteration"]) for r in run] == [0, 3, 6]
@@ -135,7 +135,7 @@ def test_resume_continues_exactly(tmp_path, samples):
         gb = load_checkpoint(tmp_path / other)["generator"]
         assert all(torch.equal(ga[k], gb[k]) for k in ga)
     # the same command on a finished run: resumed, nothing left to do, the rows as they were
-    again = train(tiny_config(data, tmp_path / "a"), log=lambda *_: None, progress=False)
+    again = train(tiny_config(data, tmp_path / "a", batch_size=4), log=lambda *_: None, progress=False)
     assert [int(r["iteration"]) for r in again] == [0, 3, 6]
 
 
